@@ -1,0 +1,1 @@
+"""Host side of the accelerator: data layout, protocol driver and transports."""

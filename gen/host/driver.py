@@ -1,0 +1,170 @@
+"""One driver for the host protocol (``gen/host/PROTOCOL.md``), over any byte transport.
+
+The driver is ``async`` so the same code runs inside a cocotb simulation (its transport awaits
+simulator time) and against a real board (its transport calls pyserial and never suspends; run
+it with :func:`asyncio.run`).
+"""
+
+import asyncio
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..hw.host_bridge import (MAGIC, PARAM_WORD_BYTES, PROTOCOL_VERSION, REPLY_ERROR,
+                              REPLY_OK, Buffer, Command)
+from .layout import (check_gemm_operands, pack_activations, pack_params, pack_weights,
+                     words_to_bytes, LayoutError)
+
+__all__ = ["DeviceInfo", "Status", "GemmRun", "Driver", "ProtocolError", "DeviceError"]
+
+
+class ProtocolError(RuntimeError):
+    """The device answered something the protocol does not allow."""
+
+
+class DeviceError(RuntimeError):
+    """The device refused a command or reported a failed job."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    version: int
+    rows: int
+    cols: int
+    dataflow_id: int
+    act_depth: int
+    wgt_depth: int
+    param_depth: int
+    out_depth: int
+
+    def word_bytes(self, buffer):
+        return {Buffer.ACT: self.rows, Buffer.WGT: self.cols,
+                Buffer.PARAM: PARAM_WORD_BYTES, Buffer.OUT: 1}[buffer]
+
+
+@dataclass(frozen=True)
+class Status:
+    busy: bool
+    done: bool
+    error: bool
+
+
+@dataclass(frozen=True)
+class GemmRun:
+    y: np.ndarray          # int8 [M, N]
+    cycles: int            # accelerator cycles from start to done, no host transfer
+
+
+class Driver:
+    """Speaks the host protocol over ``transport`` (``async write(bytes)``, ``async read(n)``).
+
+    Parameters
+    ----------
+    transport
+        A byte transport; see :mod:`gen.host.transports`.
+    max_chunk : int
+        Largest number of words moved by one WRITE or READ command.
+    """
+
+    def __init__(self, transport, *, max_chunk=4096):
+        self._transport = transport
+        self._max_chunk = max_chunk
+        self._info = None
+
+    async def _expect_ok(self, what):
+        reply = await self._transport.read(1)
+        if reply == bytes([REPLY_ERROR]):
+            raise DeviceError(f"device refused {what}")
+        if reply != bytes([REPLY_OK]):
+            raise ProtocolError(f"{what}: expected an OK byte, got {reply!r}")
+
+    async def info(self):
+        await self._transport.write(bytes([Command.INFO]))
+        await self._expect_ok("INFO")
+        raw = await self._transport.read(24)
+        if raw[:4] != MAGIC:
+            raise ProtocolError(f"INFO: bad magic {raw[:4]!r}; is this the accelerator?")
+        info = DeviceInfo(raw[4], raw[5], raw[6], raw[7], *struct.unpack("<4I", raw[8:24]))
+        if info.version != PROTOCOL_VERSION:
+            raise ProtocolError(f"device speaks protocol {info.version}, driver "
+                                f"{PROTOCOL_VERSION}")
+        self._info = info
+        return info
+
+    async def _device(self):
+        return self._info or await self.info()
+
+    async def write_buffer(self, buffer, addr, words):
+        """Write ``words`` (byte strings of the buffer's word size) from word ``addr`` on."""
+        info = await self._device()
+        size = info.word_bytes(buffer)
+        for word in words:
+            if len(word) != size:
+                raise ValueError(f"buffer {buffer} takes {size}-byte words, not {len(word)}")
+        for offset in range(0, len(words), self._max_chunk):
+            chunk = words[offset:offset + self._max_chunk]
+            await self._transport.write(
+                struct.pack("<BBII", Command.WRITE, buffer, addr + offset, len(chunk)) +
+                words_to_bytes(chunk))
+            await self._expect_ok(f"WRITE of {len(chunk)} words to buffer {buffer}")
+
+    async def read_output(self, addr, count):
+        """Read ``count`` bytes of the output buffer from ``addr`` on."""
+        out = bytearray()
+        for offset in range(0, count, self._max_chunk):
+            n = min(self._max_chunk, count - offset)
+            await self._transport.write(
+                struct.pack("<BBII", Command.READ, Buffer.OUT, addr + offset, n))
+            await self._expect_ok(f"READ of {n} output bytes")
+            out += await self._transport.read(n)
+        return bytes(out)
+
+    async def start(self, m, k, n):
+        await self._transport.write(struct.pack("<BHHH", Command.START, m, k, n))
+        await self._expect_ok("START (is a job still running?)")
+
+    async def status(self):
+        await self._transport.write(bytes([Command.STATUS]))
+        await self._expect_ok("STATUS")
+        bits = (await self._transport.read(1))[0]
+        return Status(busy=bool(bits & 1), done=bool(bits & 2), error=bool(bits & 4))
+
+    async def cycles(self):
+        await self._transport.write(bytes([Command.CYCLES]))
+        await self._expect_ok("CYCLES")
+        return struct.unpack("<I", await self._transport.read(4))[0]
+
+    async def gemm(self, a, w, bias, mult, shift, *, poll_interval=None, timeout_polls=100000):
+        """Run ``Y = requant(A @ W + bias)`` on the device and return Y and the cycle count."""
+        a, w, bias, mult, shift, shape = check_gemm_operands(a, w, bias, mult, shift)
+        info = await self._device()
+        needs = {
+            "activation buffer": (shape.act_words(info.rows), info.act_depth),
+            "weight buffer": (shape.wgt_words(info.cols), info.wgt_depth),
+            "parameter buffer": (-(-shape.n // info.cols) * info.cols, info.param_depth),
+            "output buffer": (shape.m * shape.n, info.out_depth),
+        }
+        for name, (need, have) in needs.items():
+            if need > have:
+                raise LayoutError(f"{shape.m}x{shape.k}x{shape.n} GEMM needs {need} words of "
+                                  f"the {name}, the device has {have}: split the GEMM or "
+                                  f"generate larger buffers")
+        await self.write_buffer(Buffer.ACT, 0, pack_activations(a, info.rows))
+        await self.write_buffer(Buffer.WGT, 0, pack_weights(w, info.cols))
+        await self.write_buffer(Buffer.PARAM, 0, pack_params(bias, mult, shift))
+        await self.start(shape.m, shape.k, shape.n)
+        for _ in range(timeout_polls):
+            status = await self.status()
+            if status.done and not status.busy:
+                break
+            if poll_interval:
+                await poll_interval()
+        else:
+            raise DeviceError(f"job did not finish after {timeout_polls} polls")
+        if status.error:
+            raise DeviceError("device reports an error for the job (size or address overflow)")
+        cycles = await self.cycles()
+        raw = await self.read_output(0, shape.m * shape.n)
+        y = np.frombuffer(raw, dtype=np.int8).reshape(shape.m, shape.n).copy()
+        return GemmRun(y=y, cycles=cycles)

@@ -1,0 +1,108 @@
+"""How matrices are laid out in the accelerator's buffers (see ``gen.hw.gemm``).
+
+These functions are the host's half of the buffer contract: the RTL reads what they write.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["GemmShape", "pack_activations", "pack_weights", "pack_params", "words_to_bytes",
+           "check_gemm_operands", "LayoutError"]
+
+INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+
+
+class LayoutError(ValueError):
+    """Operands that the accelerator cannot take as they are."""
+
+
+@dataclass(frozen=True)
+class GemmShape:
+    m: int
+    k: int
+    n: int
+
+    def act_words(self, rows):
+        return -(-self.m // rows) * self.k
+
+    def wgt_words(self, cols):
+        return -(-self.n // cols) * self.k
+
+
+def _int8(name, x):
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise LayoutError(f"{name} must be a matrix, not of shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.integer):
+        raise LayoutError(f"{name} must hold integers, not {x.dtype}")
+    if x.size and (x.min() < -128 or x.max() > 127):
+        raise LayoutError(f"{name} holds values outside INT8 [-128, 127]: "
+                          f"min {x.min()}, max {x.max()}")
+    return x.astype(np.int64)
+
+
+def check_gemm_operands(a, w, bias, mult, shift):
+    """Validate ``Y = requant(A @ W + bias)`` operands against the numeric contract.
+
+    Returns the operands as int64 numpy arrays and the :class:`GemmShape`.
+    """
+    a, w = _int8("A", a), _int8("W", w)
+    if a.shape[1] != w.shape[0]:
+        raise LayoutError(f"A is {a.shape[0]}x{a.shape[1]} but W is {w.shape[0]}x{w.shape[1]}: "
+                          f"the inner sizes must agree")
+    shape = GemmShape(a.shape[0], a.shape[1], w.shape[1])
+    if 0 in (shape.m, shape.k, shape.n):
+        raise LayoutError(f"empty GEMM {shape.m}x{shape.k}x{shape.n}")
+    if max(shape.m, shape.k, shape.n) >= 2 ** 16:
+        raise LayoutError("M, K and N must each be below 65536")
+    vectors = {}
+    for name, v, low, high in (("bias", bias, INT32_MIN, INT32_MAX),
+                               ("mult", mult, 0, 2 ** 31 - 1),
+                               ("shift", shift, 1, 62)):
+        v = np.broadcast_to(np.asarray(v, dtype=np.int64), (shape.n,))
+        if v.min() < low or v.max() > high:
+            raise LayoutError(f"{name} must lie in [{low}, {high}]; got min {v.min()}, "
+                              f"max {v.max()}")
+        vectors[name] = v
+    # The contract's overflow proof: |acc| <= K * 2^14 + |bias| must fit INT32.
+    worst = shape.k * 2 ** 14 + int(np.abs(vectors["bias"]).max())
+    if worst > INT32_MAX:
+        raise LayoutError(f"K={shape.k} with |bias| up to {int(np.abs(vectors['bias']).max())} "
+                          f"may overflow the INT32 accumulator (bound {worst} > {INT32_MAX}); "
+                          f"split K or shrink the bias")
+    return a, w, vectors["bias"], vectors["mult"], vectors["shift"], shape
+
+
+def pack_activations(a, rows):
+    """Activation words: word ``mt*K + k`` holds ``A[mt*R + r, k]`` in byte ``r``."""
+    m, k = a.shape
+    tiles = -(-m // rows)
+    padded = np.zeros((tiles * rows, k), dtype=np.int64)
+    padded[:m] = a
+    # [tiles, rows, K] -> [tiles, K, rows]: one word per (tile, k), rows as bytes.
+    return _bytes_to_words(padded.reshape(tiles, rows, k).transpose(0, 2, 1).reshape(-1, rows))
+
+
+def pack_weights(w, cols):
+    """Weight words: word ``nt*K + k`` holds ``W[k, nt*C + c]`` in byte ``c``."""
+    k, n = w.shape
+    tiles = -(-n // cols)
+    padded = np.zeros((k, tiles * cols), dtype=np.int64)
+    padded[:, :n] = w
+    return _bytes_to_words(padded.reshape(k, tiles, cols).transpose(1, 0, 2).reshape(-1, cols))
+
+
+def pack_params(bias, mult, shift):
+    """Parameter words as they travel: bias (int32 LE), multiplier (uint32 LE), shift (uint8)."""
+    return [int(b).to_bytes(4, "little", signed=True) + int(mm).to_bytes(4, "little") +
+            bytes([int(s)]) for b, mm, s in zip(bias, mult, shift)]
+
+
+def _bytes_to_words(matrix):
+    """Rows of INT8 values -> list of little-endian byte strings, one per row."""
+    return [bytes(row.astype(np.int8).view(np.uint8).tolist()) for row in matrix]
+
+
+def words_to_bytes(words):
+    return b"".join(words)

@@ -1,0 +1,89 @@
+"""Byte transports for :class:`gen.host.driver.Driver`."""
+
+__all__ = ["SerialTransport", "CocotbUartTransport"]
+
+
+class SerialTransport:
+    """A real board's USB serial port, through pyserial.
+
+    Parameters
+    ----------
+    port : str
+        Device path, such as ``/dev/ttyUSB0``.
+    baud : int
+        Must equal the design's ``host.baud``.
+    timeout : float
+        Seconds a read may wait before it is an error.
+    """
+
+    def __init__(self, port, baud, *, timeout=5.0):
+        import serial  # only a real board needs pyserial
+        self._serial = serial.Serial(port, baudrate=baud, timeout=timeout)
+
+    async def write(self, data):
+        self._serial.write(data)
+
+    async def read(self, count):
+        data = self._serial.read(count)
+        if len(data) != count:
+            raise TimeoutError(f"expected {count} bytes from the board, got {len(data)}")
+        return data
+
+    def close(self):
+        self._serial.close()
+
+
+class CocotbUartTransport:
+    """The simulated serial line of a design under cocotb: bit-level 8N1 on two pins.
+
+    Parameters
+    ----------
+    rx, tx
+        The design's serial input (driven here) and output (sampled here) handles.
+    bit_time_ns : float
+        One bit: the design's UART divisor times its clock period.
+    timeout_bits : int
+        Bit times a read may wait for a start bit before it is an error.
+    """
+
+    def __init__(self, rx, tx, bit_time_ns, *, timeout_bits=200000):
+        import cocotb
+        from cocotb.queue import Queue
+        self._rx, self._tx = rx, tx
+        self._bit = bit_time_ns
+        self._timeout_bits = timeout_bits
+        self._received = Queue()
+        self._rx.value = 1
+        self._monitor = cocotb.start_soon(self._receive())
+
+    async def _receive(self):
+        from cocotb.triggers import FallingEdge, Timer
+        while True:
+            await FallingEdge(self._tx)
+            await Timer(self._bit * 1.5, unit="ns")
+            value = 0
+            for bit in range(8):
+                value |= int(self._tx.value) << bit
+                await Timer(self._bit, unit="ns")
+            if int(self._tx.value) != 1:
+                raise AssertionError("framing error: the design's stop bit is low")
+            self._received.put_nowait(value)
+
+    async def write(self, data):
+        from cocotb.triggers import Timer
+        for byte in data:
+            for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
+                self._rx.value = bit
+                await Timer(self._bit, unit="ns")
+
+    async def read(self, count):
+        from cocotb.triggers import SimTimeoutError, with_timeout
+        out = bytearray()
+        for _ in range(count):
+            try:
+                out.append(await with_timeout(self._received.get(),
+                                              self._bit * self._timeout_bits, "ns"))
+            except SimTimeoutError:
+                raise TimeoutError(f"no byte from the design after {self._timeout_bits} bit "
+                                   f"times ({len(out)} of {count} received)") from None
+        return bytes(out)

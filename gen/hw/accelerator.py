@@ -1,0 +1,132 @@
+"""The GEMM accelerator: input buffers in block RAM around a dataflow engine."""
+
+import operator
+
+from amaranth.hdl import Module
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .gemm import DIM_WIDTH, OutputStationaryGemm, OutputStream
+from .requant import RequantParams
+
+__all__ = ["DATAFLOWS", "GemmAccelerator"]
+
+#: Dataflow name -> engine class. Every engine has the same ports as `OutputStationaryGemm`.
+DATAFLOWS = {
+    "output_stationary": OutputStationaryGemm,
+}
+
+
+def _addr_width(depth):
+    return max(1, (depth - 1).bit_length())
+
+
+class GemmAccelerator(wiring.Component):
+    """INT8 GEMM engine with its activation, weight and parameter buffers.
+
+    Parameters
+    ----------
+    rows, cols : int
+        PE array size.
+    dataflow : str
+        A key of :data:`DATAFLOWS`.
+    act_depth, wgt_depth, param_depth, out_depth : int
+        Buffer depths in words (see :mod:`gen.hw.gemm` for the word layouts). The output buffer
+        itself lives outside; ``out_depth`` bounds the addresses the engine may emit.
+
+    Members
+    -------
+    act_wr, wgt_wr, param_wr : ``Out(memory.WritePort.Signature(...))``
+        Host-side write ports of the buffers.
+    start, m_size, k_size, n_size, busy, done, error, cycles
+        As in :class:`~gen.hw.gemm.OutputStationaryGemm`.
+    o : ``Out(OutputStream())``
+        Requantized outputs with their row-major addresses.
+    """
+
+    def __init__(self, *, rows, cols, dataflow="output_stationary",
+                 act_depth, wgt_depth, param_depth, out_depth):
+        if dataflow not in DATAFLOWS:
+            raise ValueError(f"unknown dataflow {dataflow!r}; the generator has "
+                             f"{', '.join(sorted(DATAFLOWS))}")
+        self._dataflow = dataflow
+        self._rows = operator.index(rows)
+        self._cols = operator.index(cols)
+        self._depths = {
+            "act": operator.index(act_depth),
+            "wgt": operator.index(wgt_depth),
+            "param": operator.index(param_depth),
+            "out": operator.index(out_depth),
+        }
+        super().__init__({
+            "act_wr":   Out(memory.WritePort.Signature(
+                addr_width=_addr_width(act_depth), shape=8 * self._rows)),
+            "wgt_wr":   Out(memory.WritePort.Signature(
+                addr_width=_addr_width(wgt_depth), shape=8 * self._cols)),
+            "param_wr": Out(memory.WritePort.Signature(
+                addr_width=_addr_width(param_depth), shape=RequantParams())),
+            "start":    In(1),
+            "m_size":   In(DIM_WIDTH),
+            "k_size":   In(DIM_WIDTH),
+            "n_size":   In(DIM_WIDTH),
+            "busy":     Out(1),
+            "done":     Out(1),
+            "error":    Out(1),
+            "cycles":   Out(32),
+            "o":        Out(OutputStream()),
+        })
+
+    @property
+    def rows(self):
+        return self._rows
+
+    @property
+    def cols(self):
+        return self._cols
+
+    @property
+    def dataflow(self):
+        return self._dataflow
+
+    @property
+    def depths(self):
+        return dict(self._depths)
+
+    def elaborate(self, platform):
+        m = Module()
+        depths = self._depths
+        m.submodules.engine = engine = DATAFLOWS[self._dataflow](
+            rows=self._rows, cols=self._cols, act_depth=depths["act"], wgt_depth=depths["wgt"],
+            param_depth=depths["param"], out_depth=depths["out"])
+
+        buffers = {
+            "act": (8 * self._rows, self.act_wr, engine.act_rd),
+            "wgt": (8 * self._cols, self.wgt_wr, engine.wgt_rd),
+            "param": (RequantParams(), self.param_wr, engine.param_rd),
+        }
+        for name, (shape, host_port, engine_port) in buffers.items():
+            m.submodules[f"{name}_buffer"] = buffer = memory.Memory(
+                shape=shape, depth=depths[name], init=[])
+            write_port = buffer.write_port()
+            read_port = buffer.read_port()
+            m.d.comb += [
+                write_port.addr.eq(host_port.addr),
+                write_port.data.eq(host_port.data),
+                write_port.en.eq(host_port.en),
+                read_port.addr.eq(engine_port.addr),
+                read_port.en.eq(engine_port.en),
+                engine_port.data.eq(read_port.data),
+            ]
+
+        m.d.comb += [
+            engine.start.eq(self.start),
+            engine.m_size.eq(self.m_size),
+            engine.k_size.eq(self.k_size),
+            engine.n_size.eq(self.n_size),
+            self.busy.eq(engine.busy),
+            self.done.eq(engine.done),
+            self.error.eq(engine.error),
+            self.cycles.eq(engine.cycles),
+        ]
+        wiring.connect(m, engine.o, wiring.flipped(self.o))
+        return m

@@ -1,0 +1,275 @@
+"""Host protocol engine: turns command bytes into buffer writes, job starts and replies.
+
+The protocol is specified in ``gen/host/PROTOCOL.md``; :mod:`gen.host.driver` is its host side.
+"""
+
+import operator
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .gemm import DIM_WIDTH
+from .requant import RequantParams
+
+__all__ = ["HostBridge", "PROTOCOL_VERSION", "MAGIC", "Command", "Buffer",
+           "REPLY_OK", "REPLY_ERROR", "REPLY_UNKNOWN", "PARAM_WORD_BYTES"]
+
+PROTOCOL_VERSION = 1
+MAGIC = b"GEMM"
+REPLY_OK = ord("K")
+REPLY_ERROR = ord("E")
+REPLY_UNKNOWN = ord("?")
+#: Bytes of a parameter word on the wire: bias (4), multiplier (4), shift (1).
+PARAM_WORD_BYTES = 9
+
+
+class Command:
+    INFO = ord("I")
+    WRITE = ord("W")
+    READ = ord("R")
+    START = ord("S")
+    STATUS = ord("P")
+    CYCLES = ord("C")
+
+
+class Buffer:
+    ACT = 0
+    WGT = 1
+    PARAM = 2
+    OUT = 3
+
+
+#: Argument bytes each command takes.
+_ARG_BYTES = {Command.INFO: 0, Command.WRITE: 9, Command.READ: 9, Command.START: 6,
+              Command.STATUS: 0, Command.CYCLES: 0}
+_INFO_BYTES = 4 + 4 + 16
+
+
+def _addr_width(depth):
+    return max(1, (depth - 1).bit_length())
+
+
+class HostBridge(wiring.Component):
+    """Executes host commands arriving as bytes; replies as bytes.
+
+    Parameters
+    ----------
+    rows, cols : int
+        PE array size (sets the activation and weight word widths).
+    dataflow_id : int
+        Reported by INFO.
+    act_depth, wgt_depth, param_depth, out_depth : int
+        Buffer depths in words; accesses beyond them are refused with an error reply.
+
+    Members
+    -------
+    rx : ``In(stream.Signature(8))``, tx : ``Out(stream.Signature(8))``
+        Command and reply bytes.
+    act_wr, wgt_wr, param_wr : ``In(memory.WritePort.Signature(...))``
+        Drive the buffers' host-side write ports.
+    out_rd : ``In(memory.ReadPort.Signature(...))``
+        Reads the output buffer.
+    start, m_size, k_size, n_size : ``Out``
+        Job control towards the accelerator.
+    busy, done, error, cycles : ``In``
+        Job status from the accelerator.
+    """
+
+    def __init__(self, *, rows, cols, dataflow_id=0, act_depth, wgt_depth, param_depth,
+                 out_depth):
+        self._rows = operator.index(rows)
+        self._cols = operator.index(cols)
+        self._dataflow_id = operator.index(dataflow_id)
+        self._depths = [operator.index(act_depth), operator.index(wgt_depth),
+                        operator.index(param_depth), operator.index(out_depth)]
+        if max(self._rows, self._cols) > 255:
+            raise ValueError("INFO reports rows and columns as one byte each; at most 255")
+        super().__init__({
+            "rx":       In(stream.Signature(8)),
+            "tx":       Out(stream.Signature(8)),
+            "act_wr":   In(memory.WritePort.Signature(
+                addr_width=_addr_width(act_depth), shape=8 * self._rows)),
+            "wgt_wr":   In(memory.WritePort.Signature(
+                addr_width=_addr_width(wgt_depth), shape=8 * self._cols)),
+            "param_wr": In(memory.WritePort.Signature(
+                addr_width=_addr_width(param_depth), shape=RequantParams())),
+            "out_rd":   In(memory.ReadPort.Signature(
+                addr_width=_addr_width(out_depth), shape=8)),
+            "start":    Out(1),
+            "m_size":   Out(DIM_WIDTH),
+            "k_size":   Out(DIM_WIDTH),
+            "n_size":   Out(DIM_WIDTH),
+            "busy":     In(1),
+            "done":     In(1),
+            "error":    In(1),
+            "cycles":   In(32),
+        })
+
+    @property
+    def word_bytes(self):
+        """Bytes per word of each buffer, indexed by :class:`Buffer`."""
+        return [self._rows, self._cols, PARAM_WORD_BYTES, 1]
+
+    def info_bytes(self):
+        """The INFO reply payload (after the status byte)."""
+        out = bytearray(MAGIC)
+        out += bytes([PROTOCOL_VERSION, self._rows, self._cols, self._dataflow_id])
+        for depth in self._depths:
+            out += depth.to_bytes(4, "little")
+        assert len(out) == _INFO_BYTES
+        return bytes(out)
+
+    def elaborate(self, platform):
+        m = Module()
+
+        command = Signal(8)
+        args = Signal(9 * 8)
+        arg_index = Signal(range(10))
+        arg_count = Signal(range(10))
+        buf = args[0:8]
+        addr = Signal(32)
+        count = Signal(32)
+
+        word_bytes_max = max(self.word_bytes)
+        word = Signal(8 * word_bytes_max)
+        byte_index = Signal(range(word_bytes_max + 1))
+        word_bytes = Signal(range(word_bytes_max + 1))
+        m.d.comb += word_bytes.eq(Mux(buf == Buffer.ACT, self._rows,
+                                  Mux(buf == Buffer.WGT, self._cols,
+                                  Mux(buf == Buffer.PARAM, PARAM_WORD_BYTES, 1))))
+        depth = Signal(33)
+        m.d.comb += depth.eq(Mux(buf == Buffer.ACT, self._depths[0],
+                             Mux(buf == Buffer.WGT, self._depths[1],
+                             Mux(buf == Buffer.PARAM, self._depths[2], self._depths[3]))))
+        arg_addr = args[8:40]
+        arg_count_words = args[40:72]
+        in_range = Signal()
+        m.d.comb += in_range.eq(arg_addr + arg_count_words <= depth)
+
+        reply = Signal(8 * (1 + _INFO_BYTES))
+        reply_left = Signal(range(2 + _INFO_BYTES))
+        then_read = Signal()
+
+        done_flag = Signal()
+        with m.If(self.done):
+            m.d.sync += done_flag.eq(1)
+
+        m.d.comb += [
+            self.tx.payload.eq(reply[0:8]),
+            self.m_size.eq(args[0:16]),
+            self.k_size.eq(args[16:32]),
+            self.n_size.eq(args[32:48]),
+        ]
+
+        info = int.from_bytes(bytes([REPLY_OK]) + self.info_bytes(), "little")
+
+        def send(value, length, *, read=False):
+            m.d.sync += [reply.eq(value), reply_left.eq(length), then_read.eq(read)]
+            m.next = "SEND"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(self.rx.valid):
+                    m.d.sync += [command.eq(self.rx.payload), arg_index.eq(0)]
+                    with m.Switch(self.rx.payload):
+                        for code, nbytes in _ARG_BYTES.items():
+                            with m.Case(code):
+                                m.d.sync += arg_count.eq(nbytes)
+                                m.next = "ARGS" if nbytes else "EXEC"
+                        with m.Default():
+                            send(REPLY_UNKNOWN, 1)
+
+            with m.State("ARGS"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(self.rx.valid):
+                    m.d.sync += [args.word_select(arg_index, 8).eq(self.rx.payload),
+                                 arg_index.eq(arg_index + 1)]
+                    with m.If(arg_index + 1 == arg_count):
+                        m.next = "EXEC"
+
+            with m.State("EXEC"):
+                m.d.sync += [addr.eq(arg_addr), count.eq(arg_count_words), byte_index.eq(0)]
+                with m.Switch(command):
+                    with m.Case(Command.INFO):
+                        send(info, 1 + _INFO_BYTES)
+                    with m.Case(Command.STATUS):
+                        send(Cat(Const(REPLY_OK, 8), self.busy, done_flag, self.error), 2)
+                    with m.Case(Command.CYCLES):
+                        send(Cat(Const(REPLY_OK, 8), self.cycles), 5)
+                    with m.Case(Command.START):
+                        with m.If(self.busy):
+                            send(REPLY_ERROR, 1)
+                        with m.Else():
+                            m.d.comb += self.start.eq(1)
+                            m.d.sync += done_flag.eq(0)
+                            send(REPLY_OK, 1)
+                    with m.Case(Command.WRITE):
+                        with m.If((buf > Buffer.PARAM) | ~in_range | self.busy):
+                            send(REPLY_ERROR, 1)
+                        with m.Elif(arg_count_words == 0):
+                            send(REPLY_OK, 1)
+                        with m.Else():
+                            m.next = "WDATA"
+                    with m.Case(Command.READ):
+                        with m.If((buf != Buffer.OUT) | ~in_range | self.busy):
+                            send(REPLY_ERROR, 1)
+                        with m.Else():
+                            send(REPLY_OK, 1, read=arg_count_words != 0)
+
+            with m.State("SEND"):
+                m.d.comb += self.tx.valid.eq(1)
+                with m.If(self.tx.ready):
+                    m.d.sync += [reply.eq(reply >> 8), reply_left.eq(reply_left - 1)]
+                    with m.If((reply_left == 1) & then_read):
+                        m.next = "RADDR"
+                    with m.Elif(reply_left == 1):
+                        m.next = "IDLE"
+
+            with m.State("WDATA"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(self.rx.valid):
+                    m.d.sync += [word.word_select(byte_index, 8).eq(self.rx.payload),
+                                 byte_index.eq(byte_index + 1)]
+                    with m.If(byte_index + 1 == word_bytes):
+                        m.next = "WCOMMIT"
+
+            with m.State("WCOMMIT"):
+                ports = [self.act_wr, self.wgt_wr, self.param_wr]
+                for port in ports:
+                    m.d.comb += port.addr.eq(addr)
+                m.d.comb += [
+                    self.act_wr.data.eq(word),
+                    self.wgt_wr.data.eq(word),
+                    self.param_wr.data.bias.eq(word[0:32]),
+                    self.param_wr.data.mult.eq(word[32:63]),
+                    self.param_wr.data.shift.eq(word[64:70]),
+                ]
+                with m.Switch(buf):
+                    for index, port in enumerate(ports):
+                        with m.Case(index):
+                            m.d.comb += port.en.eq(1)
+                m.d.sync += [addr.eq(addr + 1), count.eq(count - 1), byte_index.eq(0)]
+                with m.If(count == 1):
+                    send(REPLY_OK, 1)
+                with m.Else():
+                    m.next = "WDATA"
+
+            with m.State("RADDR"):
+                m.d.comb += self.out_rd.addr.eq(addr)
+                m.next = "RSEND"
+
+            with m.State("RSEND"):
+                m.d.comb += [
+                    self.out_rd.addr.eq(addr),
+                    self.tx.valid.eq(1),
+                    self.tx.payload.eq(self.out_rd.data),
+                ]
+                with m.If(self.tx.ready):
+                    m.d.sync += [addr.eq(addr + 1), count.eq(count - 1)]
+                    with m.If(count == 1):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "RADDR"
+        return m

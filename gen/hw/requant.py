@@ -1,0 +1,156 @@
+"""Requantization of INT32 accumulators to INT8, per the numeric contract.
+
+``y = clamp((acc + bias) * M + 2^(S-1)) >> S, -128, 127)`` with ``0 <= M < 2^31``,
+``1 <= S <= 62`` and an arithmetic shift. The 32 x 31 bit product is split into four partial
+products that each fit one 18x18 multiplier (ECP5 MULT18X18D), so that every multiply sits
+between registers and the unit runs at the array's clock.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["RequantParams", "Requantizer", "REQUANT_LATENCY", "REQUANT_MULTIPLIERS"]
+
+#: Pipeline registers between an accepted input and its output (when never stalled).
+REQUANT_LATENCY = 8
+#: 18x18 multipliers one requantizer uses.
+REQUANT_MULTIPLIERS = 4
+
+
+class RequantParams(data.StructLayout):
+    """Per-output-channel parameters: INT32 bias, multiplier ``M`` and shift ``S``."""
+    def __init__(self):
+        super().__init__({
+            "bias":  signed(32),
+            "mult":  unsigned(31),
+            "shift": unsigned(6),
+        })
+
+
+class Requantizer(wiring.Component):
+    """Pipelined INT32 -> INT8 requantizer with back-pressure.
+
+    Parameters
+    ----------
+    tag_shape : shape-like
+        Shape of a tag carried unchanged from input to output (an output address, say).
+
+    Members
+    -------
+    i : ``In(stream.Signature(...))``
+        Accumulator (``acc``), its channel's ``params`` and a ``tag``.
+    o : ``Out(stream.Signature(...))``
+        The INT8 ``value`` and the input's ``tag``.
+    busy : ``Out(1)``
+        High while any input is inside the pipeline.
+
+    The pipeline stalls as a whole while its output is held (``o.valid & ~o.ready``).
+    """
+
+    def __init__(self, tag_shape=unsigned(1)):
+        self._tag_shape = Shape.cast(tag_shape)
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "acc":    signed(32),
+                "params": RequantParams(),
+                "tag":    self._tag_shape,
+            }))),
+            "o": Out(stream.Signature(data.StructLayout({
+                "value": signed(8),
+                "tag":   self._tag_shape,
+            }))),
+            "busy": Out(1),
+        })
+
+    @property
+    def tag_shape(self):
+        return self._tag_shape
+
+    def elaborate(self, platform):
+        m = Module()
+
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(advance),
+        ]
+
+        # One valid bit and one tag per stage; the last stage is the output register.
+        stages = REQUANT_LATENCY
+        valid = [Signal(name=f"valid_{n}") for n in range(stages)]
+        tags = [Signal(self._tag_shape, name=f"tag_{n}") for n in range(stages)]
+        shifts = [Signal(6, name=f"shift_{n}") for n in range(stages)]
+        with m.If(advance):
+            m.d.sync += [valid[0].eq(self.i.valid), tags[0].eq(self.i.payload.tag),
+                         shifts[0].eq(self.i.payload.params.shift)]
+            for n in range(1, stages):
+                m.d.sync += [valid[n].eq(valid[n - 1]), tags[n].eq(tags[n - 1]),
+                             shifts[n].eq(shifts[n - 1])]
+
+        # Stage 0: x = acc + bias (the contract guarantees it fits INT32).
+        x = Signal(signed(32))
+        mult = Signal(unsigned(31))
+        with m.If(advance):
+            m.d.sync += [
+                x.eq(self.i.payload.acc + self.i.payload.params.bias),
+                mult.eq(self.i.payload.params.mult),
+            ]
+
+        # Stage 1: four partial products, each at most 17 x 17 bits signed.
+        x_lo, x_hi = x[0:16], x[16:32].as_signed()
+        m_lo, m_hi = mult[0:16], mult[16:31]
+        p_ll = Signal(unsigned(32))
+        p_lh = Signal(unsigned(31))
+        p_hl = Signal(signed(32))
+        p_hh = Signal(signed(31))
+        with m.If(advance):
+            m.d.sync += [
+                p_ll.eq(x_lo * m_lo),
+                p_lh.eq(x_lo * m_hi),
+                p_hl.eq(x_hi * m_lo),
+                p_hh.eq(x_hi * m_hi),
+            ]
+
+        # Stage 2: the outer products do not overlap, so they combine by concatenation.
+        outer = Signal(signed(64))
+        middle = Signal(signed(33))
+        with m.If(advance):
+            m.d.sync += [
+                outer.eq(Cat(p_ll, p_hh).as_signed()),
+                middle.eq(p_lh + p_hl),
+            ]
+
+        # Stage 3: the full product, and the rounding constant 2^(S-1).
+        product = Signal(signed(64))
+        rounding = Signal(unsigned(62))
+        with m.If(advance):
+            m.d.sync += [
+                product.eq(outer + (middle << 16)),
+                rounding.eq(Const(1, 63) << shifts[2] >> 1),
+            ]
+
+        # Stage 4: add the rounding term.
+        rounded = Signal(signed(64))
+        with m.If(advance):
+            m.d.sync += rounded.eq(product + rounding)
+
+        # Stages 5 and 6: arithmetic shift right by S, split into byte and bit steps.
+        coarse = Signal(signed(64))
+        fine = Signal(signed(64))
+        with m.If(advance):
+            m.d.sync += [
+                coarse.eq(rounded >> (shifts[4] & 0b111000)),
+                fine.eq(coarse >> shifts[5][0:3]),
+            ]
+
+        # Stage 7: saturate to INT8 (the output register).
+        with m.If(advance):
+            m.d.sync += self.o.payload.value.eq(
+                Mux(fine > 127, 127, Mux(fine < -128, -128, fine[0:8].as_signed())))
+        m.d.comb += [
+            self.o.valid.eq(valid[stages - 1]),
+            self.o.payload.tag.eq(tags[stages - 1]),
+            self.busy.eq(Cat(valid).any()),
+        ]
+        return m

