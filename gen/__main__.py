@@ -1,0 +1,152 @@
+"""Command line: ``python -m gen <command>``; ``python -m gen --help`` lists the commands."""
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+from .errors import UserError
+
+EXIT_TIMING = 3
+EXIT_OVER_BUDGET = 4
+
+
+def _log(message):
+    print(message, flush=True)
+
+
+def _design(args):
+    from .config import load_config
+    from .design import prepare_design
+    config = load_config(args.config, board=args.board)
+    return prepare_design(config)
+
+
+def cmd_boards(args):
+    from .boards import load_boards
+    boards = load_boards()
+    print(f"{'board':11s} {'device':10s} {'LUT4':>7s} {'FF':>7s} {'MULT18':>6s} {'BRAM18':>6s}"
+          f"  aliases")
+    for board in boards.values():
+        b = board.budget
+        print(f"{board.name:11s} {board.device:10s} {b.lut4:7d} {b.ff:7d} {b.mult18:6d} "
+              f"{b.bram18k:6d}  {', '.join(board.aliases)}")
+    return 0
+
+
+def cmd_check(args):
+    design = _design(args)
+    c, e, b = design.config, design.estimate, design.board.budget
+    print(f"{c.name}: {c.array.rows}x{c.array.cols} {c.array.dataflow} on {design.board.name}")
+    print(f"  clock {design.clock_mhz:g} MHz (PLL {design.pll.clki_div}/{design.pll.clkfb_div}/"
+          f"{design.pll.clkop_div}), UART {design.baud_actual:.0f} baud "
+          f"(divisor {design.uart_divisor})")
+    for key in ("lut4", "ff", "mult18", "bram18k"):
+        print(f"  {key:8s} ~{getattr(e, key):6d} of {getattr(b, key)}")
+    print("  fits: yes")
+    return 0
+
+
+def cmd_generate(args):
+    design = _design(args)
+    design.generate(progress=_log)
+    return 0
+
+
+def cmd_build(args):
+    from flows.ecp5 import run_flow
+    from flows.report import make_report, summary_lines, write_report
+    start = time.monotonic()
+    design = _design(args)
+    _log(f"[check] {design.config.name} fits {design.board.name} by estimate "
+         f"({design.estimate.as_dict()})")
+    folder = design.generate(progress=_log)
+    result = run_flow(design.top(), design.board, folder / "build", seed=args.seed,
+                      progress=_log if args.verbose else _quiet_progress())
+    report = make_report(design, result)
+    write_report(report, folder)
+    _log(f"[report] {folder / 'report.json'} ({time.monotonic() - start:.0f}s in all)")
+    for line in summary_lines(report):
+        _log(line)
+    if not report["fits"]:
+        _log("ERROR: the placed design exceeds the device")
+        return EXIT_OVER_BUDGET
+    if not report["timing_met"]:
+        _log("ERROR: timing not met; lower clock_mhz or shrink the array")
+        return EXIT_TIMING
+    return 0
+
+
+def _quiet_progress():
+    """Show step headers and nextpnr milestones, at most one line every few seconds."""
+    state = {"last": 0.0}
+
+    def progress(line):
+        now = time.monotonic()
+        important = not line.startswith("[yosys ") and "iter=" not in line
+        if important or now - state["last"] > 5:
+            state["last"] = now
+            _log(line)
+    return progress
+
+
+def cmd_run_gemm(args):
+    import numpy as np
+    from .host.driver import Driver
+    from .host.transports import SerialTransport
+    from .quant import gemm_int8, multiplier_and_shift
+    design = _design(args)
+    rng = np.random.default_rng(args.seed)
+    a = rng.integers(-128, 128, (args.m, args.k))
+    w = rng.integers(-128, 128, (args.k, args.n))
+    bias = rng.integers(-1000, 1000, args.n)
+    mult, shift = multiplier_and_shift(100 / (np.sqrt(args.k) * 2 ** 13))
+    transport = SerialTransport(args.port, design.config.host.baud)
+    try:
+        run = asyncio.run(Driver(transport).gemm(a, w, bias, mult, shift))
+    finally:
+        transport.close()
+    expected = gemm_int8(a, w, bias, mult, shift)
+    mismatches = int((run.y != expected).sum())
+    ideal = args.m * args.k * args.n / (design.config.array.rows * design.config.array.cols)
+    print(json.dumps({"m": args.m, "k": args.k, "n": args.n, "cycles": run.cycles,
+                      "pe_utilization": round(ideal / run.cycles, 4),
+                      "mismatches": mismatches}))
+    return 0 if mismatches == 0 else 1
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m gen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def design_args(p):
+        p.add_argument("--config", help="design config YAML (default: the built-in default)")
+        p.add_argument("--board", help="override the config's board (`boards` lists them)")
+
+    sub.add_parser("boards", help="list the known boards and their budgets")
+    design_args(sub.add_parser("check", help="validate a config and estimate its resources"))
+    design_args(sub.add_parser("generate", help="write Verilog, config and manifest to rtl_out/"))
+    p = sub.add_parser("build", help="check, generate, synthesize, place and route, pack")
+    design_args(p)
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--verbose", action="store_true", help="show every progress line")
+    p = sub.add_parser("run-gemm", help="run a random GEMM on a board over USB serial")
+    design_args(p)
+    p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
+    for dim in ("m", "k", "n"):
+        p.add_argument(f"--{dim}", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+
+    args = parser.parse_args(argv)
+    commands = {"boards": cmd_boards, "check": cmd_check, "generate": cmd_generate,
+                "build": cmd_build, "run-gemm": cmd_run_gemm}
+    try:
+        return commands[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

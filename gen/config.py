@@ -1,0 +1,153 @@
+"""Design configs: one YAML file says what to generate. Schema-checked before anything runs.
+
+Every problem is reported with its place in the file (``array.rows``) and what to change.
+"""
+
+import difflib
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+
+__all__ = ["DesignConfig", "ArrayConfig", "BufferConfig", "HostConfig", "load_config",
+           "parse_config", "DEFAULT_CONFIG", "SCHEMA"]
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
+DATAFLOWS = ("output_stationary",)
+PLANNED_DATAFLOWS = ("weight_stationary",)
+
+
+@dataclass(frozen=True)
+class ArrayConfig:
+    rows: int
+    cols: int
+    dataflow: str
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    act_depth: int
+    wgt_depth: int
+    param_depth: int
+    out_depth: int
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    baud: int
+
+
+@dataclass(frozen=True)
+class DesignConfig:
+    name: str
+    board: str
+    clock_mhz: float
+    array: ArrayConfig
+    buffers: BufferConfig
+    host: HostConfig
+
+    def as_dict(self):
+        return asdict(self)
+
+    def to_yaml(self):
+        return yaml.safe_dump(self.as_dict(), sort_keys=False)
+
+
+# (type, low, high, help) per leaf; sections are dicts. Ranges are inclusive.
+SCHEMA = {
+    "name": (str, None, None, "design name: letters, digits, '-' and '_'"),
+    "board": (str, None, None, "a board from `python -m gen boards`"),
+    "clock_mhz": (float, 10.0, 400.0, "accelerator clock in MHz, made by the ECP5 PLL"),
+    "array": {
+        "rows": (int, 1, 64, "PE array rows (outputs per column of a tile)"),
+        "cols": (int, 1, 64, "PE array columns"),
+        "dataflow": (str, None, None, f"one of {', '.join(DATAFLOWS)}"),
+    },
+    "buffers": {
+        "act_depth": (int, 16, 1 << 20, "activation buffer words (rows*8 bits each)"),
+        "wgt_depth": (int, 16, 1 << 20, "weight buffer words (cols*8 bits each)"),
+        "param_depth": (int, 1, 1 << 16, "output channels with bias/multiplier/shift"),
+        "out_depth": (int, 16, 1 << 22, "output buffer bytes (M*N of the largest GEMM)"),
+    },
+    "host": {
+        "baud": (int, 1200, 12_000_000, "UART baud rate of the USB serial link"),
+    },
+}
+
+
+def _check_keys(raw, schema, where):
+    if not isinstance(raw, dict):
+        raise UserError(f"{where or 'config'}: expected a mapping of "
+                        f"{', '.join(schema)}, got {type(raw).__name__}")
+    for key in raw:
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), schema, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"{where + '.' if where else ''}{key}: unknown key{hint}; "
+                            f"known keys here: {', '.join(schema)}")
+    for key in schema:
+        if key not in raw:
+            spec = schema[key]
+            what = spec[3] if isinstance(spec, tuple) else f"a section with {', '.join(spec)}"
+            raise UserError(f"{where + '.' if where else ''}{key}: missing ({what})")
+
+
+def _check_leaf(value, spec, path):
+    kind, low, high, help_text = spec
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise UserError(f"{path}: expected {kind.__name__}, got {value!r} "
+                        f"({type(value).__name__}): {help_text}")
+    if low is not None and not low <= value <= high:
+        raise UserError(f"{path}: {value} is outside [{low}, {high}]: {help_text}")
+    return value
+
+
+def _walk(raw, schema, where=""):
+    _check_keys(raw, schema, where)
+    out = {}
+    for key, spec in schema.items():
+        path = f"{where}.{key}" if where else key
+        if isinstance(spec, dict):
+            out[key] = _walk(raw[key], spec, path)
+        else:
+            out[key] = _check_leaf(raw[key], spec, path)
+    return out
+
+
+def parse_config(raw, *, source="config"):
+    """Validate a config mapping and return a :class:`DesignConfig`."""
+    try:
+        values = _walk(raw, SCHEMA)
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", values["name"]):
+        raise UserError(f"{source}: name: {values['name']!r} may hold only letters, digits, "
+                        f"'-' and '_' (it names the build folder)")
+    dataflow = values["array"]["dataflow"]
+    if dataflow not in DATAFLOWS:
+        planned = " (planned, not generated yet)" if dataflow in PLANNED_DATAFLOWS else ""
+        raise UserError(f"{source}: array.dataflow: {dataflow!r}{planned} is not available; "
+                        f"use one of {', '.join(DATAFLOWS)}")
+    return DesignConfig(
+        name=values["name"], board=values["board"], clock_mhz=values["clock_mhz"],
+        array=ArrayConfig(**values["array"]), buffers=BufferConfig(**values["buffers"]),
+        host=HostConfig(**values["host"]))
+
+
+def load_config(path=None, *, board=None):
+    """Load a config file (the built-in default if ``path`` is None); ``board`` overrides."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    if board is not None and isinstance(raw, dict):
+        raw = dict(raw, board=board)
+    return parse_config(raw, source=str(path))

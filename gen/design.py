@@ -1,0 +1,145 @@
+"""From a checked config to a design: clocks, host link, hardware, generated files, build."""
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .boards import get_board
+from .config import DesignConfig
+from .errors import UserError
+from .estimate import check_fits, estimate_resources
+from .hw.board_top import BoardTop
+from .hw.gemm import DIM_WIDTH
+from .hw.host_bridge import PARAM_WORD_BYTES, PROTOCOL_VERSION
+from .hw.pll import plan_pll
+from .hw.system import HostSystem
+from .hw.uart import MIN_DIVISOR
+from .rtl import content_hash, emit_verilog
+
+__all__ = ["Design", "prepare_design", "RTL_OUT", "UART_TOLERANCE"]
+
+RTL_OUT = Path.cwd() / "rtl_out"
+#: Largest baud-rate error an 8N1 link tolerates with margin (half a bit over 10 bits is 5%).
+UART_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class Design:
+    config: DesignConfig
+    board: object
+    pll: object
+    uart_divisor: int
+
+    @property
+    def clock_mhz(self):
+        return self.pll.output_mhz
+
+    @property
+    def baud_actual(self):
+        return self.clock_mhz * 1e6 / self.uart_divisor
+
+    @property
+    def estimate(self):
+        return estimate_resources(self.config)
+
+    @property
+    def system_params(self):
+        c = self.config
+        return dict(rows=c.array.rows, cols=c.array.cols, dataflow=c.array.dataflow,
+                    act_depth=c.buffers.act_depth, wgt_depth=c.buffers.wgt_depth,
+                    param_depth=c.buffers.param_depth, out_depth=c.buffers.out_depth,
+                    uart_divisor=self.uart_divisor)
+
+    @property
+    def digest(self):
+        """Names the build folder: same config and generator version, same folder."""
+        return content_hash({"config": self.config.as_dict(), "generator": __version__})
+
+    @property
+    def folder(self):
+        return RTL_OUT / f"{self.config.name}-{self.digest}"
+
+    def system(self):
+        return HostSystem(**self.system_params)
+
+    def top(self):
+        return BoardTop(self.system(), self.pll, uart_resource=self.board.uart_resource)
+
+    def manifest(self):
+        c = self.config
+        return {
+            "generator": __version__,
+            "design": c.name,
+            "digest": self.digest,
+            "board": self.board.name,
+            "device": self.board.device,
+            "clock": {"requested_mhz": c.clock_mhz, "pll_mhz": round(self.clock_mhz, 6),
+                      "pll": {"clki_div": self.pll.clki_div, "clkfb_div": self.pll.clkfb_div,
+                              "clkop_div": self.pll.clkop_div,
+                              "vco_mhz": round(self.pll.vco_mhz, 3)}},
+            "host": {"baud_requested": c.host.baud, "baud_actual": round(self.baud_actual, 1),
+                     "uart_divisor": self.uart_divisor, "protocol_version": PROTOCOL_VERSION,
+                     "protocol": "gen/host/PROTOCOL.md"},
+            "array": {"rows": c.array.rows, "cols": c.array.cols,
+                      "dataflow": c.array.dataflow},
+            "buffers": {
+                "act": {"depth": c.buffers.act_depth, "word_bits": 8 * c.array.rows},
+                "wgt": {"depth": c.buffers.wgt_depth, "word_bits": 8 * c.array.cols},
+                "param": {"depth": c.buffers.param_depth, "word_bytes": PARAM_WORD_BYTES},
+                "out": {"depth": c.buffers.out_depth, "word_bits": 8},
+            },
+            "limits": {"max_dim": 2 ** DIM_WIDTH - 1,
+                       "accumulator": "INT32; |acc| <= K*2^14 + |bias| is checked by the "
+                                      "driver before every job"},
+            "estimate": self.estimate.as_dict(),
+            "top_module": f"{c.name}_system",
+            "ports": {"clk": "in", "rst": "in", "uart_rx": "in", "uart_tx": "out",
+                      "busy": "out", "error": "out"},
+        }
+
+    def generate(self, progress=print):
+        """Write the Verilog, the exact config and the manifest; return the folder."""
+        folder = self.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        top_module = f"{self.config.name}_system"
+        progress(f"[generate] {top_module}: {self.config.array.rows}x{self.config.array.cols} "
+                 f"{self.config.array.dataflow} array -> {folder}")
+        start = time.monotonic()
+        (folder / f"{top_module}.v").write_text(emit_verilog(self.system(), top_module))
+        (folder / "config.yaml").write_text(self.config.to_yaml())
+        (folder / "manifest.json").write_text(json.dumps(self.manifest(), indent=2) + "\n")
+        progress(f"[generate] done in {time.monotonic() - start:.1f}s")
+        return folder
+
+
+def _uart_divisor(config, board, clock_mhz):
+    baud = config.host.baud
+    if baud > board.uart_max_baud:
+        raise UserError(f"host.baud: {baud} exceeds the {board.name} serial port's "
+                        f"{board.uart_max_baud}; lower it")
+    divisor = round(clock_mhz * 1e6 / baud)
+    if divisor < MIN_DIVISOR:
+        raise UserError(f"host.baud: {baud} is too fast for a {clock_mhz:g} MHz clock (the "
+                        f"UART needs at least {MIN_DIVISOR} clocks per bit)")
+    error = abs(clock_mhz * 1e6 / divisor - baud) / baud
+    if error > UART_TOLERANCE:
+        raise UserError(f"host.baud: {baud} is {error:.1%} off what a {clock_mhz:g} MHz clock "
+                        f"can divide to; choose a baud rate near {clock_mhz * 1e6 / divisor:.0f}")
+    return divisor
+
+
+def prepare_design(config):
+    """Check ``config`` against its board (clocks, host link, resources) and plan the design."""
+    board = get_board(config.board)
+    pll = plan_pll(board.oscillator_mhz, config.clock_mhz)
+    divisor = _uart_divisor(config, board, pll.output_mhz)
+    design = Design(config=config, board=board, pll=pll, uart_divisor=divisor)
+    # The component constructors check what the schema cannot (e.g. widths).
+    try:
+        design.system()
+    except ValueError as exc:
+        raise UserError(f"{config.name}: {exc}") from None
+    check_fits(config, board, design.estimate)
+    return design

@@ -1,0 +1,88 @@
+"""Pre-synthesis resource estimate of a design, checked against the board's budget.
+
+Multipliers and block RAMs are counted from the structure. LUT4 and FF counts are linear
+models in the number of PEs and buffer widths; their coefficients were fitted to nextpnr's
+utilization of generated designs (see `benchmarks/bench_foundation.py`, which prints the
+estimate beside the measurement for each design it builds).
+"""
+
+import math
+from dataclasses import dataclass
+
+from .errors import UserError
+from .hw.requant import REQUANT_MULTIPLIERS
+
+__all__ = ["ResourceEstimate", "estimate_resources", "bram_blocks", "check_fits"]
+
+# DP16KD aspect ratios (depth, width); 36 bits wide only as a simple dual-port RAM, which is
+# how every buffer here is used (one write port, one read port).
+DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+# Below this many bits yosys keeps a memory in LUT RAM / registers rather than a block RAM.
+BRAM_MIN_BITS = 2048
+
+# Fitted coefficients (see module docstring).
+LUT_BASE = 1900
+LUT_PER_PE = 75
+FF_BASE = 1700
+FF_PER_PE = 82
+LUT_PER_BUFFER_BIT = 0.5     # read/write port multiplexing per buffer word bit
+
+
+def bram_blocks(width, depth):
+    """DP16KD blocks for a ``width`` x ``depth`` memory (0 if it stays in logic)."""
+    if width * depth < BRAM_MIN_BITS:
+        return 0
+    return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in DP16KD_SHAPES)
+
+
+@dataclass(frozen=True)
+class ResourceEstimate:
+    lut4: int
+    ff: int
+    mult18: int
+    bram18k: int
+
+    def as_dict(self):
+        return {"lut4": self.lut4, "ff": self.ff, "mult18": self.mult18, "bram18k": self.bram18k}
+
+
+def estimate_resources(config):
+    rows, cols = config.array.rows, config.array.cols
+    pes = rows * cols
+    buffers = config.buffers
+    memories = [(8 * rows, buffers.act_depth), (8 * cols, buffers.wgt_depth),
+                (69, buffers.param_depth), (8, buffers.out_depth)]
+    bram = sum(bram_blocks(w, d) for w, d in memories)
+    logic_bits = sum(w * d for w, d in memories if bram_blocks(w, d) == 0)
+    buffer_width_bits = sum(w for w, _ in memories)
+    return ResourceEstimate(
+        lut4=round(LUT_BASE + LUT_PER_PE * pes + LUT_PER_BUFFER_BIT * buffer_width_bits +
+                   logic_bits / 4),
+        ff=round(FF_BASE + FF_PER_PE * pes + logic_bits),
+        mult18=pes + REQUANT_MULTIPLIERS,
+        bram18k=bram,
+    )
+
+
+_ADVICE = {
+    "mult18": "reduce array.rows * array.cols (each PE takes one 18x18 multiplier, plus "
+              f"{REQUANT_MULTIPLIERS} for the requantizer)",
+    "bram18k": "reduce buffers.* depths (or array.rows / array.cols, which widen the words)",
+    "lut4": "reduce array.rows * array.cols",
+    "ff": "reduce array.rows * array.cols",
+}
+
+
+def check_fits(config, board, estimate=None):
+    """Raise :class:`UserError` naming every resource the design would exceed."""
+    estimate = estimate or estimate_resources(config)
+    problems = []
+    for key, available in board.budget.as_dict().items():
+        needed = getattr(estimate, key)
+        if needed > available:
+            problems.append(f"{key}: needs about {needed}, {board.name} has {available}: "
+                            f"{_ADVICE[key]}")
+    if problems:
+        raise UserError(f"design {config.name!r} does not fit {board.name}:\n  " +
+                        "\n  ".join(problems))
+    return estimate

@@ -1,0 +1,110 @@
+"""ECP5 PLL (EHXPLLL) settings for a requested output clock, and the instance that makes it."""
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Instance
+
+from ..errors import UserError
+
+__all__ = ["PllSettings", "plan_pll", "pll_instance"]
+
+# ECP5 sysCLOCK PLL limits (ECP5 family data sheet, FPGA-DS-02012, PLL timing table).
+PFD_MHZ = (3.125, 400.0)
+VCO_MHZ = (400.0, 800.0)
+OUT_MHZ = (3.125, 400.0)
+
+
+@dataclass(frozen=True)
+class PllSettings:
+    input_mhz: float
+    requested_mhz: float
+    clki_div: int
+    clkfb_div: int
+    clkop_div: int
+
+    @property
+    def output_mhz(self):
+        return self.input_mhz * self.clkfb_div / self.clki_div
+
+    @property
+    def vco_mhz(self):
+        return self.output_mhz * self.clkop_div
+
+    @property
+    def error_ppm(self):
+        return (self.output_mhz - self.requested_mhz) / self.requested_mhz * 1e6
+
+
+def plan_pll(input_mhz, output_mhz, *, tolerance_ppm=10000):
+    """Dividers giving the closest output to ``output_mhz`` (feedback from CLKOP).
+
+    Among equally close settings, the one with the VCO nearest 600 MHz wins (mid-range, as
+    Lattice's own tools prefer). Fails if nothing is within ``tolerance_ppm``.
+    """
+    if not OUT_MHZ[0] <= output_mhz <= OUT_MHZ[1]:
+        raise UserError(f"clock_mhz: {output_mhz} MHz is outside what the ECP5 PLL makes "
+                        f"({OUT_MHZ[0]} to {OUT_MHZ[1]} MHz)")
+    best = None
+    for clki_div in range(1, 129):
+        pfd = input_mhz / clki_div
+        if not PFD_MHZ[0] <= pfd <= PFD_MHZ[1]:
+            continue
+        for clkfb_div in range(1, 81):
+            out = pfd * clkfb_div
+            if not OUT_MHZ[0] <= out <= OUT_MHZ[1]:
+                continue
+            for clkop_div in range(1, 129):
+                vco = out * clkop_div
+                if not VCO_MHZ[0] <= vco <= VCO_MHZ[1]:
+                    continue
+                key = (abs(out - output_mhz), abs(vco - 600))
+                if best is None or key < best[0]:
+                    best = (key, PllSettings(input_mhz, output_mhz, clki_div, clkfb_div,
+                                             clkop_div))
+    if best is None or abs(best[1].error_ppm) > tolerance_ppm:
+        near = f" (closest: {best[1].output_mhz:.4f} MHz)" if best else ""
+        raise UserError(f"clock_mhz: the PLL cannot make {output_mhz} MHz from "
+                        f"{input_mhz} MHz within {tolerance_ppm} ppm{near}; pick a clock "
+                        f"that is {input_mhz} MHz * a / b")
+    return best[1]
+
+
+def pll_instance(settings, clk_in, clk_out, locked):
+    """EHXPLLL with CLKOP fed back, as ``ecppll`` from Project Trellis configures it."""
+    return Instance(
+        "EHXPLLL",
+        a_FREQUENCY_PIN_CLKI=f"{settings.input_mhz:g}",
+        a_FREQUENCY_PIN_CLKOP=f"{settings.output_mhz:g}",
+        a_ICP_CURRENT="12",
+        a_LPF_RESISTOR="8",
+        a_MFG_ENABLE_FILTEROPAMP="1",
+        a_MFG_GMCREF_SEL="2",
+        p_PLLRST_ENA="DISABLED",
+        p_INTFB_WAKE="DISABLED",
+        p_STDBY_ENABLE="DISABLED",
+        p_DPHASE_SOURCE="DISABLED",
+        p_OUTDIVIDER_MUXA="DIVA",
+        p_OUTDIVIDER_MUXB="DIVB",
+        p_OUTDIVIDER_MUXC="DIVC",
+        p_OUTDIVIDER_MUXD="DIVD",
+        p_CLKI_DIV=settings.clki_div,
+        p_CLKOP_ENABLE="ENABLED",
+        p_CLKOP_DIV=settings.clkop_div,
+        p_CLKOP_CPHASE=settings.clkop_div - 1,
+        p_CLKOP_FPHASE=0,
+        p_FEEDBK_PATH="CLKOP",
+        p_CLKFB_DIV=settings.clkfb_div,
+        i_RST=0,
+        i_STDBY=0,
+        i_CLKI=clk_in,
+        o_CLKOP=clk_out,
+        i_CLKFB=clk_out,
+        i_PHASESEL0=0,
+        i_PHASESEL1=0,
+        i_PHASEDIR=1,
+        i_PHASESTEP=1,
+        i_PHASELOADREG=1,
+        i_PLLWAKESYNC=0,
+        i_ENCLKOP=0,
+        o_LOCK=locked,
+    )

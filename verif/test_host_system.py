@@ -1,0 +1,109 @@
+"""End to end through the host link: the driver a user runs against a board, here over the
+simulated serial line of the full HostSystem (UART, protocol engine, accelerator, buffers)."""
+
+import json
+import os
+
+import cocotb
+import numpy as np
+import pytest
+import torch
+from cocotb.clock import Clock
+from cocotb.triggers import RisingEdge, Timer
+
+import golden
+from gen.host.driver import DeviceError, Driver
+from gen.host.layout import LayoutError
+from gen.host.transports import CocotbUartTransport
+from gen.hw.host_bridge import Buffer, REPLY_UNKNOWN
+
+CLOCK_NS = 10
+
+
+async def setup(dut):
+    params = json.loads(os.environ["DUT_PARAMS"])
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    dut.uart_rx.value = 1
+    dut.rst.value = 1
+    for _ in range(3):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+    transport = CocotbUartTransport(dut.uart_rx, dut.uart_tx,
+                                    bit_time_ns=params["uart_divisor"] * CLOCK_NS)
+    return params, transport, Driver(transport, max_chunk=64)
+
+
+def poll():
+    return Timer(2, unit="us")
+
+
+def expected(a, w, bias, mult, shift):
+    return golden.gemm_int8(*(torch.as_tensor(np.asarray(x)) for x in (a, w, bias, mult, shift))
+                            ).numpy()
+
+
+@cocotb.test()
+async def gemm_through_the_driver(dut):
+    params, _, driver = await setup(dut)
+    info = await driver.info()
+    assert (info.rows, info.cols) == (params["rows"], params["cols"])
+    assert info.act_depth == params["act_depth"] and info.out_depth == params["out_depth"]
+
+    rng = np.random.default_rng(11)
+    cases = [
+        (7, 9, 10),                                # nothing divides the 3x4 array
+        (params["rows"] * 2, 12, params["cols"] * 2),
+    ]
+    for m, k, n in cases:
+        a, w = rng.integers(-128, 128, (m, k)), rng.integers(-128, 128, (k, n))
+        bias = rng.integers(-5000, 5000, n)
+        mult = rng.integers(2 ** 29, 2 ** 31, n)
+        shift = np.full(n, 36)
+        run = await driver.gemm(a, w, bias, mult, shift, poll_interval=poll)
+        np.testing.assert_array_equal(run.y, expected(a, w, bias, mult, shift))
+        assert run.cycles > 0
+    # Extremes: the largest accumulators, saturating both ways.
+    m, k, n = 5, 16, 6
+    a = np.full((m, k), -128)
+    w = np.where(np.arange(n) % 2 == 0, -128, 127) * np.ones((k, 1), dtype=np.int64)
+    run = await driver.gemm(a, w, np.zeros(n, dtype=np.int64), np.full(n, 2 ** 31 - 1),
+                            np.full(n, 20), poll_interval=poll)
+    np.testing.assert_array_equal(run.y, expected(a, w, np.zeros(n, dtype=np.int64),
+                                                   np.full(n, 2 ** 31 - 1), np.full(n, 20)))
+
+
+@cocotb.test()
+async def refusals(dut):
+    params, transport, driver = await setup(dut)
+    await driver.info()
+    # Beyond the end of a buffer: the device refuses and stays in step.
+    with pytest.raises(DeviceError):
+        await driver.write_buffer(Buffer.ACT, params["act_depth"] - 1,
+                                  [bytes(params["rows"])] * 2)
+    # Reading an input buffer is not part of the protocol.
+    await transport.write(bytes([ord("R"), Buffer.ACT]) + bytes(8))
+    assert await transport.read(1) == b"E"
+    # Unknown command.
+    await transport.write(b"x")
+    assert await transport.read(1) == bytes([REPLY_UNKNOWN])
+    # A GEMM larger than the buffers is refused by the driver before anything is sent.
+    with pytest.raises(LayoutError):
+        await driver.gemm(np.zeros((params["out_depth"], 2), dtype=np.int64),
+                          np.zeros((2, 2), dtype=np.int64), 0, 1, 1)
+    # A zero-size job ends with the error flag.
+    await driver.start(0, 1, 1)
+    status = await driver.status()
+    assert status.done and status.error and not status.busy
+    # And the link still works.
+    assert (await driver.info()).rows == params["rows"]
+
+
+PARAMS = dict(rows=3, cols=4, act_depth=256, wgt_depth=256, param_depth=32, out_depth=512,
+              uart_divisor=8)
+
+
+def test_host_system():
+    from gen.hw.system import HostSystem
+    from sim import run_cocotb
+    run_cocotb(HostSystem(**PARAMS), "host_system", "test_host_system", PARAMS)
