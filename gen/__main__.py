@@ -50,7 +50,7 @@ def cmd_check(args):
 
 def cmd_generate(args):
     design = _design(args)
-    design.generate(progress=_log)
+    design.generate(args.out, progress=_log)
     return 0
 
 
@@ -61,7 +61,7 @@ def cmd_build(args):
     design = _design(args)
     _log(f"[check] {design.config.name} fits {design.board.name} by estimate "
          f"({design.estimate.as_dict()})")
-    folder = design.generate(progress=_log)
+    folder = design.generate(args.out, progress=_log)
     result = run_flow(design.top(), design.board, folder / "build", seed=args.seed,
                       progress=_log if args.verbose else _quiet_progress())
     report = make_report(design, result)
@@ -123,6 +123,7 @@ def main(argv=None):
     def design_args(p):
         p.add_argument("--config", help="design config YAML (default: the built-in default)")
         p.add_argument("--board", help="override the config's board (`boards` lists them)")
+        p.add_argument("--out", help="folder for generated designs (default: rtl_out)")
 
     sub.add_parser("boards", help="list the known boards and their budgets")
     design_args(sub.add_parser("check", help="validate a config and estimate its resources"))

@@ -1,6 +1,7 @@
 """From a checked config to a design: clocks, host link, hardware, generated files, build."""
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from .rtl import content_hash, emit_verilog
 
 __all__ = ["Design", "prepare_design", "RTL_OUT", "UART_TOLERANCE"]
 
-RTL_OUT = Path.cwd() / "rtl_out"
+#: Where generated designs go: ``$ACCELGEN_RTL_OUT``, else ``rtl_out/`` in the working folder.
+RTL_OUT = Path(os.environ.get("ACCELGEN_RTL_OUT", "rtl_out"))
 #: Largest baud-rate error an 8N1 link tolerates with margin (half a bit over 10 bits is 5%).
 UART_TOLERANCE = 0.02
 
@@ -57,9 +59,8 @@ class Design:
         """Names the build folder: same config and generator version, same folder."""
         return content_hash({"config": self.config.as_dict(), "generator": __version__})
 
-    @property
-    def folder(self):
-        return RTL_OUT / f"{self.config.name}-{self.digest}"
+    def folder(self, root=None):
+        return Path(root or RTL_OUT) / f"{self.config.name}-{self.digest}"
 
     def system(self):
         return HostSystem(**self.system_params)
@@ -99,9 +100,9 @@ class Design:
                       "busy": "out", "error": "out"},
         }
 
-    def generate(self, progress=print):
+    def generate(self, root=None, progress=print):
         """Write the Verilog, the exact config and the manifest; return the folder."""
-        folder = self.folder
+        folder = self.folder(root)
         folder.mkdir(parents=True, exist_ok=True)
         top_module = f"{self.config.name}_system"
         progress(f"[generate] {top_module}: {self.config.array.rows}x{self.config.array.cols} "
@@ -136,10 +137,5 @@ def prepare_design(config):
     pll = plan_pll(board.oscillator_mhz, config.clock_mhz)
     divisor = _uart_divisor(config, board, pll.output_mhz)
     design = Design(config=config, board=board, pll=pll, uart_divisor=divisor)
-    # The component constructors check what the schema cannot (e.g. widths).
-    try:
-        design.system()
-    except ValueError as exc:
-        raise UserError(f"{config.name}: {exc}") from None
     check_fits(config, board, design.estimate)
     return design

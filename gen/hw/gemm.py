@@ -18,7 +18,7 @@ Buffer word layouts (shared with :mod:`gen.host.layout`):
 
 import operator
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -187,12 +187,17 @@ class TileSequencer(wiring.Component):
 
 
 class MacArray(wiring.Component):
-    """``R x C`` INT8 multiply-accumulate array, operands broadcast along rows and columns.
+    """Systolic ``R x C`` INT8 multiply-accumulate array, output-stationary.
 
-    Pipeline: operand registers, product registers (one 18x18 multiplier each), INT32
-    accumulators. A beat marked ``first`` restarts the accumulators; when a beat marked ``last``
-    reaches them, ``result`` (the accumulators including that beat) is valid for one cycle
-    with ``result_valid`` and the beat's ``tag``.
+    Row ``i`` of activations enters skewed by ``i`` cycles and moves one PE right per cycle;
+    column ``j`` of weights enters skewed by ``j`` and moves one PE down per cycle, so PE
+    ``(i, j)`` multiplies matching operands ``i + j`` cycles after they entered. Beat flags
+    travel with the activations. Every net is PE-to-PE or PE-to-its-multiplier: nothing fans
+    out across the array, which is what lets it run at the multipliers' speed.
+
+    Each PE has an operand stage, a product stage (one 18x18 multiplier) and an INT32
+    accumulator. When the beat marked ``last`` reaches a PE, the PE's final sum goes to its
+    ``hold`` register, where it stays until the drain has copied the whole tile.
 
     Members
     -------
@@ -200,103 +205,123 @@ class MacArray(wiring.Component):
         Packed operands of one beat: byte ``i`` of ``act_word`` feeds row ``i``.
     valid, first, last : ``In(1)``
         Beat flags, aligned with the operand words.
-    tag : ``In(tag_shape)``
-        Carried with the beat to ``result_tag``.
-    result : ``Out(ArrayLayout(signed(32), R*C))``
-        Element ``i*C + j`` is PE ``(i, j)``.
-    result_valid : ``Out(1)``, result_tag : ``Out(tag_shape)``
-    last_pending : ``Out(1)``
-        A last beat is inside the array and has not reached the accumulators.
+    holds : ``Out(ArrayLayout(signed(32), R*C))``
+        Element ``i*C + j`` is PE ``(i, j)``'s last finished sum.
+    tile_ready : ``Out(1)``
+        The last PE takes its hold value at the end of this cycle: from the next cycle on,
+        ``holds`` is a complete tile.
+    last_in_flight : ``Out(1)``
+        A last beat is inside the array and has not completed ``holds``.
     busy : ``Out(1)``
         Any beat is inside the array.
     """
 
-    #: Cycles from a beat at the input to its ``result_valid``.
-    LATENCY = 2
-
-    def __init__(self, *, rows, cols, tag_shape):
+    def __init__(self, *, rows, cols):
         self._rows = operator.index(rows)
         self._cols = operator.index(cols)
-        self._tag_shape = tag_shape
         super().__init__({
-            "act_word":     In(8 * self._rows),
-            "wgt_word":     In(8 * self._cols),
-            "valid":        In(1),
-            "first":        In(1),
-            "last":         In(1),
-            "tag":          In(tag_shape),
-            "result":       Out(data.ArrayLayout(signed(32), self._rows * self._cols)),
-            "result_valid": Out(1),
-            "result_tag":   Out(tag_shape),
-            "last_pending": Out(1),
-            "busy":         Out(1),
+            "act_word":       In(8 * self._rows),
+            "wgt_word":       In(8 * self._cols),
+            "valid":          In(1),
+            "first":          In(1),
+            "last":           In(1),
+            "holds":          Out(data.ArrayLayout(signed(32), self._rows * self._cols)),
+            "tile_ready":     Out(1),
+            "last_in_flight": Out(1),
+            "busy":           Out(1),
         })
+
+    @property
+    def latency(self):
+        """Cycles from a beat at the input to the last PE taking it into its hold."""
+        return self._rows + self._cols
 
     def elaborate(self, platform):
         m = Module()
         rows, cols = self._rows, self._cols
+        flags_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1})
 
-        # Stage 1: operand registers (they also cut the block RAM output from the fan-out).
-        act = [Signal(signed(8), name=f"act_{i}") for i in range(rows)]
-        wgt = [Signal(signed(8), name=f"wgt_{j}") for j in range(cols)]
-        valid1, first1, last1 = Signal(), Signal(), Signal()
-        tag1 = Signal(self._tag_shape)
+        def delayed(value, cycles, name):
+            for stage in range(cycles):
+                reg = Signal.like(value, name=f"{name}_skew{stage}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        beat_flags = Signal(flags_layout)
+        m.d.comb += beat_flags.eq(Cat(self.valid, self.first, self.last))
+        row_act = [delayed(self.act_word[8 * i:8 * i + 8].as_signed(), i, f"act{i}")
+                   for i in range(rows)]
+        row_flags = [delayed(beat_flags, i, f"flags{i}") for i in range(rows)]
+        col_wgt = [delayed(self.wgt_word[8 * j:8 * j + 8].as_signed(), j, f"wgt{j}")
+                   for j in range(cols)]
+
+        act = [[Signal(signed(8), name=f"act_{i}_{j}") for j in range(cols)]
+               for i in range(rows)]
+        wgt = [[Signal(signed(8), name=f"wgt_{i}_{j}") for j in range(cols)]
+               for i in range(rows)]
+        flags = [[Signal(flags_layout, name=f"flags_{i}_{j}") for j in range(cols)]
+                 for i in range(rows)]
+        for i in range(rows):
+            for j in range(cols):
+                m.d.sync += [
+                    act[i][j].eq(row_act[i] if j == 0 else act[i][j - 1]),
+                    flags[i][j].eq(row_flags[i] if j == 0 else flags[i][j - 1]),
+                    wgt[i][j].eq(col_wgt[j] if i == 0 else wgt[i - 1][j]),
+                ]
+                product = Signal(signed(16), name=f"prod_{i}_{j}")
+                product_flags = Signal(flags_layout, name=f"prod_flags_{i}_{j}")
+                m.d.sync += [product.eq(act[i][j] * wgt[i][j]), product_flags.eq(flags[i][j])]
+
+                acc = Signal(signed(32), name=f"acc_{i}_{j}")
+                total = Signal(signed(32), name=f"sum_{i}_{j}")
+                m.d.comb += total.eq(product + Mux(product_flags.first, 0, acc))
+                with m.If(product_flags.valid):
+                    m.d.sync += acc.eq(total)
+                    with m.If(product_flags.last):
+                        m.d.sync += self.holds[i * cols + j].eq(total)
+
+        # Where the last beat is: one flag per cycle of the array's latency.
+        tracker = Signal(self.latency, name="last_tracker")
+        inflight = Signal(self.latency, name="beat_tracker")
         m.d.sync += [
-            *(act[i].eq(self.act_word[8 * i:8 * i + 8]) for i in range(rows)),
-            *(wgt[j].eq(self.wgt_word[8 * j:8 * j + 8]) for j in range(cols)),
-            valid1.eq(self.valid), first1.eq(self.first), last1.eq(self.last),
-            tag1.eq(self.tag),
+            tracker.eq(Cat(self.valid & self.last, tracker[:-1])),
+            inflight.eq(Cat(self.valid, inflight[:-1])),
         ]
-
-        # Stage 2: products.
-        valid2, first2, last2 = Signal(), Signal(), Signal()
-        tag2 = Signal(self._tag_shape)
-        products = [Signal(signed(16), name=f"prod_{i}_{j}")
-                    for i in range(rows) for j in range(cols)]
-        m.d.sync += [
-            valid2.eq(valid1), first2.eq(first1), last2.eq(last1), tag2.eq(tag1),
-            *(products[i * cols + j].eq(act[i] * wgt[j])
-              for i in range(rows) for j in range(cols)),
-        ]
-
-        # Stage 3: accumulators; `result` is their next value, so it includes the last beat.
-        for index, product in enumerate(products):
-            acc = Signal(signed(32), name=f"acc_{index // cols}_{index % cols}")
-            acc_next = self.result[index]
-            m.d.comb += acc_next.eq(product + Mux(first2, 0, acc))
-            with m.If(valid2):
-                m.d.sync += acc.eq(acc_next)
-
         m.d.comb += [
-            self.result_valid.eq(valid2 & last2),
-            self.result_tag.eq(tag2),
-            self.last_pending.eq((valid1 & last1) | (valid2 & last2)),
-            self.busy.eq(valid1 | valid2),
+            # tracker[-1] is the last beat at the last PE's product stage.
+            self.tile_ready.eq(tracker[-1]),
+            self.last_in_flight.eq(tracker.any()),
+            self.busy.eq(inflight.any()),
         ]
         return m
 
 
 class AccumulatorDrain(wiring.Component):
-    """Shadow register chain that drains a finished tile one accumulator per cycle.
+    """Copies a finished tile out of the PEs' hold registers and drains it one value a cycle.
 
-    Fetches each value's channel parameters from the parameter buffer and emits, for every
-    position inside ``M x N``, a requantizer input tagged with its output address. Padded
-    positions are dropped without a cycle of back-pressure.
+    The copy frees the hold registers at once, so the array can finish the next tile while
+    this one drains. Each value's channel parameters are fetched from the parameter buffer;
+    for every position inside ``M x N`` a requantizer input tagged with its output address is
+    emitted; padded positions are dropped without costing back-pressure.
 
     Members
     -------
-    load : ``In(1)``
-        Capture ``result`` and ``tag`` (only while ``busy`` is low).
-    result : ``In(ArrayLayout(signed(32), R*C))``, tag : ``In(TileTag())``
+    tile_ready : ``In(1)``
+        ``holds`` completes at the end of this cycle (see :class:`MacArray`).
+    holds : ``In(ArrayLayout(signed(32), R*C))``, tag : ``In(TileTag())``
+        The finished tile and where it lands (``tag`` is stable from ``tile_ready`` on).
+    holds_full : ``Out(1)``
+        A finished tile waits in the hold registers: no PE may finish another.
     m_size, n_size : ``In(DIM_WIDTH)``
     param_rd : ``In(memory.ReadPort.Signature(...))``
         Read port of the parameter buffer.
     o : ``Out(stream.Signature(...))``
         Requantizer input: ``acc``, ``params``, ``tag`` (output address).
     busy : ``Out(1)``
-        The shadow chain holds values not yet sent.
+        The drain chain holds values not yet sent.
     pending : ``Out(1)``
-        ``busy``, or a value is still in the output register.
+        Anything not yet handed on: a full hold, a busy chain, or the output register.
     overflow : ``Out(1)``
         An emitted output or parameter address exceeded its buffer (cleared on ``clear``).
     clear : ``In(1)``
@@ -309,22 +334,23 @@ class AccumulatorDrain(wiring.Component):
         self._out_depth = operator.index(out_depth)
         param_addr_width = max(1, (self._param_depth - 1).bit_length())
         super().__init__({
-            "load":     In(1),
-            "result":   In(data.ArrayLayout(signed(32), self._rows * self._cols)),
-            "tag":      In(TileTag()),
-            "m_size":   In(DIM_WIDTH),
-            "n_size":   In(DIM_WIDTH),
-            "param_rd": In(memory.ReadPort.Signature(addr_width=param_addr_width,
-                                                     shape=RequantParams())),
-            "o":        Out(stream.Signature(data.StructLayout({
+            "tile_ready": In(1),
+            "holds":      In(data.ArrayLayout(signed(32), self._rows * self._cols)),
+            "tag":        In(TileTag()),
+            "holds_full": Out(1),
+            "m_size":     In(DIM_WIDTH),
+            "n_size":     In(DIM_WIDTH),
+            "param_rd":   In(memory.ReadPort.Signature(addr_width=param_addr_width,
+                                                       shape=RequantParams())),
+            "o":          Out(stream.Signature(data.StructLayout({
                 "acc":    signed(32),
                 "params": RequantParams(),
                 "tag":    unsigned(ADDR_WIDTH),
             }))),
-            "busy":     Out(1),
-            "pending":  Out(1),
-            "overflow": Out(1),
-            "clear":    In(1),
+            "busy":       Out(1),
+            "pending":    Out(1),
+            "overflow":   Out(1),
+            "clear":      In(1),
         })
 
     def elaborate(self, platform):
@@ -332,7 +358,7 @@ class AccumulatorDrain(wiring.Component):
         rows, cols = self._rows, self._cols
         count = rows * cols
 
-        shadow = [Signal(signed(32), name=f"shadow_{e}") for e in range(count)]
+        chain = [Signal(signed(32), name=f"chain_{e}") for e in range(count)]
         tile = Signal(TileTag())
         row = Signal(range(rows))
         col = Signal(range(cols))
@@ -344,10 +370,15 @@ class AccumulatorDrain(wiring.Component):
         out_acc = Signal(signed(32))
         out_addr = Signal(ADDR_WIDTH)
 
+        with m.If(self.tile_ready):
+            m.d.sync += self.holds_full.eq(1)
+
+        copy = Signal()
         can_send = Signal()
         send = Signal()
         channel = Signal(DIM_WIDTH + 1)
         m.d.comb += [
+            copy.eq(self.holds_full & ~self.busy),
             can_send.eq(~out_valid | out_skip | self.o.ready),
             send.eq(self.busy & can_send),
             channel.eq(tile.n_base + col),
@@ -355,18 +386,19 @@ class AccumulatorDrain(wiring.Component):
             self.param_rd.en.eq(send),
         ]
 
-        with m.If(self.load):
+        with m.If(copy):
             m.d.sync += [
-                *(shadow[e].eq(self.result[e]) for e in range(count)),
+                *(chain[e].eq(self.holds[e]) for e in range(count)),
                 tile.eq(self.tag),
                 row.eq(0),
                 col.eq(0),
                 row_addr.eq(self.tag.out_base),
                 row_m.eq(self.tag.m_base),
                 self.busy.eq(1),
+                self.holds_full.eq(0),
             ]
         with m.Elif(send):
-            m.d.sync += [shadow[e].eq(shadow[e + 1]) for e in range(count - 1)]
+            m.d.sync += [chain[e].eq(chain[e + 1]) for e in range(count - 1)]
             with m.If(col == cols - 1):
                 m.d.sync += [
                     col.eq(0),
@@ -385,7 +417,7 @@ class AccumulatorDrain(wiring.Component):
             m.d.sync += [
                 out_valid.eq(1),
                 out_skip.eq(skip),
-                out_acc.eq(shadow[0]),
+                out_acc.eq(chain[0]),
                 out_addr.eq(row_addr + col),
             ]
             with m.If(~skip & ((channel >= self._param_depth) |
@@ -401,7 +433,7 @@ class AccumulatorDrain(wiring.Component):
             self.o.payload.acc.eq(out_acc),
             self.o.payload.params.eq(self.param_rd.data),
             self.o.payload.tag.eq(out_addr),
-            self.pending.eq(self.busy | out_valid),
+            self.pending.eq(self.holds_full | self.busy | out_valid),
         ]
         return m
 
@@ -490,7 +522,7 @@ class OutputStationaryGemm(wiring.Component):
 
         m.submodules.sequencer = seq = TileSequencer(
             rows=rows, cols=cols, act_depth=self._act_depth, wgt_depth=self._wgt_depth)
-        m.submodules.array = array = MacArray(rows=rows, cols=cols, tag_shape=TileTag())
+        m.submodules.array = array = MacArray(rows=rows, cols=cols)
         m.submodules.drain = drain = AccumulatorDrain(
             rows=rows, cols=cols, param_depth=self._param_depth, out_depth=self._out_depth)
         m.submodules.requant = requant = Requantizer(tag_shape=unsigned(ADDR_WIDTH))
@@ -510,30 +542,32 @@ class OutputStationaryGemm(wiring.Component):
 
         # Beat stage aligned with the synchronous buffer reads.
         beat_valid, beat_first, beat_last = Signal(), Signal(), Signal()
-        beat_tag = Signal(TileTag())
         m.d.comb += [
             self.act_rd.addr.eq(seq.act_addr),
             self.wgt_rd.addr.eq(seq.wgt_addr),
         ]
         m.d.sync += [
             beat_valid.eq(seq.valid), beat_first.eq(seq.first), beat_last.eq(seq.last),
-            beat_tag.eq(seq.tag),
         ]
+        # At most one last beat is in flight (see hold_last), so its tile's tag waits here.
+        pending_tag = Signal(TileTag())
+        with m.If(seq.valid & seq.last):
+            m.d.sync += pending_tag.eq(seq.tag)
         m.d.comb += [
             array.act_word.eq(self.act_rd.data),
             array.wgt_word.eq(self.wgt_rd.data),
             array.valid.eq(beat_valid),
             array.first.eq(beat_first),
             array.last.eq(beat_last),
-            array.tag.eq(beat_tag),
-            # A tile may end only once the previous one has left the shadow chain.
-            seq.hold_last.eq(drain.busy | (beat_valid & beat_last) | array.last_pending),
+            # A PE may finish a tile only once the drain has copied out the previous one.
+            seq.hold_last.eq(drain.holds_full | (beat_valid & beat_last) |
+                             array.last_in_flight),
         ]
 
         m.d.comb += [
-            drain.load.eq(array.result_valid),
-            drain.result.eq(array.result),
-            drain.tag.eq(array.result_tag),
+            drain.tile_ready.eq(array.tile_ready),
+            drain.holds.eq(array.holds),
+            drain.tag.eq(pending_tag),
             drain.m_size.eq(m_size),
             drain.n_size.eq(n_size),
             drain.clear.eq(launch),

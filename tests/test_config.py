@@ -1,0 +1,128 @@
+"""Config schema, boards, PLL planning, UART divisor and the budget check."""
+
+import copy
+
+import pytest
+import yaml
+
+from gen.boards import get_board, load_boards
+from gen.config import DEFAULT_CONFIG, load_config, parse_config
+from gen.design import prepare_design
+from gen.errors import UserError
+from gen.estimate import bram_blocks, check_fits, estimate_resources
+from gen.hw.pll import plan_pll
+
+
+def default_raw():
+    return yaml.safe_load(DEFAULT_CONFIG.read_text())
+
+
+def test_default_config_is_valid_and_fits_its_board():
+    design = prepare_design(load_config())
+    assert design.board.name == "ulx3s-85f"
+    assert design.clock_mhz == 125
+    assert design.uart_divisor == 125
+
+
+def test_boards_have_the_data_sheet_budgets():
+    boards = load_boards()
+    assert set(boards) >= {"ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ulx3s-85f"}
+    b = boards["ulx3s-85f"].budget
+    assert (b.lut4, b.mult18, b.bram18k) == (83640, 156, 208)
+    assert get_board("ulx3s") is not None and get_board("ulx3s").name == "ulx3s-85f"
+    for board in boards.values():
+        assert board.platform_class().device == board.device
+
+
+def test_unknown_board_lists_the_known_ones():
+    with pytest.raises(UserError, match=r"unknown board 'ulx3s-99f'.*ulx3s-12f.*ulx3s-85f"):
+        get_board("ulx3s-99f")
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c["array"].update(rowz=8), r"array.rowz: unknown key \(did you mean 'rows'\?\)"),
+    (lambda c: c["array"].pop("cols"), r"array.cols: missing"),
+    (lambda c: c["array"].update(rows="8"), r"array.rows: expected int, got '8'"),
+    (lambda c: c["array"].update(rows=0), r"array.rows: 0 is outside \[1, 64\]"),
+    (lambda c: c["array"].update(rows=True), r"array.rows: expected int"),
+    (lambda c: c["buffers"].update(out_depth=2), r"buffers.out_depth: 2 is outside"),
+    (lambda c: c["array"].update(dataflow="weight_stationary"),
+     r"'weight_stationary' \(planned, not generated yet\) is not available"),
+    (lambda c: c["array"].update(dataflow="diagonal"), r"array.dataflow: 'diagonal'"),
+    (lambda c: c.update(name="my design"), r"name: 'my design' may hold only"),
+    (lambda c: c.update(extra=1), r"extra: unknown key"),
+    (lambda c: c.update(host=5), r"host: expected a mapping"),
+])
+def test_malformed_configs_say_what_to_change(mutate, message):
+    raw = default_raw()
+    mutate(raw)
+    with pytest.raises(UserError, match=message):
+        parse_config(raw)
+
+
+def test_float_clock_accepts_integers():
+    raw = default_raw()
+    raw["clock_mhz"] = 100
+    assert parse_config(raw).clock_mhz == 100.0
+
+
+def test_over_budget_design_fails_before_synthesis_with_advice():
+    raw = default_raw()
+    raw["board"] = "ulx3s-12f"
+    with pytest.raises(UserError) as info:
+        prepare_design(parse_config(raw))
+    text = str(info.value)
+    assert "does not fit ulx3s-12f" in text
+    assert "mult18: needs about 132, ulx3s-12f has 28" in text
+    assert "array.rows * array.cols" in text
+
+
+def test_bram_budget_is_checked():
+    raw = default_raw()
+    raw["buffers"]["out_depth"] = 4 * 1024 * 1024
+    with pytest.raises(UserError, match=r"bram18k: needs about \d+, ulx3s-85f has 208"):
+        prepare_design(parse_config(raw))
+
+
+def test_small_design_fits_the_smallest_board():
+    raw = default_raw()
+    raw.update(board="ulx3s-12f")
+    raw["array"].update(rows=4, cols=4)
+    raw["buffers"].update(act_depth=512, wgt_depth=512, out_depth=4096, param_depth=64)
+    design = prepare_design(parse_config(raw))
+    assert design.estimate.mult18 == 20
+
+
+def test_bram_blocks_follow_dp16kd_shapes():
+    assert bram_blocks(64, 2048) == 8          # 8 x (2048 x 9)
+    assert bram_blocks(128, 2048) == 15         # 15 x (2048 x 9): 135 bits
+    assert bram_blocks(8, 16384) == 8          # 8 x (16384 x 1)
+    assert bram_blocks(69, 512) == 2           # 2 x (512 x 36)
+    assert bram_blocks(8, 64) == 0             # small: stays in logic
+
+
+@pytest.mark.parametrize("target", [125, 100, 50, 75, 150])
+def test_pll_hits_round_clocks_exactly_within_limits(target):
+    pll = plan_pll(25, target)
+    assert pll.output_mhz == target
+    assert 400 <= pll.vco_mhz <= 800
+    assert 3.125 <= 25 / pll.clki_div <= 400
+
+
+def test_pll_refuses_unreachable_clock():
+    with pytest.raises(UserError, match="outside what the ECP5 PLL makes"):
+        plan_pll(25, 1000)
+
+
+def test_uart_baud_checks():
+    raw = default_raw()
+    raw["host"]["baud"] = 6_000_000
+    with pytest.raises(UserError, match="exceeds the ulx3s-85f serial port's 3000000"):
+        prepare_design(parse_config(raw))
+    raw["host"]["baud"] = 2_900_000      # 125 MHz / 43 = 2.907 Mbaud: 0.2% off, fine
+    assert prepare_design(parse_config(raw)).uart_divisor == 43
+
+
+def test_board_override_on_load():
+    config = load_config(board="ulx3s-45f")
+    assert config.board == "ulx3s-45f"
