@@ -1,0 +1,36 @@
+"""Cycle model of the generated output-stationary engine, derived from its pipeline.
+
+Used to predict job cycles for reports and benchmarks; the benchmark prints the prediction
+beside the cycles measured in Verilator so that any drift between model and RTL shows.
+"""
+
+import math
+
+from .hw.requant import REQUANT_LATENCY
+
+__all__ = ["predicted_cycles", "ideal_cycles"]
+
+# Drain output register, requantizer input acceptance, and the finishing cycle.
+_TAIL = REQUANT_LATENCY + 3
+
+
+def ideal_cycles(m, k, n, rows, cols):
+    """Every PE busy every cycle: M*K*N / (R*C)."""
+    return m * k * n / (rows * cols)
+
+
+def predicted_cycles(m, k, n, rows, cols):
+    """Cycles from START to done with the output never stalled.
+
+    Tile t's last beat issues at ``c_t``; the array needs ``R + C`` cycles to finish it in
+    every PE (systolic skew); the drain copies the tile at ``x_t`` once its chain is free and
+    then needs ``R*C`` cycles; the next tile's last beat may issue only after the copy.
+    """
+    tiles = math.ceil(m / rows) * math.ceil(n / cols)
+    latency, drain = rows + cols, rows * cols
+    issue = k - 1                      # c_0
+    copy = issue + 2 + latency         # x_0
+    for _ in range(tiles - 1):
+        issue = max(issue + k, copy + 1)
+        copy = max(issue + 2 + latency, copy + drain + 1)
+    return copy + drain + _TAIL
