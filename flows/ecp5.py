@@ -69,6 +69,7 @@ def _run(step, command, cwd, log_path, progress, show):
                                 stderr=subprocess.STDOUT, text=True, errors="replace")
         for line in proc.stdout:
             log.write(line)
+            log.flush()
             line = line.rstrip()
             if show(line):
                 progress(f"[{step} {time.monotonic() - start:6.1f}s] {line}")
@@ -85,7 +86,8 @@ _YOSYS_PROGRESS = re.compile(r"^\d+\.\d*\.? Executing|^=== |^\s+Number of cells"
 _NEXTPNR_PROGRESS = re.compile(
     r"Max frequency for clock|Device utilisation|TRELLIS_COMB|TRELLIS_FF|MULT18X18D|DP16KD:|"
     r"Running placer|HeAP Placer|Placement|Running router|Router1 time|Router2|"
-    r"iter=\s*\d+0 |ERROR|Warning: Max frequency|Checksum")
+    r"at iteration #\d*0,|at initial placer iter|^Info:\s+\d+000 \||ERROR|"
+    r"Warning: Max frequency|Checksum")
 
 
 def parse_nextpnr_report(path):

@@ -5,6 +5,7 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 
 from .errors import UserError
 
@@ -56,17 +57,38 @@ def cmd_generate(args):
 
 def cmd_build(args):
     from flows.ecp5 import run_flow
-    from flows.report import make_report, summary_lines, write_report
+    from flows.report import make_report, write_report
     start = time.monotonic()
     design = _design(args)
     _log(f"[check] {design.config.name} fits {design.board.name} by estimate "
          f"({design.estimate.as_dict()})")
     folder = design.generate(args.out, progress=_log)
+    cached = _cached_report(folder, args.seed)
+    if cached and not args.force:
+        _log(f"[build] {folder.name} was built before with seed {args.seed}: using its report "
+             f"(--force rebuilds)")
+        return _verdict(cached)
     result = run_flow(design.top(), design.board, folder / "build", seed=args.seed,
                       progress=_log if args.verbose else _quiet_progress())
     report = make_report(design, result)
+    report["seed"] = args.seed
     write_report(report, folder)
     _log(f"[report] {folder / 'report.json'} ({time.monotonic() - start:.0f}s in all)")
+    return _verdict(report)
+
+
+def _cached_report(folder, seed):
+    path = folder / "report.json"
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    if report.get("seed") != seed or not Path(report.get("bitstream", "")).exists():
+        return None
+    return report
+
+
+def _verdict(report):
+    from flows.report import summary_lines
     for line in summary_lines(report):
         _log(line)
     if not report["fits"]:
@@ -132,6 +154,7 @@ def main(argv=None):
     design_args(p)
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     p.add_argument("--verbose", action="store_true", help="show every progress line")
+    p.add_argument("--force", action="store_true", help="rebuild even if built before")
     p = sub.add_parser("run-gemm", help="run a random GEMM on a board over USB serial")
     design_args(p)
     p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")

@@ -22,6 +22,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .multiplier import MULTIPLIER_LATENCY, PipelinedMultiplier
 from .requant import REQUANT_LATENCY, REQUANT_MULTIPLIERS, RequantParams, Requantizer
 
 __all__ = ["DIM_WIDTH", "ADDR_WIDTH", "TileTag", "TileSequencer", "MacArray",
@@ -111,37 +112,42 @@ class TileSequencer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        rows, cols = self._rows, self._cols
 
-        m_size = Signal(DIM_WIDTH)
-        k_last_index = Signal(DIM_WIDTH)
-        n_size = Signal(DIM_WIDTH)
         k_size = Signal(DIM_WIDTH)
+        n_size = Signal(DIM_WIDTH)
         rows_times_n = Signal(ADDR_WIDTH)
 
-        k = Signal(DIM_WIDTH)
-        act_row_base = Signal(ADDR_WIDTH)     # mt * K
-        out_row_base = Signal(ADDR_WIDTH)     # mt * R * N
-        last_row_tile = Signal()
-        last_col_tile = Signal()
+        # Position counters count down so that "is this the last k / column tile / row tile"
+        # is a comparison of a register with a constant, not an add-and-compare.
+        k_left = Signal(DIM_WIDTH)                 # K - 1 - k
+        n_left = Signal(signed(DIM_WIDTH + 2))     # N - n_base
+        m_left = Signal(signed(DIM_WIDTH + 2))     # M - m_base
+        act_row_base = Signal(ADDR_WIDTH)          # mt * K
+        out_row_base = Signal(ADDR_WIDTH)          # mt * R * N
+        first = Signal()
         last_k = Signal()
+        last_col_tile = Signal()
+        last_row_tile = Signal()
 
         m.d.comb += [
-            last_row_tile.eq(self.tag.m_base + self._rows >= m_size),
-            last_col_tile.eq(self.tag.n_base + self._cols >= n_size),
-            last_k.eq(k == k_last_index),
-            self.first.eq(k == 0),
+            last_k.eq(k_left == 0),
+            last_col_tile.eq(n_left <= cols),
+            last_row_tile.eq(m_left <= rows),
+            self.first.eq(first),
             self.last.eq(last_k),
             self.valid.eq(self.running & ~(last_k & self.hold_last)),
         ]
 
         with m.If(self.start):
             m.d.sync += [
-                m_size.eq(self.m_size),
                 k_size.eq(self.k_size),
                 n_size.eq(self.n_size),
-                k_last_index.eq(self.k_size - 1),
-                rows_times_n.eq(_times_constant(self.n_size, self._rows)),
-                k.eq(0),
+                rows_times_n.eq(_times_constant(self.n_size, rows)),
+                k_left.eq(self.k_size - 1),
+                n_left.eq(self.n_size),
+                m_left.eq(self.m_size),
+                first.eq(1),
                 act_row_base.eq(0),
                 out_row_base.eq(0),
                 self.act_addr.eq(0),
@@ -157,27 +163,33 @@ class TileSequencer(wiring.Component):
                 m.d.sync += self.overflow.eq(1)
             with m.If(~last_k):
                 m.d.sync += [
-                    k.eq(k + 1),
+                    k_left.eq(k_left - 1),
+                    first.eq(0),
                     self.act_addr.eq(self.act_addr + 1),
                     self.wgt_addr.eq(self.wgt_addr + 1),
                 ]
             with m.Elif(~last_col_tile):
                 # Next column tile: the same rows of A again, the next columns of W.
                 m.d.sync += [
-                    k.eq(0),
+                    k_left.eq(k_size - 1),
+                    first.eq(1),
+                    n_left.eq(n_left - cols),
                     self.act_addr.eq(act_row_base),
                     self.wgt_addr.eq(self.wgt_addr + 1),
-                    self.tag.n_base.eq(self.tag.n_base + self._cols),
-                    self.tag.out_base.eq(self.tag.out_base + self._cols),
+                    self.tag.n_base.eq(self.tag.n_base + cols),
+                    self.tag.out_base.eq(self.tag.out_base + cols),
                 ]
             with m.Elif(~last_row_tile):
                 m.d.sync += [
-                    k.eq(0),
+                    k_left.eq(k_size - 1),
+                    first.eq(1),
+                    n_left.eq(n_size),
+                    m_left.eq(m_left - rows),
                     act_row_base.eq(act_row_base + k_size),
                     self.act_addr.eq(act_row_base + k_size),
                     self.wgt_addr.eq(0),
                     out_row_base.eq(out_row_base + rows_times_n),
-                    self.tag.m_base.eq(self.tag.m_base + self._rows),
+                    self.tag.m_base.eq(self.tag.m_base + rows),
                     self.tag.n_base.eq(0),
                     self.tag.out_base.eq(out_row_base + rows_times_n),
                 ]
@@ -195,8 +207,8 @@ class MacArray(wiring.Component):
     travel with the activations. Every net is PE-to-PE or PE-to-its-multiplier: nothing fans
     out across the array, which is what lets it run at the multipliers' speed.
 
-    Each PE has an operand stage, a product stage (one 18x18 multiplier) and an INT32
-    accumulator. When the beat marked ``last`` reaches a PE, the PE's final sum goes to its
+    Each PE has an operand stage, a multiplier with its own input and output registers (one
+    18x18 DSP), a product register and an INT32 accumulator. When the beat marked ``last`` reaches a PE, the PE's final sum goes to its
     ``hold`` register, where it stays until the drain has copied the whole tile.
 
     Members
@@ -234,7 +246,7 @@ class MacArray(wiring.Component):
     @property
     def latency(self):
         """Cycles from a beat at the input to the last PE taking it into its hold."""
-        return self._rows + self._cols
+        return self._rows + self._cols + MULTIPLIER_LATENCY
 
     def elaborate(self, platform):
         m = Module()
@@ -269,9 +281,16 @@ class MacArray(wiring.Component):
                     flags[i][j].eq(row_flags[i] if j == 0 else flags[i][j - 1]),
                     wgt[i][j].eq(col_wgt[j] if i == 0 else wgt[i - 1][j]),
                 ]
+                m.submodules[f"mult_{i}_{j}"] = mult = PipelinedMultiplier(signed(8), signed(8))
+                m.d.comb += [mult.a.eq(act[i][j]), mult.b.eq(wgt[i][j])]
+                # One more fabric register: the DSP output may sit far from the accumulator.
                 product = Signal(signed(16), name=f"prod_{i}_{j}")
-                product_flags = Signal(flags_layout, name=f"prod_flags_{i}_{j}")
-                m.d.sync += [product.eq(act[i][j] * wgt[i][j]), product_flags.eq(flags[i][j])]
+                m.d.sync += product.eq(mult.p)
+                product_flags = flags[i][j]
+                for stage in range(MULTIPLIER_LATENCY + 1):
+                    delayed_flags = Signal(flags_layout, name=f"flags_{i}_{j}_d{stage}")
+                    m.d.sync += delayed_flags.eq(product_flags)
+                    product_flags = delayed_flags
 
                 acc = Signal(signed(32), name=f"acc_{i}_{j}")
                 total = Signal(signed(32), name=f"sum_{i}_{j}")
@@ -413,20 +432,24 @@ class AccumulatorDrain(wiring.Component):
 
         skip = Signal()
         m.d.comb += skip.eq((row_m >= self.m_size) | (channel >= self.n_size))
+        out_channel = Signal.like(channel)
         with m.If(send):
             m.d.sync += [
                 out_valid.eq(1),
                 out_skip.eq(skip),
                 out_acc.eq(chain[0]),
                 out_addr.eq(row_addr + col),
+                out_channel.eq(channel),
             ]
-            with m.If(~skip & ((channel >= self._param_depth) |
-                               (row_addr + col >= self._out_depth))):
-                m.d.sync += self.overflow.eq(1)
         with m.Elif(can_send):
             m.d.sync += out_valid.eq(0)
+        # Checked from the output register, a cycle later, to keep adders and comparators in
+        # separate cycles.
         with m.If(self.clear):
             m.d.sync += self.overflow.eq(0)
+        with m.Elif(out_valid & ~out_skip & ((out_channel >= self._param_depth) |
+                                             (out_addr >= self._out_depth))):
+            m.d.sync += self.overflow.eq(1)
 
         m.d.comb += [
             self.o.valid.eq(out_valid & ~out_skip),
@@ -529,15 +552,22 @@ class OutputStationaryGemm(wiring.Component):
 
         m_size = Signal(DIM_WIDTH)
         n_size = Signal(DIM_WIDTH)
-        zero_size = Signal()
+        # The request is registered before it is acted on: `launch` fans out to every
+        # sequencer register, so it should come straight from flip-flops.
+        start_q, zero_q = Signal(), Signal()
+        sizes_q = [Signal(DIM_WIDTH, name=f"{dim}_size_q") for dim in "mkn"]
+        m.d.sync += [
+            start_q.eq(self.start),
+            zero_q.eq((self.m_size == 0) | (self.k_size == 0) | (self.n_size == 0)),
+            sizes_q[0].eq(self.m_size), sizes_q[1].eq(self.k_size), sizes_q[2].eq(self.n_size),
+        ]
         launch = Signal()
         m.d.comb += [
-            zero_size.eq((self.m_size == 0) | (self.k_size == 0) | (self.n_size == 0)),
-            launch.eq(self.start & ~self.busy & ~zero_size),
+            launch.eq(start_q & ~self.busy & ~zero_q),
             seq.start.eq(launch),
-            seq.m_size.eq(self.m_size),
-            seq.k_size.eq(self.k_size),
-            seq.n_size.eq(self.n_size),
+            seq.m_size.eq(sizes_q[0]),
+            seq.k_size.eq(sizes_q[1]),
+            seq.n_size.eq(sizes_q[2]),
         ]
 
         # Beat stage aligned with the synchronous buffer reads.
@@ -588,13 +618,13 @@ class OutputStationaryGemm(wiring.Component):
         m.d.sync += self.done.eq(0)
         with m.If(launch):
             m.d.sync += [
-                m_size.eq(self.m_size),
-                n_size.eq(self.n_size),
+                m_size.eq(sizes_q[0]),
+                n_size.eq(sizes_q[2]),
                 self.busy.eq(1),
                 self.error.eq(0),
                 self.cycles.eq(0),
             ]
-        with m.Elif(self.start & ~self.busy):
+        with m.Elif(start_q & ~self.busy):
             m.d.sync += [self.error.eq(1), self.done.eq(1), self.cycles.eq(0)]
         with m.Elif(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)

@@ -5,7 +5,7 @@ The protocol is specified in ``gen/host/PROTOCOL.md``; :mod:`gen.host.driver` is
 
 import operator
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -144,15 +144,24 @@ class HostBridge(wiring.Component):
                              Mux(buf == Buffer.PARAM, self._depths[2], self._depths[3]))))
         arg_addr = args[8:40]
         arg_count_words = args[40:72]
+        # Range checks take two registered steps (CHECK_END, CHECK_RANGE): the link is slow,
+        # the clock is not, and a 33-bit add-and-compare in one cycle limited Fmax.
+        access_end = Signal(33)
+        depth_reg = Signal(33)
         in_range = Signal()
-        m.d.comb += in_range.eq(arg_addr + arg_count_words <= depth)
 
-        reply = Signal(8 * (1 + _INFO_BYTES))
-        reply_left = Signal(range(2 + _INFO_BYTES))
+        # Short replies (at most 5 bytes) shift out of `reply`; INFO reads a constant table, so
+        # no wide register has to load and shift it.
+        reply = Signal(8 * 5)
+        reply_left = Signal(range(6))
+        info_table = Array(Const(byte, 8) for byte in bytes([REPLY_OK]) + self.info_bytes())
+        info_index = Signal(range(len(info_table)))
         then_read = Signal()
         discard = Signal()
+        read_byte = Signal(8)
 
         done_flag = Signal()
+        m.d.sync += self.start.eq(0)     # a one-cycle pulse, registered
         with m.If(self.done):
             m.d.sync += done_flag.eq(1)
 
@@ -162,8 +171,6 @@ class HostBridge(wiring.Component):
             self.k_size.eq(args[16:32]),
             self.n_size.eq(args[32:48]),
         ]
-
-        info = int.from_bytes(bytes([REPLY_OK]) + self.info_bytes(), "little")
 
         def send(value, length, *, read=False):
             m.d.sync += [reply.eq(value), reply_left.eq(length), then_read.eq(read)]
@@ -188,13 +195,22 @@ class HostBridge(wiring.Component):
                     m.d.sync += [args.word_select(arg_index, 8).eq(self.rx.payload),
                                  arg_index.eq(arg_index + 1)]
                     with m.If(arg_index + 1 == arg_count):
-                        m.next = "EXEC"
+                        m.next = "CHECK_END"
+
+            with m.State("CHECK_END"):
+                m.d.sync += [access_end.eq(arg_addr + arg_count_words), depth_reg.eq(depth)]
+                m.next = "CHECK_RANGE"
+
+            with m.State("CHECK_RANGE"):
+                m.d.sync += in_range.eq(access_end <= depth_reg)
+                m.next = "EXEC"
 
             with m.State("EXEC"):
                 m.d.sync += [addr.eq(arg_addr), count.eq(arg_count_words), byte_index.eq(0)]
                 with m.Switch(command):
                     with m.Case(Command.INFO):
-                        send(info, 1 + _INFO_BYTES)
+                        m.d.sync += info_index.eq(0)
+                        m.next = "SEND_INFO"
                     with m.Case(Command.STATUS):
                         send(Cat(Const(REPLY_OK, 8), self.busy, done_flag, self.error), 2)
                     with m.Case(Command.CYCLES):
@@ -203,18 +219,13 @@ class HostBridge(wiring.Component):
                         with m.If(self.busy):
                             send(REPLY_ERROR, 1)
                         with m.Else():
-                            m.d.comb += self.start.eq(1)
-                            m.d.sync += done_flag.eq(0)
+                            m.d.sync += [self.start.eq(1), done_flag.eq(0)]
                             send(REPLY_OK, 1)
                     with m.Case(Command.WRITE):
                         # A refused write still consumes its payload so the link stays in
                         # step; the reply after the payload says whether it was stored.
                         m.d.sync += discard.eq((buf > Buffer.PARAM) | ~in_range | self.busy)
-                        with m.If(arg_count_words == 0):
-                            send(Mux((buf > Buffer.PARAM) | ~in_range | self.busy,
-                                     REPLY_ERROR, REPLY_OK), 1)
-                        with m.Else():
-                            m.next = "WDATA"
+                        m.next = "WSTART"
                     with m.Case(Command.READ):
                         with m.If((buf != Buffer.OUT) | ~in_range | self.busy):
                             send(REPLY_ERROR, 1)
@@ -229,6 +240,19 @@ class HostBridge(wiring.Component):
                         m.next = "RADDR"
                     with m.Elif(reply_left == 1):
                         m.next = "IDLE"
+
+            with m.State("SEND_INFO"):
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(info_table[info_index])]
+                with m.If(self.tx.ready):
+                    m.d.sync += info_index.eq(info_index + 1)
+                    with m.If(info_index == len(info_table) - 1):
+                        m.next = "IDLE"
+
+            with m.State("WSTART"):
+                with m.If(count == 0):
+                    send(Mux(discard, REPLY_ERROR, REPLY_OK), 1)
+                with m.Else():
+                    m.next = "WDATA"
 
             with m.State("WDATA"):
                 m.d.comb += self.rx.ready.eq(1)
@@ -261,13 +285,18 @@ class HostBridge(wiring.Component):
 
             with m.State("RADDR"):
                 m.d.comb += self.out_rd.addr.eq(addr)
+                m.next = "RLATCH"
+
+            with m.State("RLATCH"):
+                # Block RAM data goes straight into a register (its clock-to-out is slow).
+                m.d.comb += self.out_rd.addr.eq(addr)
+                m.d.sync += read_byte.eq(self.out_rd.data)
                 m.next = "RSEND"
 
             with m.State("RSEND"):
                 m.d.comb += [
-                    self.out_rd.addr.eq(addr),
                     self.tx.valid.eq(1),
-                    self.tx.payload.eq(self.out_rd.data),
+                    self.tx.payload.eq(read_byte),
                 ]
                 with m.If(self.tx.ready):
                     m.d.sync += [addr.eq(addr + 1), count.eq(count - 1)]

@@ -10,10 +10,12 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .multiplier import MULTIPLIER_LATENCY, PipelinedMultiplier
+
 __all__ = ["RequantParams", "Requantizer", "REQUANT_LATENCY", "REQUANT_MULTIPLIERS"]
 
 #: Pipeline registers between an accepted input and its output (when never stalled).
-REQUANT_LATENCY = 8
+REQUANT_LATENCY = 11
 #: 18x18 multipliers one requantizer uses.
 REQUANT_MULTIPLIERS = 4
 
@@ -76,7 +78,7 @@ class Requantizer(wiring.Component):
             self.i.ready.eq(advance),
         ]
 
-        # One valid bit and one tag per stage; the last stage is the output register.
+        # One valid bit, tag and shift per stage; the last stage is the output register.
         stages = REQUANT_LATENCY
         valid = [Signal(name=f"valid_{n}") for n in range(stages)]
         tags = [Signal(self._tag_shape, name=f"tag_{n}") for n in range(stages)]
@@ -88,66 +90,83 @@ class Requantizer(wiring.Component):
                 m.d.sync += [valid[n].eq(valid[n - 1]), tags[n].eq(tags[n - 1]),
                              shifts[n].eq(shifts[n - 1])]
 
-        # Stage 0: x = acc + bias (the contract guarantees it fits INT32).
+        # Stage 0: register the inputs as they are; the parameters come straight from a block
+        # RAM, whose clock-to-output delay leaves no time for logic in the same cycle.
+        acc_in = Signal(signed(32))
+        bias_in = Signal(signed(32))
+        mult_in = Signal(unsigned(31))
+        with m.If(advance):
+            m.d.sync += [
+                acc_in.eq(self.i.payload.acc),
+                bias_in.eq(self.i.payload.params.bias),
+                mult_in.eq(self.i.payload.params.mult),
+            ]
+
+        # Stage 1: x = acc + bias (the contract guarantees it fits INT32).
         x = Signal(signed(32))
         mult = Signal(unsigned(31))
         with m.If(advance):
-            m.d.sync += [
-                x.eq(self.i.payload.acc + self.i.payload.params.bias),
-                mult.eq(self.i.payload.params.mult),
-            ]
+            m.d.sync += [x.eq(acc_in + bias_in), mult.eq(mult_in)]
 
-        # Stage 1: four partial products, each at most 17 x 17 bits signed.
+        # Stages 2-3 (inside the multipliers) and 4: four partial products of at most 17 x 17
+        # bits signed, each on one 18x18 multiplier, then a fabric register.
         x_lo, x_hi = x[0:16], x[16:32].as_signed()
         m_lo, m_hi = mult[0:16], mult[16:31]
-        p_ll = Signal(unsigned(32))
-        p_lh = Signal(unsigned(31))
-        p_hl = Signal(signed(32))
-        p_hh = Signal(signed(31))
-        with m.If(advance):
-            m.d.sync += [
-                p_ll.eq(x_lo * m_lo),
-                p_lh.eq(x_lo * m_hi),
-                p_hl.eq(x_hi * m_lo),
-                p_hh.eq(x_hi * m_hi),
-            ]
+        partials = {}
+        for name, a, b, shape in (("ll", x_lo, m_lo, unsigned(32)), ("lh", x_lo, m_hi, unsigned(31)),
+                                  ("hl", x_hi, m_lo, signed(32)), ("hh", x_hi, m_hi, signed(31))):
+            m.submodules[f"mult_{name}"] = multiplier = PipelinedMultiplier(a.shape(), b.shape())
+            partial = Signal(shape, name=f"p_{name}")
+            m.d.comb += [multiplier.a.eq(a), multiplier.b.eq(b), multiplier.en.eq(advance)]
+            with m.If(advance):
+                m.d.sync += partial.eq(multiplier.p)
+            partials[name] = partial
+        stage = 2 + MULTIPLIER_LATENCY      # the stage of the partial-product registers
 
-        # Stage 2: the outer products do not overlap, so they combine by concatenation.
+        # The outer products do not overlap, so they combine by concatenation.
         outer = Signal(signed(64))
         middle = Signal(signed(33))
         with m.If(advance):
             m.d.sync += [
-                outer.eq(Cat(p_ll, p_hh).as_signed()),
-                middle.eq(p_lh + p_hl),
+                outer.eq(Cat(partials["ll"], partials["hh"]).as_signed()),
+                middle.eq(partials["lh"] + partials["hl"]),
             ]
+        stage += 1
 
-        # Stage 3: the full product, and the rounding constant 2^(S-1).
+        # The full product, and the rounding constant 2^(S-1).
         product = Signal(signed(64))
         rounding = Signal(unsigned(62))
         with m.If(advance):
             m.d.sync += [
                 product.eq(outer + (middle << 16)),
-                rounding.eq(Const(1, 63) << shifts[2] >> 1),
+                rounding.eq(Const(1, 63) << shifts[stage] >> 1),
             ]
+        stage += 1
 
-        # Stage 4: add the rounding term.
+        # Add the rounding term.
         rounded = Signal(signed(64))
         with m.If(advance):
             m.d.sync += rounded.eq(product + rounding)
+        stage += 1
 
-        # Stages 5 and 6: arithmetic shift right by S, split into byte and bit steps.
+        # Arithmetic shift right by S, split into byte and bit steps.
         coarse = Signal(signed(64))
         fine = Signal(signed(64))
         with m.If(advance):
             m.d.sync += [
-                coarse.eq(rounded >> (shifts[4] & 0b111000)),
-                fine.eq(coarse >> shifts[5][0:3]),
+                coarse.eq(rounded >> (shifts[stage] & 0b111000)),
+                fine.eq(coarse >> shifts[stage + 1][0:3]),
             ]
+        stage += 2
 
-        # Stage 7: saturate to INT8 (the output register).
+        # Saturate to INT8 (the output register).
+        assert stage + 2 == stages, "REQUANT_LATENCY disagrees with the pipeline"
         with m.If(advance):
+            # In range iff bits 7..63 are all equal: wide AND/OR trees, no carry chains.
+            high = fine[7:64]
+            fits = (high == 0) | (high == (1 << 57) - 1)
             m.d.sync += self.o.payload.value.eq(
-                Mux(fine > 127, 127, Mux(fine < -128, -128, fine[0:8].as_signed())))
+                Mux(fits, fine[0:8].as_signed(), Mux(fine[63], -128, 127)))
         m.d.comb += [
             self.o.valid.eq(valid[stages - 1]),
             self.o.payload.tag.eq(tags[stages - 1]),
