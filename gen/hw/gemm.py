@@ -130,10 +130,11 @@ class TileSequencer(wiring.Component):
         last_col_tile = Signal()
         last_row_tile = Signal()
 
+        # The three "last" flags are registers, set one step ahead from the counters' current
+        # values, so that nothing but flip-flops drives the wide next-state multiplexers.
+        single_k = Signal()             # K == 1
+        single_col_tile = Signal()      # N <= C
         m.d.comb += [
-            last_k.eq(k_left == 0),
-            last_col_tile.eq(n_left <= cols),
-            last_row_tile.eq(m_left <= rows),
             self.first.eq(first),
             self.last.eq(last_k),
             self.valid.eq(self.running & ~(last_k & self.hold_last)),
@@ -147,6 +148,11 @@ class TileSequencer(wiring.Component):
                 k_left.eq(self.k_size - 1),
                 n_left.eq(self.n_size),
                 m_left.eq(self.m_size),
+                single_k.eq(self.k_size == 1),
+                single_col_tile.eq(self.n_size <= cols),
+                last_k.eq(self.k_size == 1),
+                last_col_tile.eq(self.n_size <= cols),
+                last_row_tile.eq(self.m_size <= rows),
                 first.eq(1),
                 act_row_base.eq(0),
                 out_row_base.eq(0),
@@ -164,6 +170,7 @@ class TileSequencer(wiring.Component):
             with m.If(~last_k):
                 m.d.sync += [
                     k_left.eq(k_left - 1),
+                    last_k.eq(k_left == 1),
                     first.eq(0),
                     self.act_addr.eq(self.act_addr + 1),
                     self.wgt_addr.eq(self.wgt_addr + 1),
@@ -172,8 +179,10 @@ class TileSequencer(wiring.Component):
                 # Next column tile: the same rows of A again, the next columns of W.
                 m.d.sync += [
                     k_left.eq(k_size - 1),
+                    last_k.eq(single_k),
                     first.eq(1),
                     n_left.eq(n_left - cols),
+                    last_col_tile.eq(n_left <= 2 * cols),
                     self.act_addr.eq(act_row_base),
                     self.wgt_addr.eq(self.wgt_addr + 1),
                     self.tag.n_base.eq(self.tag.n_base + cols),
@@ -182,9 +191,12 @@ class TileSequencer(wiring.Component):
             with m.Elif(~last_row_tile):
                 m.d.sync += [
                     k_left.eq(k_size - 1),
+                    last_k.eq(single_k),
                     first.eq(1),
                     n_left.eq(n_size),
+                    last_col_tile.eq(single_col_tile),
                     m_left.eq(m_left - rows),
+                    last_row_tile.eq(m_left <= 2 * rows),
                     act_row_base.eq(act_row_base + k_size),
                     self.act_addr.eq(act_row_base + k_size),
                     self.wgt_addr.eq(0),
@@ -253,9 +265,9 @@ class MacArray(wiring.Component):
         rows, cols = self._rows, self._cols
         flags_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1})
 
-        def delayed(value, cycles, name):
+        def delayed(value, cycles, name, reset_less=True):
             for stage in range(cycles):
-                reg = Signal.like(value, name=f"{name}_skew{stage}")
+                reg = Signal.like(value, name=f"{name}_skew{stage}", reset_less=reset_less)
                 m.d.sync += reg.eq(value)
                 value = reg
             return value
@@ -264,13 +276,15 @@ class MacArray(wiring.Component):
         m.d.comb += beat_flags.eq(Cat(self.valid, self.first, self.last))
         row_act = [delayed(self.act_word[8 * i:8 * i + 8].as_signed(), i, f"act{i}")
                    for i in range(rows)]
-        row_flags = [delayed(beat_flags, i, f"flags{i}") for i in range(rows)]
+        row_flags = [delayed(beat_flags, i, f"flags{i}", reset_less=False) for i in range(rows)]
         col_wgt = [delayed(self.wgt_word[8 * j:8 * j + 8].as_signed(), j, f"wgt{j}")
                    for j in range(cols)]
 
-        act = [[Signal(signed(8), name=f"act_{i}_{j}") for j in range(cols)]
+        # Data registers need no reset (the flags say what is valid); a reset would cost a
+        # LUT in front of each, right behind the block RAM's slow clock-to-output.
+        act = [[Signal(signed(8), name=f"act_{i}_{j}", reset_less=True) for j in range(cols)]
                for i in range(rows)]
-        wgt = [[Signal(signed(8), name=f"wgt_{i}_{j}") for j in range(cols)]
+        wgt = [[Signal(signed(8), name=f"wgt_{i}_{j}", reset_less=True) for j in range(cols)]
                for i in range(rows)]
         flags = [[Signal(flags_layout, name=f"flags_{i}_{j}") for j in range(cols)]
                  for i in range(rows)]
@@ -284,7 +298,7 @@ class MacArray(wiring.Component):
                 m.submodules[f"mult_{i}_{j}"] = mult = PipelinedMultiplier(signed(8), signed(8))
                 m.d.comb += [mult.a.eq(act[i][j]), mult.b.eq(wgt[i][j])]
                 # One more fabric register: the DSP output may sit far from the accumulator.
-                product = Signal(signed(16), name=f"prod_{i}_{j}")
+                product = Signal(signed(16), name=f"prod_{i}_{j}", reset_less=True)
                 m.d.sync += product.eq(mult.p)
                 product_flags = flags[i][j]
                 for stage in range(MULTIPLIER_LATENCY + 1):
@@ -292,13 +306,15 @@ class MacArray(wiring.Component):
                     m.d.sync += delayed_flags.eq(product_flags)
                     product_flags = delayed_flags
 
-                acc = Signal(signed(32), name=f"acc_{i}_{j}")
+                acc = Signal(signed(32), name=f"acc_{i}_{j}", reset_less=True)
                 total = Signal(signed(32), name=f"sum_{i}_{j}")
                 m.d.comb += total.eq(product + Mux(product_flags.first, 0, acc))
+                hold = Signal(signed(32), name=f"hold_{i}_{j}", reset_less=True)
+                m.d.comb += self.holds[i * cols + j].eq(hold)
                 with m.If(product_flags.valid):
                     m.d.sync += acc.eq(total)
                     with m.If(product_flags.last):
-                        m.d.sync += self.holds[i * cols + j].eq(total)
+                        m.d.sync += hold.eq(total)
 
         # Where the last beat is: one flag per cycle of the array's latency.
         tracker = Signal(self.latency, name="last_tracker")
@@ -377,7 +393,7 @@ class AccumulatorDrain(wiring.Component):
         rows, cols = self._rows, self._cols
         count = rows * cols
 
-        chain = [Signal(signed(32), name=f"chain_{e}") for e in range(count)]
+        chain = [Signal(signed(32), name=f"chain_{e}", reset_less=True) for e in range(count)]
         tile = Signal(TileTag())
         row = Signal(range(rows))
         col = Signal(range(cols))
@@ -386,8 +402,8 @@ class AccumulatorDrain(wiring.Component):
 
         out_valid = Signal()
         out_skip = Signal()
-        out_acc = Signal(signed(32))
-        out_addr = Signal(ADDR_WIDTH)
+        out_acc = Signal(signed(32), reset_less=True)
+        out_addr = Signal(ADDR_WIDTH, reset_less=True)
 
         with m.If(self.tile_ready):
             m.d.sync += self.holds_full.eq(1)
@@ -395,12 +411,11 @@ class AccumulatorDrain(wiring.Component):
         copy = Signal()
         can_send = Signal()
         send = Signal()
-        channel = Signal(DIM_WIDTH + 1)
+        channel = Signal(DIM_WIDTH + 1)   # n_base + col, kept as a counter
         m.d.comb += [
             copy.eq(self.holds_full & ~self.busy),
             can_send.eq(~out_valid | out_skip | self.o.ready),
             send.eq(self.busy & can_send),
-            channel.eq(tile.n_base + col),
             self.param_rd.addr.eq(channel),
             self.param_rd.en.eq(send),
         ]
@@ -413,6 +428,7 @@ class AccumulatorDrain(wiring.Component):
                 col.eq(0),
                 row_addr.eq(self.tag.out_base),
                 row_m.eq(self.tag.m_base),
+                channel.eq(self.tag.n_base),
                 self.busy.eq(1),
                 self.holds_full.eq(0),
             ]
@@ -421,6 +437,7 @@ class AccumulatorDrain(wiring.Component):
             with m.If(col == cols - 1):
                 m.d.sync += [
                     col.eq(0),
+                    channel.eq(tile.n_base),
                     row.eq(row + 1),
                     row_addr.eq(row_addr + self.n_size),
                     row_m.eq(row_m + 1),
@@ -428,7 +445,7 @@ class AccumulatorDrain(wiring.Component):
                 with m.If(row == rows - 1):
                     m.d.sync += self.busy.eq(0)
             with m.Else():
-                m.d.sync += col.eq(col + 1)
+                m.d.sync += [col.eq(col + 1), channel.eq(channel + 1)]
 
         skip = Signal()
         m.d.comb += skip.eq((row_m >= self.m_size) | (channel >= self.n_size))

@@ -92,9 +92,9 @@ class Requantizer(wiring.Component):
 
         # Stage 0: register the inputs as they are; the parameters come straight from a block
         # RAM, whose clock-to-output delay leaves no time for logic in the same cycle.
-        acc_in = Signal(signed(32))
-        bias_in = Signal(signed(32))
-        mult_in = Signal(unsigned(31))
+        acc_in = Signal(signed(32), reset_less=True)
+        bias_in = Signal(signed(32), reset_less=True)
+        mult_in = Signal(unsigned(31), reset_less=True)
         with m.If(advance):
             m.d.sync += [
                 acc_in.eq(self.i.payload.acc),
@@ -103,8 +103,8 @@ class Requantizer(wiring.Component):
             ]
 
         # Stage 1: x = acc + bias (the contract guarantees it fits INT32).
-        x = Signal(signed(32))
-        mult = Signal(unsigned(31))
+        x = Signal(signed(32), reset_less=True)
+        mult = Signal(unsigned(31), reset_less=True)
         with m.If(advance):
             m.d.sync += [x.eq(acc_in + bias_in), mult.eq(mult_in)]
 
@@ -116,7 +116,7 @@ class Requantizer(wiring.Component):
         for name, a, b, shape in (("ll", x_lo, m_lo, unsigned(32)), ("lh", x_lo, m_hi, unsigned(31)),
                                   ("hl", x_hi, m_lo, signed(32)), ("hh", x_hi, m_hi, signed(31))):
             m.submodules[f"mult_{name}"] = multiplier = PipelinedMultiplier(a.shape(), b.shape())
-            partial = Signal(shape, name=f"p_{name}")
+            partial = Signal(shape, name=f"p_{name}", reset_less=True)
             m.d.comb += [multiplier.a.eq(a), multiplier.b.eq(b), multiplier.en.eq(advance)]
             with m.If(advance):
                 m.d.sync += partial.eq(multiplier.p)
@@ -124,8 +124,8 @@ class Requantizer(wiring.Component):
         stage = 2 + MULTIPLIER_LATENCY      # the stage of the partial-product registers
 
         # The outer products do not overlap, so they combine by concatenation.
-        outer = Signal(signed(64))
-        middle = Signal(signed(33))
+        outer = Signal(signed(64), reset_less=True)
+        middle = Signal(signed(33), reset_less=True)
         with m.If(advance):
             m.d.sync += [
                 outer.eq(Cat(partials["ll"], partials["hh"]).as_signed()),
@@ -134,8 +134,8 @@ class Requantizer(wiring.Component):
         stage += 1
 
         # The full product, and the rounding constant 2^(S-1).
-        product = Signal(signed(64))
-        rounding = Signal(unsigned(62))
+        product = Signal(signed(64), reset_less=True)
+        rounding = Signal(unsigned(62), reset_less=True)
         with m.If(advance):
             m.d.sync += [
                 product.eq(outer + (middle << 16)),
@@ -144,14 +144,14 @@ class Requantizer(wiring.Component):
         stage += 1
 
         # Add the rounding term.
-        rounded = Signal(signed(64))
+        rounded = Signal(signed(64), reset_less=True)
         with m.If(advance):
             m.d.sync += rounded.eq(product + rounding)
         stage += 1
 
         # Arithmetic shift right by S, split into byte and bit steps.
-        coarse = Signal(signed(64))
-        fine = Signal(signed(64))
+        coarse = Signal(signed(64), reset_less=True)
+        fine = Signal(signed(64), reset_less=True)
         with m.If(advance):
             m.d.sync += [
                 coarse.eq(rounded >> (shifts[stage] & 0b111000)),
