@@ -9,13 +9,14 @@ import yaml
 
 from .errors import UserError
 
-__all__ = ["Board", "Budget", "BOARDS_DIR", "load_boards", "get_board"]
+__all__ = ["Board", "Budget", "Resources", "BOARDS_DIR", "load_boards", "get_board"]
 
 BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
 
 
 @dataclass(frozen=True)
-class Budget:
+class Resources:
+    """FPGA resources: LUT4s, flip-flops, 18x18 multipliers, 18 Kbit block RAMs."""
     lut4: int
     ff: int
     mult18: int
@@ -23,6 +24,10 @@ class Budget:
 
     def as_dict(self):
         return {"lut4": self.lut4, "ff": self.ff, "mult18": self.mult18, "bram18k": self.bram18k}
+
+
+#: A board's resource budget.
+Budget = Resources
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from .hw.host_bridge import PARAM_WORD_BYTES, PROTOCOL_VERSION
 from .hw.pll import plan_pll
 from .hw.system import HostSystem
 from .hw.uart import MIN_DIVISOR
+from .perf import predicted_cycles
 from .rtl import content_hash, emit_verilog
 
 __all__ = ["Design", "prepare_design", "RTL_OUT", "UART_TOLERANCE"]
@@ -95,6 +96,10 @@ class Design:
                        "accumulator": "INT32; |acc| <= K*2^14 + |bias| is checked by the "
                                       "driver before every job"},
             "estimate": self.estimate.as_dict(),
+            "expected_cycles": {
+                f"{m}x{k}x{n}": predicted_cycles(m, k, n, c.array.rows, c.array.cols)
+                for m, k, n in ((c.array.rows, 1, c.array.cols), (64, 64, 64),
+                                (128, 128, 128))},
             "top_module": f"{c.name}_system",
             "ports": {"clk": "in", "rst": "in", "uart_rx": "in", "uart_tx": "out",
                       "busy": "out", "error": "out"},

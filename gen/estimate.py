@@ -7,8 +7,7 @@ estimate beside the measurement for each design it builds).
 """
 
 import math
-from dataclasses import dataclass
-
+from .boards import Resources
 from .errors import UserError
 from .hw.requant import REQUANT_MULTIPLIERS
 
@@ -35,15 +34,8 @@ def bram_blocks(width, depth):
     return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in DP16KD_SHAPES)
 
 
-@dataclass(frozen=True)
-class ResourceEstimate:
-    lut4: int
-    ff: int
-    mult18: int
-    bram18k: int
-
-    def as_dict(self):
-        return {"lut4": self.lut4, "ff": self.ff, "mult18": self.mult18, "bram18k": self.bram18k}
+#: A design's estimated resources.
+ResourceEstimate = Resources
 
 
 def estimate_resources(config):

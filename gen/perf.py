@@ -6,6 +6,7 @@ beside the cycles measured in Verilator so that any drift between model and RTL 
 
 import math
 
+from .hw.multiplier import MULTIPLIER_LATENCY
 from .hw.requant import REQUANT_LATENCY
 
 __all__ = ["predicted_cycles", "ideal_cycles"]
@@ -23,11 +24,11 @@ def predicted_cycles(m, k, n, rows, cols):
     """Cycles from START to done with the output never stalled.
 
     Tile t's last beat issues at ``c_t``; the array needs ``R + C`` cycles to finish it in
-    every PE (systolic skew); the drain copies the tile at ``x_t`` once its chain is free and
+    every PE (systolic skew plus the multiplier pipeline); the drain copies the tile at ``x_t`` once its chain is free and
     then needs ``R*C`` cycles; the next tile's last beat may issue only after the copy.
     """
     tiles = math.ceil(m / rows) * math.ceil(n / cols)
-    latency, drain = rows + cols, rows * cols
+    latency, drain = rows + cols + MULTIPLIER_LATENCY, rows * cols
     issue = k - 1                      # c_0
     copy = issue + 2 + latency         # x_0
     for _ in range(tiles - 1):
