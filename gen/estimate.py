@@ -19,12 +19,13 @@ DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 # Below this many bits yosys keeps a memory in LUT RAM / registers rather than a block RAM.
 BRAM_MIN_BITS = 2048
 
-# Fitted coefficients (see module docstring).
-LUT_BASE = 1900
-LUT_PER_PE = 75
-FF_BASE = 1700
-FF_PER_PE = 82
-LUT_PER_BUFFER_BIT = 0.5     # read/write port multiplexing per buffer word bit
+# Fitted coefficients (see module docstring): nextpnr's TRELLIS_COMB and TRELLIS_FF counts of
+# the 4x4 and 8x16 designs (2026-11-25): 4267 / 4232 and 15473 / 20016.
+LUT_BASE = 2650
+LUT_PER_PE = 100
+FF_BASE = 1950
+FF_PER_PE = 141
+LUT_PER_BUFFER_BIT = 0       # block-RAM buffers cost no LUTs per word bit worth modelling
 
 
 def bram_blocks(width, depth):

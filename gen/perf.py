@@ -11,8 +11,9 @@ from .hw.requant import REQUANT_LATENCY
 
 __all__ = ["predicted_cycles", "ideal_cycles"]
 
-# Drain output register, requantizer input acceptance, and the finishing cycle.
-_TAIL = REQUANT_LATENCY + 3
+# Drain output register, requantizer input acceptance, two registered completion stages and
+# the finishing cycle.
+_TAIL = REQUANT_LATENCY + 5
 
 
 def ideal_cycles(m, k, n, rows, cols):

@@ -629,9 +629,21 @@ class OutputStationaryGemm(wiring.Component):
             requant.o.ready.eq(self.o.ready),
         ]
 
+        # Completion: each part's idle flag is registered next to the part, then combined in a
+        # second register; the parts are spread over the whole chip, so their AND would
+        # otherwise be one long path. "All idle two cycles ago, sequencer included" still
+        # means "all idle now": nothing enters the pipeline without a new start.
+        parts_idle = Signal(5)
+        all_idle = Signal()
+        m.d.sync += [
+            parts_idle.eq(Cat(~seq.running, ~beat_valid, ~array.busy, ~drain.pending,
+                              ~requant.busy)),
+            all_idle.eq(parts_idle.all()),
+        ]
+        with m.If(launch):
+            m.d.sync += [parts_idle.eq(0), all_idle.eq(0)]
         finished = Signal()
-        m.d.comb += finished.eq(self.busy & ~seq.running & ~beat_valid & ~array.busy &
-                                ~drain.pending & ~requant.busy)
+        m.d.comb += finished.eq(self.busy & all_idle)
         m.d.sync += self.done.eq(0)
         with m.If(launch):
             m.d.sync += [
