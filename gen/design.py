@@ -40,8 +40,13 @@ class Design:
         return self.pll.output_mhz
 
     @property
+    def host_clock_mhz(self):
+        """The host link's clock: the board oscillator."""
+        return self.board.oscillator_mhz
+
+    @property
     def baud_actual(self):
-        return self.clock_mhz * 1e6 / self.uart_divisor
+        return self.host_clock_mhz * 1e6 / self.uart_divisor
 
     @property
     def estimate(self):
@@ -81,7 +86,8 @@ class Design:
                       "pll": {"clki_div": self.pll.clki_div, "clkfb_div": self.pll.clkfb_div,
                               "clkop_div": self.pll.clkop_div,
                               "vco_mhz": round(self.pll.vco_mhz, 3)}},
-            "host": {"baud_requested": c.host.baud, "baud_actual": round(self.baud_actual, 1),
+            "host": {"clock_mhz": self.host_clock_mhz,
+                     "baud_requested": c.host.baud, "baud_actual": round(self.baud_actual, 1),
                      "uart_divisor": self.uart_divisor, "protocol_version": PROTOCOL_VERSION,
                      "protocol": "gen/host/PROTOCOL.md"},
             "array": {"rows": c.array.rows, "cols": c.array.cols,
@@ -101,7 +107,8 @@ class Design:
                 for m, k, n in ((c.array.rows, 1, c.array.cols), (64, 64, 64),
                                 (128, 128, 128))},
             "top_module": f"{c.name}_system",
-            "ports": {"clk": "in", "rst": "in", "uart_rx": "in", "uart_tx": "out",
+            "ports": {"clk": "in", "rst": "in", "host_clk": "in", "host_rst": "in",
+                      "uart_rx": "in", "uart_tx": "out",
                       "busy": "out", "error": "out"},
         }
 
@@ -131,7 +138,8 @@ def _uart_divisor(config, board, clock_mhz):
                         f"UART needs at least {MIN_DIVISOR} clocks per bit)")
     error = abs(clock_mhz * 1e6 / divisor - baud) / baud
     if error > UART_TOLERANCE:
-        raise UserError(f"host.baud: {baud} is {error:.1%} off what a {clock_mhz:g} MHz clock "
+        raise UserError(f"host.baud: {baud} is {error:.1%} off what the {clock_mhz:g} MHz host "
+                        f"clock "
                         f"can divide to; choose a baud rate near {clock_mhz * 1e6 / divisor:.0f}")
     return divisor
 
@@ -140,7 +148,7 @@ def prepare_design(config):
     """Check ``config`` against its board (clocks, host link, resources) and plan the design."""
     board = get_board(config.board)
     pll = plan_pll(board.oscillator_mhz, config.clock_mhz)
-    divisor = _uart_divisor(config, board, pll.output_mhz)
+    divisor = _uart_divisor(config, board, board.oscillator_mhz)
     design = Design(config=config, board=board, pll=pll, uart_divisor=divisor)
     check_fits(config, board, design.estimate)
     return design

@@ -21,7 +21,7 @@ def test_default_config_is_valid_and_fits_its_board():
     design = prepare_design(load_config())
     assert design.board.name == "ulx3s-85f"
     assert design.clock_mhz == 125
-    assert design.uart_divisor == 125
+    assert design.uart_divisor == 25          # the host link runs from the 25 MHz oscillator
 
 
 def test_boards_have_the_data_sheet_budgets():
@@ -119,8 +119,11 @@ def test_uart_baud_checks():
     raw["host"]["baud"] = 6_000_000
     with pytest.raises(UserError, match="exceeds the ulx3s-85f serial port's 3000000"):
         prepare_design(parse_config(raw))
-    raw["host"]["baud"] = 2_900_000      # 125 MHz / 43 = 2.907 Mbaud: 0.2% off, fine
-    assert prepare_design(parse_config(raw)).uart_divisor == 43
+    raw["host"]["baud"] = 2_900_000      # 25 MHz / 9 = 2.78 Mbaud: 4% off
+    with pytest.raises(UserError, match="choose a baud rate near 2777778"):
+        prepare_design(parse_config(raw))
+    raw["host"]["baud"] = 115200         # 25 MHz / 217 = 115207 baud: 0.01% off, fine
+    assert prepare_design(parse_config(raw)).uart_divisor == 217
 
 
 def test_board_override_on_load():

@@ -17,20 +17,24 @@ from gen.host.layout import LayoutError
 from gen.host.transports import CocotbUartTransport
 from gen.hw.host_bridge import Buffer, REPLY_UNKNOWN
 
-CLOCK_NS = 10
+CLOCK_NS = 8          # the accelerator clock
+HOST_CLOCK_NS = 26    # the host link clock: unrelated to the accelerator's, as on a board
 
 
 async def setup(dut):
     params = json.loads(os.environ["DUT_PARAMS"])
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    cocotb.start_soon(Clock(dut.host_clk, HOST_CLOCK_NS, unit="ns").start())
     dut.uart_rx.value = 1
     dut.rst.value = 1
+    dut.host_rst.value = 1
     for _ in range(3):
-        await RisingEdge(dut.clk)
+        await RisingEdge(dut.host_clk)
     dut.rst.value = 0
-    await RisingEdge(dut.clk)
+    dut.host_rst.value = 0
+    await RisingEdge(dut.host_clk)
     transport = CocotbUartTransport(dut.uart_rx, dut.uart_tx,
-                                    bit_time_ns=params["uart_divisor"] * CLOCK_NS)
+                                    bit_time_ns=params["uart_divisor"] * HOST_CLOCK_NS)
     return params, transport, Driver(transport, max_chunk=64)
 
 

@@ -45,7 +45,8 @@ class GemmAccelerator(wiring.Component):
     """
 
     def __init__(self, *, rows, cols, dataflow="output_stationary",
-                 act_depth, wgt_depth, param_depth, out_depth):
+                 act_depth, wgt_depth, param_depth, out_depth, host_domain="sync"):
+        self._host_domain = host_domain
         if dataflow not in DATAFLOWS:
             raise ValueError(f"unknown dataflow {dataflow!r}; the generator has "
                              f"{', '.join(sorted(DATAFLOWS))}")
@@ -107,7 +108,7 @@ class GemmAccelerator(wiring.Component):
         for name, (shape, host_port, engine_port) in buffers.items():
             m.submodules[f"{name}_buffer"] = buffer = memory.Memory(
                 shape=shape, depth=depths[name], init=[])
-            write_port = buffer.write_port()
+            write_port = buffer.write_port(domain=self._host_domain)
             read_port = buffer.read_port()
             m.d.comb += [
                 write_port.addr.eq(host_port.addr),

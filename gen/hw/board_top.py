@@ -33,10 +33,14 @@ class BoardTop(Elaboratable):
         m = Module()
         oscillator = platform.request(platform.default_clk)
         m.domains.sync = sync = ClockDomain("sync")
+        # The host link runs straight from the oscillator (see HostSystem).
+        m.domains.host = host = ClockDomain("host")
         locked = Signal()
         m.submodules.pll = pll_instance(self.pll, oscillator.i, sync.clk, locked)
+        m.d.comb += host.clk.eq(oscillator.i)
         # Hold the design in reset until the PLL has locked.
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+        m.submodules.host_reset_sync = ResetSynchronizer(~locked, domain="host")
         platform.add_clock_constraint(sync.clk, self.pll.output_mhz * 1e6)
 
         m.submodules.system = system = self.system

@@ -1,7 +1,8 @@
 """The accelerator behind its host link: everything of a board design except clocks and pins."""
 
-from amaranth.hdl import Module
+from amaranth.hdl import DomainRenamer, Module, Signal
 from amaranth.lib import memory, wiring
+from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from .accelerator import DATAFLOWS, GemmAccelerator
@@ -19,7 +20,13 @@ class HostSystem(wiring.Component):
     rows, cols, dataflow, act_depth, wgt_depth, param_depth, out_depth
         As in :class:`~gen.hw.accelerator.GemmAccelerator`.
     uart_divisor : int
-        Clock cycles per UART bit.
+        ``host`` clock cycles per UART bit.
+
+    Clock domains: ``sync`` runs the accelerator; ``host`` runs the UART and the protocol
+    engine (on a board, the oscillator). The link needs no speed, and keeping its control
+    logic out of the accelerator's clock keeps it off the accelerator's critical paths. The
+    buffers are dual-clock block RAMs; job control crosses with toggle synchronizers; sizes and
+    the cycle count are stable whenever they are read across (see PROTOCOL.md).
 
     Members
     -------
@@ -36,7 +43,7 @@ class HostSystem(wiring.Component):
                                 out_depth=out_depth)
         self._uart_divisor = uart_divisor
         # Build the parts now so that bad parameters fail here, not at elaboration.
-        self._accelerator = GemmAccelerator(**self._accel_args)
+        self._accelerator = GemmAccelerator(**self._accel_args, host_domain="host")
         self._bridge = HostBridge(
             rows=rows, cols=cols, dataflow_id=sorted(DATAFLOWS).index(dataflow),
             act_depth=act_depth, wgt_depth=wgt_depth, param_depth=param_depth,
@@ -56,10 +63,12 @@ class HostSystem(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        to_host = DomainRenamer({"sync": "host"})
         m.submodules.accelerator = accel = self._accelerator
-        m.submodules.bridge = bridge = self._bridge
-        m.submodules.uart_rx = receiver = self._receiver
-        m.submodules.uart_tx = transmitter = self._transmitter
+        m.submodules.bridge = bridge = to_host(self._bridge)
+        m.submodules.uart_rx = receiver = to_host(self._receiver)
+        m.submodules.uart_tx = transmitter = to_host(self._transmitter)
+        bridge, receiver, transmitter = self._bridge, self._receiver, self._transmitter
 
         m.d.comb += [receiver.rx.eq(self.uart_rx), self.uart_tx.eq(transmitter.tx)]
         wiring.connect(m, receiver.o, bridge.rx)
@@ -68,15 +77,49 @@ class HostSystem(wiring.Component):
         wiring.connect(m, bridge.wgt_wr, accel.wgt_wr)
         wiring.connect(m, bridge.param_wr, accel.param_wr)
 
+        # host -> sync: START as a toggle; the sizes were set by the START command's arguments
+        # long before the toggle arrives, and are sampled by the accelerator with it.
+        start_toggle = Signal()
+        with m.If(bridge.start):
+            m.d.host += start_toggle.eq(~start_toggle)
+        start_toggle_sync = Signal()
+        start_toggle_seen = Signal()
+        m.submodules.start_sync = FFSynchronizer(start_toggle, start_toggle_sync, o_domain="sync")
+        m.d.sync += start_toggle_seen.eq(start_toggle_sync)
         m.d.comb += [
-            accel.start.eq(bridge.start),
+            accel.start.eq(start_toggle_sync != start_toggle_seen),
             accel.m_size.eq(bridge.m_size),
             accel.k_size.eq(bridge.k_size),
             accel.n_size.eq(bridge.n_size),
-            bridge.busy.eq(accel.busy),
-            bridge.done.eq(accel.done),
-            bridge.error.eq(accel.error),
-            bridge.cycles.eq(accel.cycles),
+        ]
+
+        # sync -> host: busy and error as levels, done as a toggle, the cycle count as bits
+        # (read by the host only when no job runs, so it is stable).
+        done_toggle = Signal()
+        with m.If(accel.done):
+            m.d.sync += done_toggle.eq(~done_toggle)
+        done_toggle_host = Signal()
+        done_toggle_seen = Signal()
+        busy_host = Signal()
+        error_host = Signal()
+        cycles_host = Signal(32)
+        m.submodules.done_sync = FFSynchronizer(done_toggle, done_toggle_host, o_domain="host")
+        m.submodules.busy_sync = FFSynchronizer(accel.busy, busy_host, o_domain="host")
+        m.submodules.error_sync = FFSynchronizer(accel.error, error_host, o_domain="host")
+        m.submodules.cycles_sync = FFSynchronizer(accel.cycles, cycles_host, o_domain="host")
+        m.d.host += done_toggle_seen.eq(done_toggle_host)
+        # A START is in flight until the accelerator reports busy: count it as busy, so that
+        # a STATUS right after START cannot see the previous job's "done, not busy".
+        start_pending = Signal()
+        with m.If(bridge.start):
+            m.d.host += start_pending.eq(1)
+        with m.Elif(busy_host | (done_toggle_host != done_toggle_seen)):
+            m.d.host += start_pending.eq(0)
+        m.d.comb += [
+            bridge.busy.eq(busy_host | start_pending),
+            bridge.done.eq(done_toggle_host != done_toggle_seen),
+            bridge.error.eq(error_host),
+            bridge.cycles.eq(cycles_host),
             self.busy.eq(accel.busy),
             self.error.eq(accel.error),
         ]
@@ -85,7 +128,7 @@ class HostSystem(wiring.Component):
         out_depth = self._accel_args["out_depth"]
         m.submodules.out_buffer = out_buffer = memory.Memory(shape=8, depth=out_depth, init=[])
         write_port = out_buffer.write_port()
-        read_port = out_buffer.read_port()
+        read_port = out_buffer.read_port(domain="host")
         m.d.comb += [
             accel.o.ready.eq(1),
             write_port.addr.eq(accel.o.payload.addr),
