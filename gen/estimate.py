@@ -43,7 +43,8 @@ def estimate_resources(config):
     rows, cols = config.array.rows, config.array.cols
     pes = rows * cols
     buffers = config.buffers
-    memories = [(8 * rows, buffers.act_depth), (8 * cols, buffers.wgt_depth),
+    # Operand buffers are one byte-wide memory per lane (see GemmAccelerator).
+    memories = [*[(8, buffers.act_depth)] * rows, *[(8, buffers.wgt_depth)] * cols,
                 (69, buffers.param_depth), (8, buffers.out_depth)]
     bram = sum(bram_blocks(w, d) for w, d in memories)
     logic_bits = sum(w * d for w, d in memories if bram_blocks(w, d) == 0)

@@ -100,24 +100,41 @@ class GemmAccelerator(wiring.Component):
             rows=self._rows, cols=self._cols, act_depth=depths["act"], wgt_depth=depths["wgt"],
             param_depth=depths["param"], out_depth=depths["out"])
 
+        # Operand buffers are one memory per byte lane. A wide memory may be mapped by yosys
+        # as block RAMs stacked in depth, with a multiplexer after their outputs; a byte-wide
+        # one fits a block RAM's native aspect ratios (2048x9 ... 16384x1) without stacking up
+        # to 16384 words, so every block RAM output goes straight into a register.
         buffers = {
-            "act": (8 * self._rows, self.act_wr, engine.act_rd),
-            "wgt": (8 * self._cols, self.wgt_wr, engine.wgt_rd),
-            "param": (RequantParams(), self.param_wr, engine.param_rd),
+            "act": (self._rows, self.act_wr, engine.act_rd),
+            "wgt": (self._cols, self.wgt_wr, engine.wgt_rd),
         }
-        for name, (shape, host_port, engine_port) in buffers.items():
-            m.submodules[f"{name}_buffer"] = buffer = memory.Memory(
-                shape=shape, depth=depths[name], init=[])
-            write_port = buffer.write_port(domain=self._host_domain)
-            read_port = buffer.read_port()
-            m.d.comb += [
-                write_port.addr.eq(host_port.addr),
-                write_port.data.eq(host_port.data),
-                write_port.en.eq(host_port.en),
-                read_port.addr.eq(engine_port.addr),
-                read_port.en.eq(engine_port.en),
-                engine_port.data.eq(read_port.data),
-            ]
+        for name, (lanes, host_port, engine_port) in buffers.items():
+            for lane in range(lanes):
+                m.submodules[f"{name}_buffer_{lane}"] = buffer = memory.Memory(
+                    shape=8, depth=depths[name], init=[])
+                write_port = buffer.write_port(domain=self._host_domain)
+                read_port = buffer.read_port()
+                m.d.comb += [
+                    write_port.addr.eq(host_port.addr),
+                    write_port.data.eq(host_port.data[8 * lane:8 * lane + 8]),
+                    write_port.en.eq(host_port.en),
+                    read_port.addr.eq(engine_port.addr),
+                    read_port.en.eq(engine_port.en),
+                    engine_port.data[8 * lane:8 * lane + 8].eq(read_port.data),
+                ]
+
+        m.submodules.param_buffer = buffer = memory.Memory(
+            shape=RequantParams(), depth=depths["param"], init=[])
+        write_port = buffer.write_port(domain=self._host_domain)
+        read_port = buffer.read_port()
+        m.d.comb += [
+            write_port.addr.eq(self.param_wr.addr),
+            write_port.data.eq(self.param_wr.data),
+            write_port.en.eq(self.param_wr.en),
+            read_port.addr.eq(engine.param_rd.addr),
+            read_port.en.eq(engine.param_rd.en),
+            engine.param_rd.data.eq(read_port.data),
+        ]
 
         m.d.comb += [
             engine.start.eq(self.start),
