@@ -425,9 +425,31 @@ class AccumulatorDrain(wiring.Component):
             self.param_rd.en.eq(send),
         ]
 
+        # The chain spans the whole array; driving its R*C*32 registers from the one `copy` and
+        # `send` of the controller would make two nets with thousands of loads. Each row of the
+        # chain instead follows its own copy of the controller's two state bits (kept apart
+        # from each other in synthesis by `keep`, see flows.ecp5.KEEP_REGISTERS).
+        last_send = Signal()
+        m.d.comb += last_send.eq(send & (col == cols - 1) & (row == rows - 1))
+        for r in range(rows):
+            full_r = Signal(name=f"holds_full_row{r}", attrs={"keep": 1})
+            busy_r = Signal(name=f"busy_row{r}", attrs={"keep": 1})
+            copy_r, send_r = Signal(name=f"copy_row{r}"), Signal(name=f"send_row{r}")
+            m.d.comb += [copy_r.eq(full_r & ~busy_r), send_r.eq(busy_r & can_send)]
+            with m.If(self.tile_ready):
+                m.d.sync += full_r.eq(1)
+            with m.If(copy_r):
+                m.d.sync += [full_r.eq(0), busy_r.eq(1)]
+            with m.Elif(last_send):
+                m.d.sync += busy_r.eq(0)
+            row_elements = range(r * cols, (r + 1) * cols)
+            with m.If(copy_r):
+                m.d.sync += [chain[e].eq(self.holds[e]) for e in row_elements]
+            with m.Elif(send_r):
+                m.d.sync += [chain[e].eq(chain[e + 1]) for e in row_elements if e + 1 < count]
+
         with m.If(copy):
             m.d.sync += [
-                *(chain[e].eq(self.holds[e]) for e in range(count)),
                 tile.eq(self.tag),
                 row.eq(0),
                 col.eq(0),
@@ -438,7 +460,6 @@ class AccumulatorDrain(wiring.Component):
                 self.holds_full.eq(0),
             ]
         with m.Elif(send):
-            m.d.sync += [chain[e].eq(chain[e + 1]) for e in range(count - 1)]
             with m.If(col == cols - 1):
                 m.d.sync += [
                     col.eq(0),
