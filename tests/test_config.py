@@ -73,7 +73,7 @@ def test_over_budget_design_fails_before_synthesis_with_advice():
         prepare_design(parse_config(raw))
     text = str(info.value)
     assert "does not fit ulx3s-12f" in text
-    assert "mult18: needs about 132, ulx3s-12f has 28" in text
+    assert "mult18: needs about 68, ulx3s-12f has 28" in text
     assert "array.rows * array.cols" in text
 
 

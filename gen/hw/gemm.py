@@ -234,8 +234,6 @@ class MacArray(wiring.Component):
     tile_ready : ``Out(1)``
         The last PE takes its hold value at the end of this cycle: from the next cycle on,
         ``holds`` is a complete tile.
-    last_in_flight : ``Out(1)``
-        A last beat is inside the array and has not completed ``holds``.
     busy : ``Out(1)``
         Any beat is inside the array.
     """
@@ -251,7 +249,6 @@ class MacArray(wiring.Component):
             "last":           In(1),
             "holds":          Out(data.ArrayLayout(signed(32), self._rows * self._cols)),
             "tile_ready":     Out(1),
-            "last_in_flight": Out(1),
             "busy":           Out(1),
         })
 
@@ -331,7 +328,6 @@ class MacArray(wiring.Component):
         m.d.comb += [
             # tracker[-1] is the last beat at the last PE's product stage.
             self.tile_ready.eq(tracker[-1]),
-            self.last_in_flight.eq(tracker.any()),
             self.busy.eq(inflight.any()),
         ]
         return m
@@ -622,10 +618,15 @@ class OutputStationaryGemm(wiring.Component):
         m.d.sync += [
             beat_valid.eq(seq.valid), beat_first.eq(seq.first), beat_last.eq(seq.last),
         ]
-        # At most one last beat is in flight (see hold_last), so its tile's tag waits here.
+        # At most one last beat is in flight (see hold_last), so its tile's tag waits here, and
+        # one flip-flop says whether it is in flight (rather than an OR over the array's
+        # latency, which was on the critical path of large arrays).
         pending_tag = Signal(TileTag())
+        last_outstanding = Signal()
         with m.If(seq.valid & seq.last):
-            m.d.sync += pending_tag.eq(seq.tag)
+            m.d.sync += [pending_tag.eq(seq.tag), last_outstanding.eq(1)]
+        with m.Elif(array.tile_ready):
+            m.d.sync += last_outstanding.eq(0)
         m.d.comb += [
             array.act_word.eq(self.act_rd.data),
             array.wgt_word.eq(self.wgt_rd.data),
@@ -633,8 +634,7 @@ class OutputStationaryGemm(wiring.Component):
             array.first.eq(beat_first),
             array.last.eq(beat_last),
             # A PE may finish a tile only once the drain has copied out the previous one.
-            seq.hold_last.eq(drain.holds_full | (beat_valid & beat_last) |
-                             array.last_in_flight),
+            seq.hold_last.eq(drain.holds_full | last_outstanding),
         ]
 
         m.d.comb += [
