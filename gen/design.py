@@ -1,5 +1,6 @@
 """From a checked config to a design: clocks, host link, hardware, generated files, build."""
 
+import dataclasses
 import json
 import os
 import time
@@ -147,6 +148,8 @@ def _uart_divisor(config, board, clock_mhz):
 def prepare_design(config):
     """Check ``config`` against its board (clocks, host link, resources) and plan the design."""
     board = get_board(config.board)
+    # An alias (`ulx3s`) and the board's own name must give the same design and folder.
+    config = dataclasses.replace(config, board=board.name)
     pll = plan_pll(board.oscillator_mhz, config.clock_mhz)
     divisor = _uart_divisor(config, board, board.oscillator_mhz)
     design = Design(config=config, board=board, pll=pll, uart_divisor=divisor)

@@ -46,3 +46,9 @@ def test_folder_holds_the_exact_config_and_a_manifest(tmp_path):
     assert "module small_system(" in verilog
     for port in manifest["ports"]:
         assert port in verilog
+
+
+def test_board_alias_names_the_same_design():
+    assert prepare_design(load_config(board="ulx3s")).digest == \
+        prepare_design(load_config(board="ulx3s-85f")).digest == \
+        prepare_design(load_config()).digest
