@@ -28,6 +28,11 @@ def make_report(design, result):
         "target_clock_mhz": design.config.clock_mhz,
         "pll_clock_mhz": round(design.clock_mhz, 6),
         "fmax": result.fmax,
+        # nextpnr names clocks by their global nets; the board top's domains are `sync` (the
+        # accelerator, net clk) and `host` (the host link, net host_clk).
+        "fmax_by_domain": {domain: result.fmax[net] for domain, net in
+                           (("sync", "$glbnet$clk"), ("host", "$glbnet$host_clk"))
+                           if net in result.fmax},
         "timing_met": result.timing_met,
         "resources": resources,
         "fits": all(r["used"] <= r["available"] for r in resources.values()),

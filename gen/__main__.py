@@ -63,7 +63,8 @@ def cmd_build(args):
     _log(f"[check] {design.config.name} fits {design.board.name} by estimate "
          f"({design.estimate.as_dict()})")
     folder = design.generate(args.out, progress=_log)
-    cached = _cached_report(folder, args.seed)
+    fingerprint = _fingerprint(folder)
+    cached = _cached_report(folder, args.seed, fingerprint)
     if cached and not args.force:
         _log(f"[build] {folder.name} was built before with seed {args.seed}: using its report "
              f"(--force rebuilds)")
@@ -72,17 +73,29 @@ def cmd_build(args):
                       progress=_log if args.verbose else _quiet_progress())
     report = make_report(design, result)
     report["seed"] = args.seed
+    report["fingerprint"] = fingerprint
     write_report(report, folder)
     _log(f"[report] {folder / 'report.json'} ({time.monotonic() - start:.0f}s in all)")
     return _verdict(report)
 
 
-def _cached_report(folder, seed):
+def _fingerprint(folder):
+    """Hash of what the build is made from: the generated Verilog and the manifest (clocks,
+    host link, layouts), so that a changed generator invalidates an old build."""
+    import hashlib
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.v")) + [folder / "manifest.json"]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _cached_report(folder, seed, fingerprint):
     path = folder / "report.json"
     if not path.exists():
         return None
     report = json.loads(path.read_text())
-    if report.get("seed") != seed or not Path(report.get("bitstream", "")).exists():
+    if (report.get("seed") != seed or report.get("fingerprint") != fingerprint or
+            not Path(report.get("bitstream", "")).exists()):
         return None
     return report
 

@@ -42,8 +42,10 @@ def test_small_design_builds_a_bitstream_and_reports(tmp_path):
     assert report["board"] == "ulx3s-12f" and report["device"] == "LFE5U-12F"
     assert report["target_clock_mhz"] == 50
     assert report["timing_met"] is True
-    (clock,) = report["fmax"].values()
+    assert set(report["fmax_by_domain"]) == {"sync", "host"}
+    clock = report["fmax_by_domain"]["sync"]
     assert clock["achieved_mhz"] >= 50 and clock["constraint_mhz"] == pytest.approx(50)
+    assert report["fmax_by_domain"]["host"]["constraint_mhz"] == pytest.approx(25)
     for key in ("lut4", "ff", "mult18", "bram18k"):
         assert 0 <= report["resources"][key]["used"] <= report["resources"][key]["available"]
     assert report["resources"]["mult18"]["used"] == 2 * 2 + 4
