@@ -67,6 +67,12 @@ _ADVICE = {
 }
 
 
+def _largest_array(pes):
+    """The squarest rows x cols with rows * cols <= pes."""
+    rows = max(1, int(pes ** 0.5))
+    return f"array.rows: {rows}, array.cols: {max(1, pes // rows)}"
+
+
 def check_fits(config, board, estimate=None):
     """Raise :class:`UserError` naming every resource the design would exceed."""
     estimate = estimate or estimate_resources(config)
@@ -74,8 +80,12 @@ def check_fits(config, board, estimate=None):
     for key, available in board.budget.as_dict().items():
         needed = getattr(estimate, key)
         if needed > available:
+            advice = _ADVICE[key]
+            if key == "mult18":
+                advice += (f"; at most {available - REQUANT_MULTIPLIERS} PEs fit, e.g. "
+                           f"{_largest_array(available - REQUANT_MULTIPLIERS)}")
             problems.append(f"{key}: needs about {needed}, {board.name} has {available}: "
-                            f"{_ADVICE[key]}")
+                            f"{advice}")
     if problems:
         raise UserError(f"design {config.name!r} does not fit {board.name}:\n  " +
                         "\n  ".join(problems))
