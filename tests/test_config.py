@@ -1,7 +1,5 @@
 """Config schema, boards, PLL planning, UART divisor and the budget check."""
 
-import copy
-
 import pytest
 import yaml
 
@@ -9,7 +7,7 @@ from gen.boards import get_board, load_boards
 from gen.config import DEFAULT_CONFIG, load_config, parse_config
 from gen.design import prepare_design
 from gen.errors import UserError
-from gen.estimate import bram_blocks, check_fits, estimate_resources
+from gen.estimate import bram_blocks
 from gen.hw.pll import plan_pll
 
 

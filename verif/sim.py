@@ -1,7 +1,6 @@
 """Build a generated design under Verilator and run cocotb tests against it."""
 
 import os
-import shutil
 from pathlib import Path
 
 from gen.rtl import content_hash, emit_verilog

@@ -1,12 +1,9 @@
 """Requantizer against `golden.requantize`: every shift 1..62, extreme accumulators, biases and
 multipliers, random input gaps and random output back-pressure; order kept (tags)."""
 
-import json
-import os
 import random
 
 import cocotb
-import pytest
 import torch
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge

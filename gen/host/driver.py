@@ -5,7 +5,6 @@ simulator time) and against a real board (its transport calls pyserial and never
 it with :func:`asyncio.run`).
 """
 
-import asyncio
 import struct
 from dataclasses import dataclass
 

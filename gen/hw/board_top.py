@@ -1,6 +1,6 @@
 """Board top: oscillator -> PLL -> accelerator clock domain, USB serial pins, status LEDs."""
 
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, Signal
+from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib.cdc import ResetSynchronizer
 
 from .pll import pll_instance

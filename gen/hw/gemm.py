@@ -23,7 +23,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .multiplier import MULTIPLIER_LATENCY, PipelinedMultiplier
-from .requant import REQUANT_LATENCY, REQUANT_MULTIPLIERS, RequantParams, Requantizer
+from .requant import REQUANT_MULTIPLIERS, RequantParams, Requantizer
 
 __all__ = ["DIM_WIDTH", "ADDR_WIDTH", "TileTag", "TileSequencer", "MacArray",
            "AccumulatorDrain", "OutputStationaryGemm", "OutputStream"]
