@@ -1,0 +1,277 @@
+"""Analytic cost model: one operation on one engine configuration, vectorized.
+
+Every function takes numpy arrays that broadcast against each other (typically layers of shape
+``(L,)`` against engine choices of shape ``(P, 1)`` or ``(P, L)``) and returns arrays of the
+broadcast shape, so one call scores a whole population of allocations. The search in
+:mod:`gen.alloc` never sees these functions; :mod:`gen.alloc.problems` wraps them as objectives.
+
+Dataflows
+---------
+``accelgen_os``
+    The generator's own engine (``gen/hw/gemm.py``): an output-stationary R x C systolic array
+    running the im2col GEMM of the layer in jobs that fit its buffers. Its cycles are exact: the
+    closed form of the per-tile recurrence of :func:`gen.perf.predicted_cycles` (the same
+    numbers, checked in ``tests/test_cost.py``), which is itself equal to Verilator's count
+    (``verif/test_gemm_accelerator.py``, ``python -m gen cost-report``). The generated engine does
+    not overlap host transfers with compute: latency = compute + traffic / bandwidth.
+``ws`` (NVDLA-like weight stationary), ``rs`` (Eyeriss-like row stationary), ``os``
+    (ShiDianNao-like output stationary)
+    Classic dataflows for comparison, in the manner of MAESTRO's first-order model (Kwon et al.,
+    MICRO 2019) that ConfuciuX scores with: the same R x C multipliers, the dataflow decides which
+    loop dimensions map to rows and columns (and hence the spatial utilization), a fill/drain cost
+    per tile, and double-buffered transfers: latency = max(compute, traffic / bandwidth).
+
+Constants (all stated here, with their source)
+----------------------------------------------
+Energy is in picojoules of a 45 nm ASIC, the common currency of the dataflow literature, not
+FPGA joules: ``E_MAC`` = 0.2 pJ 8-bit multiply + 0.1 pJ 32-bit add (Horowitz, "Computing's
+energy problem", ISSCC 2014, table of 45 nm operations); register file, on-chip buffer and
+off-chip access cost 1x, 6x and 200x a MAC (Chen, Emer, Sze, "Eyeriss", ISCA 2016, fig. 3's
+normalized energies). Power = static + energy / time; ``STATIC_MW`` is the ECP5-85F's
+quiescent core power as a round figure (Lattice ECP5 power calculator ballpark: ~100 mW).
+Bandwidth ``LINK_BYTES_PER_CYCLE`` = 2: the ULX3S's 16-bit SDRAM at the accelerator clock.
+Resources come from :mod:`gen.estimate` (fitted to nextpnr; see its calibration points).
+"""
+
+import numpy as np
+
+from .errors import UserError
+from .hw.multiplier import MULTIPLIER_LATENCY
+from .hw.requant import REQUANT_LATENCY, REQUANT_MULTIPLIERS
+from . import estimate
+
+__all__ = ["DATAFLOWS", "E_MAC", "E_RF", "E_BUFFER", "E_OFFCHIP", "STATIC_MW",
+           "LINK_BYTES_PER_CYCLE", "engine_gemm_cycles", "engine_resources", "layer_cost",
+           "check_dataflow"]
+
+DATAFLOWS = {
+    "accelgen_os": "the generated output-stationary systolic engine (exact)",
+    "ws": "weight stationary, NVDLA-like (reduction on rows, output channels on columns)",
+    "rs": "row stationary, Eyeriss-like (filter rows on rows, output rows on columns)",
+    "os": "output stationary, ShiDianNao-like (output pixels on rows x columns)",
+}
+
+E_MAC = 0.3                 # pJ, Horowitz ISSCC 2014 (8b mult 0.2 + 32b add 0.1)
+E_RF = 1.0 * E_MAC          # Eyeriss ISCA 2016 normalized energies: RF 1x,
+E_BUFFER = 6.0 * E_MAC      # global buffer 6x,
+E_OFFCHIP = 200.0 * E_MAC   # DRAM 200x (per byte-wide access)
+STATIC_MW = 100.0
+LINK_BYTES_PER_CYCLE = 2.0
+
+# Drain output register, requantizer, two registered completion stages, finishing cycle
+# (gen/perf.py).
+_TAIL = REQUANT_LATENCY + 5
+# Bytes of per-output-channel parameters in the engine: bias 4, multiplier 4, shift 1.
+PARAM_BYTES = 9
+
+
+def check_dataflow(name):
+    if name not in DATAFLOWS:
+        import difflib
+        close = difflib.get_close_matches(name, DATAFLOWS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"unknown dataflow {name!r}{hint}; known: {', '.join(DATAFLOWS)}")
+    return name
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def engine_gemm_cycles(m, k, n, rows, cols):
+    """Cycles of one GEMM job on the generated engine, from START to done (output never
+    stalled): the closed form of :func:`gen.perf.predicted_cycles`.
+
+    With tile issue times ``i_t`` and drain copy times ``c_t``, ``d_t = c_t - i_t`` obeys
+    ``i_{t+1} = i_t + max(K, d_t + 1)`` and ``d_{t+1} = max(a, d_t + D + 1 - (i_{t+1} - i_t))``
+    with ``a = R + C + MULTIPLIER_LATENCY + 2`` and ``D = R*C``: after at most one transient
+    phase the tiles advance by a constant period, so the last copy time has a closed form.
+    """
+    m, k, n, rows, cols = (np.asarray(x, dtype=np.int64) for x in (m, k, n, rows, cols))
+    tiles = _cdiv(m, rows) * _cdiv(n, cols)
+    a = rows + cols + MULTIPLIER_LATENCY + 2
+    d = rows * cols + 1
+    i0 = k - 1
+    last = tiles - 1
+
+    # Case k <= a: first step advances a+1, then every step max(a, d-1) + 1.
+    steady_b = np.maximum(a, d - 1)
+    copy_b = np.where(last == 0, i0 + a, i0 + (a + 1) + (last - 1) * (steady_b + 1) + steady_b)
+
+    # Case k > a and d <= k: every step advances k, d_t stays a.
+    copy_a1 = i0 + last * k + a
+
+    # Case k > a and d > k: d_t = a + t(d-k) grows while d_t + 1 <= k (n1 steps of k), then one
+    # step of d_{n1} + 1 and d_t = d - 1 with steps of d afterwards.
+    grow = np.maximum(d - k, 1)
+    n1 = (k - 1 - a) // grow + 1
+    delta_n1 = a + n1 * (d - k)
+    early = i0 + last * k + (a + last * (d - k))
+    at_n1 = i0 + n1 * k + delta_n1
+    after = i0 + n1 * k + delta_n1 + 1 + (last - n1 - 1) * d + (d - 1)
+    copy_a2 = np.where(last < n1, early, np.where(last == n1, at_n1, after))
+
+    copy = np.where(k <= a, copy_b, np.where(d <= k, copy_a1, copy_a2))
+    return copy + rows * cols + _TAIL
+
+
+def engine_resources(rows, cols, act_depth, wgt_depth, param_depth, out_depth):
+    """Vectorized :func:`gen.estimate.estimate_resources` of one engine (system included):
+    dict of int64 arrays lut4, ff, mult18, bram18k."""
+    rows, cols, act_depth, wgt_depth, param_depth, out_depth = np.broadcast_arrays(
+        *(np.asarray(x, dtype=np.int64) for x in
+          (rows, cols, act_depth, wgt_depth, param_depth, out_depth)))
+    pes = rows * cols
+    act_b, act_bits = _bram_and_logic_bits(8, act_depth)
+    wgt_b, wgt_bits = _bram_and_logic_bits(8, wgt_depth)
+    par_b, par_bits = _bram_and_logic_bits(69, param_depth)
+    out_b, out_bits = _bram_and_logic_bits(8, out_depth)
+    bram = rows * act_b + cols * wgt_b + par_b + out_b
+    logic_bits = rows * act_bits + cols * wgt_bits + par_bits + out_bits
+    return {
+        "lut4": np.rint(estimate.LUT_BASE + estimate.LUT_PER_PE * pes + logic_bits / 4)
+        .astype(np.int64),
+        "ff": np.rint(estimate.FF_BASE + estimate.FF_PER_PE * pes + logic_bits).astype(np.int64),
+        "mult18": pes + REQUANT_MULTIPLIERS,
+        "bram18k": bram,
+    }
+
+
+def _bram_and_logic_bits(width, depth):
+    """DP16KD blocks of a width x depth memory, and its bits if it stays in logic instead."""
+    best = None
+    for shape_depth, shape_width in estimate.DP16KD_SHAPES:
+        blocks = _cdiv(width, shape_width) * _cdiv(depth, shape_depth)
+        best = blocks if best is None else np.minimum(best, blocks)
+    in_logic = width * depth < estimate.BRAM_MIN_BITS
+    return np.where(in_logic, 0, best), np.where(in_logic, width * depth, 0)
+
+
+def _gemm_view(layers):
+    return (np.asarray(layers["M"], dtype=np.int64), np.asarray(layers["K"], dtype=np.int64),
+            np.asarray(layers["N"], dtype=np.int64), np.asarray(layers["count"], dtype=np.int64))
+
+
+def _split_jobs(m, k, n, rows, cols, act_depth, wgt_depth, param_depth, out_depth):
+    """How the runtime splits a GEMM into jobs that fit the engine's buffers (K is never split:
+    the engine requantizes at the end of the reduction). Returns (feasible, mc, nc)."""
+    feasible = (k <= act_depth) & (k <= wgt_depth) & (rows <= out_depth) & (cols <= out_depth)
+    safe_k = np.maximum(k, 1)
+    nc = np.minimum(n, np.minimum((wgt_depth // safe_k) * cols, param_depth))
+    nc = np.maximum(nc, 1)
+    mc_out = out_depth // nc
+    mc = np.minimum(m, np.minimum((act_depth // safe_k) * rows, mc_out))
+    # Keep whole row tiles when the buffer allows more than one.
+    mc = np.where(mc >= rows, mc - mc % rows, mc)
+    return feasible & (mc >= 1), np.maximum(mc, 1), nc
+
+
+def _jobs_cycles(m, k, n, mc, nc, rows, cols):
+    """Sum of the exact job cycles over a grid of full and remainder jobs."""
+    jm_full, m_rem = m // mc, m % mc
+    jn_full, n_rem = n // nc, n % nc
+    total = np.zeros(np.broadcast(m, k, n, mc, nc, rows, cols).shape, dtype=np.int64)
+    for jm, mm in ((jm_full, mc), (m_rem > 0, m_rem)):
+        for jn, nn in ((jn_full, nc), (n_rem > 0, n_rem)):
+            count = np.asarray(jm, dtype=np.int64) * np.asarray(jn, dtype=np.int64)
+            cyc = engine_gemm_cycles(np.maximum(mm, 1), k, np.maximum(nn, 1), rows, cols)
+            total = total + np.where(count > 0, count * cyc, 0)
+    jobs = (jm_full + (m_rem > 0)) * (jn_full + (n_rem > 0))
+    return total, jobs
+
+
+def layer_cost(layers, engine, dataflow="accelgen_os", *, clock_mhz=100.0,
+               link_bytes_per_cycle=LINK_BYTES_PER_CYCLE):
+    """Cost of each layer on each engine configuration.
+
+    Parameters
+    ----------
+    layers : mapping of arrays
+        At least ``M, K, N, count`` (the im2col GEMM view, :meth:`gen.workloads.Workload.as_arrays`)
+        and, for ``rs``/``os``, ``out_h, out_w, kernel_h`` too.
+    engine : mapping of arrays
+        ``rows, cols, act_depth, wgt_depth, param_depth, out_depth`` (buffer depths in words as in
+        a design config); for the classic dataflows ``buffer_bytes`` (on-chip capacity) instead
+        of the depths.
+
+    Returns a dict of arrays: ``compute_cycles``, ``cycles`` (latency in cycles with transfers),
+    ``traffic_bytes`` (off-chip / host), ``buffer_bytes`` (on-chip bytes the layer needs to run
+    without splitting), ``energy_pj``, ``feasible`` (the layer can run on this engine), ``jobs``.
+    """
+    check_dataflow(dataflow)
+    m, k, n, count = _gemm_view(layers)
+    rows = np.asarray(engine["rows"], dtype=np.int64)
+    cols = np.asarray(engine["cols"], dtype=np.int64)
+    macs = m * k * n * count
+    a_bytes, w_bytes, o_bytes = m * k, k * n, m * n
+    needed = _cdiv(m, rows) * rows * k + _cdiv(n, cols) * cols * k + m * n + n * PARAM_BYTES
+
+    if dataflow == "accelgen_os":
+        act, wgt = engine["act_depth"], engine["wgt_depth"]
+        par, out = engine["param_depth"], engine["out_depth"]
+        feasible, mc, nc = _split_jobs(m, k, n, rows, cols, act, wgt, par, out)
+        compute, jobs = _jobs_cycles(m, k, n, mc, nc, rows, cols)
+        compute = compute * count
+        jm, jn = _cdiv(m, mc), _cdiv(n, nc)
+        # Loop order with the smaller traffic: weights outer (A reloaded per N chunk) or
+        # activations outer (W reloaded per M chunk).
+        traffic = (np.minimum(a_bytes * jn + w_bytes, a_bytes + w_bytes * jm) + o_bytes +
+                   n * PARAM_BYTES * jm) * count
+        cycles = compute + np.ceil(traffic / link_bytes_per_cycle).astype(np.int64)
+        tiles = _cdiv(mc, rows) * _cdiv(nc, cols) * jm * jn
+        buffer_reads = tiles * k * (rows + cols) * count
+    else:
+        capacity = np.asarray(engine["buffer_bytes"], dtype=np.int64)
+        compute, buffer_reads = _classic_compute(dataflow, layers, m, k, n, count, rows, cols)
+        # Half the buffer holds a weight block K x nc, the other half streams activations;
+        # a reduction longer than that spills INT32 partial sums (read and written back).
+        half = np.maximum(capacity // 2, 1)
+        k_splits = _cdiv(k, half)
+        nc = np.clip(half // np.minimum(k, half), 1, n)
+        traffic = (a_bytes * _cdiv(n, nc) + w_bytes + o_bytes +
+                   8 * o_bytes * (k_splits - 1)) * count
+        feasible = capacity >= 1
+        jobs = _cdiv(n, nc) * count
+        cycles = np.maximum(compute, np.ceil(traffic / link_bytes_per_cycle).astype(np.int64))
+    energy = (macs * (E_MAC + 2 * E_RF) + buffer_reads * E_BUFFER + o_bytes * count * E_BUFFER
+              + traffic * E_OFFCHIP)
+    shape = np.broadcast(cycles, feasible).shape
+    return {
+        "macs": np.broadcast_to(macs, shape),
+        "compute_cycles": np.broadcast_to(compute, shape),
+        "cycles": np.broadcast_to(cycles, shape),
+        "traffic_bytes": np.broadcast_to(traffic, shape),
+        "buffer_bytes": np.broadcast_to(needed, shape),
+        "energy_pj": np.broadcast_to(energy, shape),
+        "feasible": np.broadcast_to(feasible, shape),
+        "jobs": np.broadcast_to(jobs, shape),
+    }
+
+
+def _classic_compute(dataflow, layers, m, k, n, count, rows, cols):
+    """Compute cycles and on-chip buffer reads of the classic dataflows.
+
+    ws: reduction (K) on rows, output channels (N) on columns; each weight tile stays while the
+        M activation vectors stream through: ceil(K/R)*ceil(N/C)*(M + R + C) cycles.
+    os: output pixels (M) on the whole array (R*C of them at once), one output channel at a
+        time, reduction in time: ceil(M/(R*C)) * N * (K + R + C).
+    rs: filter rows (kernel_h) on rows, output rows on columns, the rest in time: spatial
+        utilization min(kh,R)/R * min(out_h,C)/C of the array's R*C multipliers.
+    """
+    if dataflow == "ws":
+        tiles = _cdiv(k, rows) * _cdiv(n, cols)
+        cycles = tiles * (m + rows + cols)
+        reads = tiles * (rows * cols + m * rows)
+    elif dataflow == "os":
+        tiles = _cdiv(m, rows * cols) * n
+        cycles = tiles * (k + rows + cols)
+        reads = tiles * k * (rows * cols + 1)
+    else:
+        kh = np.asarray(layers.get("kernel_h", 1), dtype=np.int64)
+        out_h = np.asarray(layers.get("out_h", m), dtype=np.int64)
+        used_rows = np.minimum(np.maximum(kh, 1), rows)
+        used_cols = np.minimum(np.maximum(out_h, 1), cols)
+        pes_used = used_rows * used_cols
+        cycles = _cdiv(m * k * n, pes_used) + _cdiv(k * n, rows * cols) * (rows + cols)
+        reads = m * k + k * n + _cdiv(m * k * n, used_rows)
+    return cycles * count, reads * count
