@@ -151,6 +151,32 @@ def cmd_run_gemm(args):
     return 0 if mismatches == 0 else 1
 
 
+def cmd_workloads(args):
+    from .workloads import describe, format_table, get_workload, workload_names
+    if args.list or not args.name:
+        for name in workload_names():
+            print(f"{name:18s} {describe(name)}")
+        return 0
+    print(format_table(get_workload(args.name, batch=args.batch)))
+    return 0
+
+
+def _module_command(module, function):
+    """A sub-command implemented in another module (imported only when it runs)."""
+    def run(args):
+        import importlib
+        return getattr(importlib.import_module(module, __package__), function)(args)
+    return run
+
+
+# name -> (module, help); each module has add_arguments(parser) and run(args).
+MODULE_COMMANDS = {
+    "alloc": (".alloc.cli", "size the engine for a network with the RL/GA allocator"),
+    "cost-report": (".cost_report", "cost model vs Verilator cycles and nextpnr utilization"),
+    "prune": (".sparse.cli", "train, prune and quantize the tiny ViT; accuracy vs sparsity"),
+}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m gen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,9 +201,25 @@ def main(argv=None):
         p.add_argument(f"--{dim}", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
 
-    args = parser.parse_args(argv)
+    p = sub.add_parser("workloads", help="print a network's table of operations")
+    p.add_argument("name", nargs="?", help="network name (no name: list them)")
+    p.add_argument("--list", action="store_true", help="list the known networks")
+    p.add_argument("--batch", type=int, default=1)
     commands = {"boards": cmd_boards, "check": cmd_check, "generate": cmd_generate,
-                "build": cmd_build, "run-gemm": cmd_run_gemm}
+                "build": cmd_build, "run-gemm": cmd_run_gemm, "workloads": cmd_workloads}
+    import importlib
+    for name, (module, help_text) in MODULE_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        try:
+            importlib.import_module(module, __package__).add_arguments(p)
+        except ImportError as exc:       # a sub-command whose dependencies are missing
+            p.set_defaults(unavailable=str(exc))
+        commands[name] = _module_command(module, "run")
+
+    args = parser.parse_args(argv)
+    if getattr(args, "unavailable", None):
+        print(f"error: {args.command} is unavailable: {args.unavailable}", file=sys.stderr)
+        return 2
     try:
         return commands[args.command](args)
     except UserError as exc:

@@ -139,8 +139,12 @@ def parse_config(raw, *, source="config"):
         host=HostConfig(**values["host"]))
 
 
-def load_config(path=None, *, board=None):
-    """Load a config file (the built-in default if ``path`` is None); ``board`` overrides."""
+def load_config(path=None, *, board=None, progress=print):
+    """Load a config file (the built-in default if ``path`` is None); ``board`` overrides.
+
+    Sizes given as ``auto`` are chosen by the allocator (:mod:`gen.alloc`) for the network named
+    in the optional ``allocator`` section; ``progress`` receives its progress lines.
+    """
     path = Path(path) if path else DEFAULT_CONFIG
     try:
         raw = yaml.safe_load(path.read_text())
@@ -150,4 +154,13 @@ def load_config(path=None, *, board=None):
         raise UserError(f"{path}: not valid YAML: {exc}") from None
     if board is not None and isinstance(raw, dict):
         raw = dict(raw, board=board)
+    if isinstance(raw, dict) and (_has_auto(raw) or "allocator" in raw):
+        # Sizes left to the allocator: search them for the named network on this board.
+        from .alloc.cli import resolve_auto_sizes
+        raw = resolve_auto_sizes(raw, str(path), progress=progress)
     return parse_config(raw, source=str(path))
+
+
+def _has_auto(raw):
+    return any(isinstance(section, dict) and "auto" in section.values()
+               for section in raw.values())

@@ -1,0 +1,260 @@
+"""``python -m gen alloc``: size the engine for a network on a board, write a design config.
+
+Also resolves ``auto`` sizes in a design config for ``gen build`` (:func:`resolve_auto_sizes`).
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..errors import UserError
+from .problems import DEPLOYMENTS, OBJECTIVES, pipelined_problem, sequential_problem
+from .search import METHODS, search
+
+__all__ = ["add_arguments", "run", "allocate", "resolve_auto_sizes", "AUTO_FIELDS"]
+
+#: Config fields the allocator may fill in when they say ``auto``.
+AUTO_FIELDS = (("array", "rows"), ("array", "cols"), ("buffers", "act_depth"),
+               ("buffers", "wgt_depth"), ("buffers", "param_depth"), ("buffers", "out_depth"))
+DEFAULT_EVALUATIONS = 3000
+
+
+def add_arguments(parser):
+    parser.add_argument("--network", default="default",
+                        help="workload name (`python -m gen workloads --list`)")
+    parser.add_argument("--board", default="ulx3s", help="board whose budget bounds the search")
+    parser.add_argument("--deployment", default="sequential", choices=DEPLOYMENTS)
+    parser.add_argument("--dataflow", default=None,
+                        help="accelgen_os (default for sequential), ws, rs, os (pipelined)")
+    parser.add_argument("--objective", default="latency", choices=OBJECTIVES)
+    parser.add_argument("--method", default="rl_ga", choices=METHODS)
+    parser.add_argument("--evaluations", type=int, default=DEFAULT_EVALUATIONS,
+                        help="cost-model evaluations the search may spend")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clock-mhz", type=float, default=100.0)
+    parser.add_argument("--power-cap-mw", type=float, default=None)
+    parser.add_argument("--name", default=None, help="design name (default <network>-alloc)")
+    parser.add_argument("--out", default=None, help="output folder (default rtl_out/alloc/...)")
+
+
+def allocate(network, board, *, deployment="sequential", dataflow=None, objective="latency",
+             method="rl_ga", evaluations=DEFAULT_EVALUATIONS, seed=0, clock_mhz=100.0,
+             power_cap_mw=None, fixed=None, progress=print):
+    """Run the search; returns (allocation problem, search result, workload)."""
+    from ..workloads import get_workload
+    workload = get_workload(network)
+    dataflow = dataflow or ("accelgen_os" if deployment == "sequential" else "ws")
+    if deployment == "sequential":
+        allocation = sequential_problem(workload, board.budget, dataflow=dataflow,
+                                        objective=objective, clock_mhz=clock_mhz,
+                                        power_cap_mw=power_cap_mw, fixed=fixed)
+    else:
+        allocation = pipelined_problem(workload, board.budget, dataflow=dataflow,
+                                       objective=objective, clock_mhz=clock_mhz,
+                                       power_cap_mw=power_cap_mw)
+    space = allocation.problem.space
+    progress(f"[alloc] {workload.name}: {len(workload.ops)} layers, {workload.macs / 1e6:.1f} M "
+             f"MACs; {deployment} on {board.name} ({dataflow}), objective {objective}; space "
+             f"10^{space.log10_size:.1f} points, {evaluations} evaluations, {method}, "
+             f"seed {seed}")
+    last = {"t": 0.0}
+
+    def report(name, done, best):
+        now = time.monotonic()
+        if now - last["t"] >= 1.0:
+            last["t"] = now
+            shown = "none feasible yet" if not np.isfinite(best) else f"best {best:.6g}"
+            progress(f"[alloc] {name}: {done}/{evaluations} evaluations, {shown}")
+
+    result = search(allocation.problem, method, evaluations, seed, progress=report)
+    if not result.feasible:
+        raise UserError(_no_fit_message(allocation, board, workload))
+    return allocation, result, workload
+
+
+def _no_fit_message(allocation, board, workload):
+    """Say the least each resource would have to be for some configuration to fit."""
+    space = allocation.problem.space
+    if space.size <= 200_000:
+        grids = np.stack(np.meshgrid(*[np.arange(c) for c in space.choices], indexing="ij"),
+                         axis=-1).reshape(-1, space.n_steps)
+    else:   # per-layer choices are independent in resources: the lowest levels bound them
+        grids = np.zeros((1, space.n_steps), dtype=np.int64)
+    r = allocation.evaluate(grids)
+    runs = r["infeasible_layers"] == 0
+    if "pes" in r and allocation.info.get("max_pes") is not None:
+        runs &= r["pes"] <= allocation.info["max_pes"]
+    if not runs.any():
+        return (f"no configuration of the search space can run {workload.name}: some layer "
+                f"needs a larger buffer than the largest level (reduction too long)")
+    need = {key: int(np.asarray(r[key])[runs].min()) for key in ("mult18", "bram18k", "lut4")}
+    have = board.budget
+    lacking = [f"{key} >= {need[key]} (has {getattr(have, key)})" for key in need
+               if need[key] > getattr(have, key)]
+    detail = ", ".join(lacking) if lacking else (
+        "each resource alone fits, but not together or not under the power cap")
+    return (f"no configuration fits {board.name} for {workload.name} "
+            f"({allocation.deployment}): the smallest needs {detail}; choose a larger board, "
+            f"a smaller network or the other deployment")
+
+
+def run(args):
+    from ..boards import get_board
+    board = get_board(args.board)
+    start = time.monotonic()
+    allocation, result, workload = allocate(
+        args.network, board, deployment=args.deployment, dataflow=args.dataflow,
+        objective=args.objective, method=args.method, evaluations=args.evaluations,
+        seed=args.seed, clock_mhz=args.clock_mhz, power_cap_mw=args.power_cap_mw)
+    out = Path(args.out or Path("rtl_out") / "alloc" /
+               f"{workload.name}-{board.name}-{allocation.deployment}")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(allocation, result, workload, board)
+    for line in summary["lines"]:
+        print(line)
+    written = [out / "allocation.json", out / "convergence.png"]
+    if allocation.deployment == "sequential":
+        name = args.name or f"{workload.name}-alloc".replace(".", "-")
+        config = design_config(name, board, args.clock_mhz, allocation.decode(result.best_actions))
+        path = out / f"{name}.yaml"
+        path.write_text(_config_text(config, allocation, result, workload, args))
+        written.insert(0, path)
+    (out / "allocation.json").write_text(json.dumps(summary["json"], indent=1) + "\n")
+    plot_convergence([result], out / "convergence.png",
+                     title=f"{workload.name} on {board.name}: {allocation.deployment}, "
+                           f"{allocation.objective}")
+    for path in written:
+        print(f"[alloc] wrote {path}")
+    if allocation.deployment == "sequential":
+        print(f"[alloc] build it: python -m gen build --config {written[0]}")
+    else:
+        print("[alloc] the generator builds one engine (layer-sequential); this layer-pipelined "
+              "assignment is a report, not a buildable config")
+    print(f"[alloc] done in {time.monotonic() - start:.1f}s")
+    return 0
+
+
+def design_config(name, board, clock_mhz, decoded):
+    """A design config mapping (as `gen build` reads it) from a decoded sequential action."""
+    from dataclasses import asdict
+    from ..config import load_config
+    host = asdict(load_config().host)
+    return {"name": name, "board": board.name, "clock_mhz": clock_mhz, **decoded, "host": host}
+
+
+def _config_text(config, allocation, result, workload, args):
+    r = allocation.evaluate(result.best_actions[None, :])
+    header = [
+        f"# Sized by `python -m gen alloc --network {workload.name} --board {args.board} "
+        f"--objective {allocation.objective} --method {result.method} --evaluations "
+        f"{args.evaluations} --seed {args.seed}`",
+        f"# Predicted by gen.cost: {float(r['latency_s'][0]) * 1e3:.3f} ms per inference "
+        f"({int(r['cycles'][0])} cycles at {allocation.info['clock_mhz']:g} MHz incl. transfers), "
+        f"{float(r['energy_j'][0]) * 1e3:.3f} mJ; multipliers {int(r['mult18'][0])}, "
+        f"block RAMs {int(r['bram18k'][0])}, LUT4 ~{int(r['lut4'][0])}",
+    ]
+    return "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def summarize(allocation, result, workload, board):
+    """Terminal lines and a JSON record of the chosen assignment and its predicted cost."""
+    r = allocation.evaluate(result.best_actions[None, :])
+    decoded = allocation.decode(result.best_actions)
+    lines = [f"[alloc] {result.summary()}"]
+    budget = board.budget
+    record = {"network": workload.name, "board": board.name,
+              "deployment": allocation.deployment, "objective": allocation.objective,
+              "method": result.method, "evaluations": result.evaluations,
+              "best_value": result.best_value, "assignment": decoded,
+              "predicted": {"latency_s": float(r["latency_s"][0]),
+                            "period_s": float(r["period_s"][0]),
+                            "energy_j": float(r["energy_j"][0]),
+                            "power_mw": float(r["power_mw"][0])},
+              "resources": {}, "history": result.history.tolist(), **allocation.info}
+    if allocation.deployment == "sequential":
+        a, b = decoded["array"], decoded["buffers"]
+        lines.append(f"  engine: {a['rows']}x{a['cols']} PEs, act {b['act_depth']} / wgt "
+                     f"{b['wgt_depth']} words, params {b['param_depth']}, out {b['out_depth']} B")
+    else:
+        shapes = [f"{x['rows']}x{x['cols']}" for x in decoded["layers"]]
+        lines.append(f"  per-layer arrays: {', '.join(shapes[:12])}"
+                     f"{' ...' if len(shapes) > 12 else ''}")
+    lines.append(f"  predicted: latency {record['predicted']['latency_s'] * 1e3:.3f} ms, "
+                 f"period {record['predicted']['period_s'] * 1e3:.3f} ms, energy "
+                 f"{record['predicted']['energy_j'] * 1e3:.3f} mJ, power "
+                 f"{record['predicted']['power_mw']:.0f} mW")
+    for key in ("mult18", "bram18k", "lut4"):
+        used, have = int(np.asarray(r[key]).reshape(-1)[0]), getattr(budget, key)
+        record["resources"][key] = {"used": used, "available": have}
+        lines.append(f"  {key:8s} {used:7d} of {have:7d} ({100 * used / have:5.1f}%)")
+    return {"lines": lines, "json": record}
+
+
+def plot_convergence(results, path, title=""):
+    """Best value so far against evaluations, one line per search result."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for result in results:
+        h = np.asarray(result.history, dtype=float)
+        if len(h):
+            ax.step(h[:, 0], h[:, 1], where="post", label=result.method)
+    ax.set_xlabel("cost-model evaluations")
+    ax.set_ylabel("best feasible objective")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def resolve_auto_sizes(raw, source, progress=print):
+    """Fill the ``auto`` sizes of a raw config mapping with the allocator's choice.
+
+    The optional ``allocator`` section names the network and the search (defaults: the
+    built-in default network, latency, rl_ga, 3000 evaluations, seed 0); it is removed from
+    the mapping, which then parses as an ordinary design config.
+    """
+    from ..boards import get_board
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    options = raw.pop("allocator", None) or {}
+    if not isinstance(options, dict):
+        raise UserError(f"{source}: allocator: must be a mapping (network, objective, method, "
+                        f"evaluations, seed)")
+    known = {"network", "objective", "method", "evaluations", "seed", "power_cap_mw"}
+    unknown = set(options) - known
+    if unknown:
+        raise UserError(f"{source}: allocator: unknown key(s) {', '.join(sorted(unknown))}; "
+                        f"known: {', '.join(sorted(known))}")
+    autos = [f for f in AUTO_FIELDS if isinstance(raw.get(f[0]), dict) and
+             raw[f[0]].get(f[1]) == "auto"]
+    if not autos:
+        if options:
+            raise UserError(f"{source}: allocator: given but no size says 'auto'")
+        return raw
+    board_name = raw.get("board")
+    if not isinstance(board_name, str):
+        raise UserError(f"{source}: board: needed to size 'auto' fields")
+    clock = raw.get("clock_mhz", 100.0)
+    if not isinstance(clock, (int, float)):
+        raise UserError(f"{source}: clock_mhz: must be a number")
+    board = get_board(board_name)
+    fixed = {f"{s}.{k}": raw[s][k] for s, k in AUTO_FIELDS
+             if isinstance(raw.get(s), dict) and (s, k) not in autos and
+             isinstance(raw[s].get(k), int)}
+    allocation, result, workload = allocate(
+        options.get("network", "default"), board, fixed=fixed, objective=options.get("objective", "latency"),
+        method=options.get("method", "rl_ga"),
+        evaluations=int(options.get("evaluations", DEFAULT_EVALUATIONS)),
+        seed=int(options.get("seed", 0)), clock_mhz=float(clock),
+        power_cap_mw=options.get("power_cap_mw"), progress=progress)
+    decoded = allocation.decode(result.best_actions)
+    for section, key in autos:
+        raw[section][key] = decoded[section][key]
+    progress(f"[alloc] {source}: " + ", ".join(f"{s}.{k} = {raw[s][k]}" for s, k in autos))
+    return raw
