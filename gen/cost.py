@@ -162,7 +162,7 @@ def _split_jobs(m, k, n, rows, cols, act_depth, wgt_depth, param_depth, out_dept
     mc_out = out_depth // nc
     mc = np.minimum(m, np.minimum((act_depth // safe_k) * rows, mc_out))
     # Keep whole row tiles when the buffer allows more than one.
-    mc = np.where(mc >= rows, mc - mc % rows, mc)
+    mc = np.where((mc < m) & (mc >= rows), mc - mc % rows, mc)
     return feasible & (mc >= 1), np.maximum(mc, 1), nc
 
 
@@ -255,8 +255,8 @@ def _classic_compute(dataflow, layers, m, k, n, count, rows, cols):
         M activation vectors stream through: ceil(K/R)*ceil(N/C)*(M + R + C) cycles.
     os: output pixels (M) on the whole array (R*C of them at once), one output channel at a
         time, reduction in time: ceil(M/(R*C)) * N * (K + R + C).
-    rs: filter rows (kernel_h) on rows, output rows on columns, the rest in time: spatial
-        utilization min(kh,R)/R * min(out_h,C)/C of the array's R*C multipliers.
+    rs: filter rows (kernel_h) on rows, replicated over input channels, output rows on
+        columns, replicated over output channels (Eyeriss's folding); the rest in time.
     """
     if dataflow == "ws":
         tiles = _cdiv(k, rows) * _cdiv(n, cols)
@@ -269,8 +269,13 @@ def _classic_compute(dataflow, layers, m, k, n, count, rows, cols):
     else:
         kh = np.asarray(layers.get("kernel_h", 1), dtype=np.int64)
         out_h = np.asarray(layers.get("out_h", m), dtype=np.int64)
-        used_rows = np.minimum(np.maximum(kh, 1), rows)
-        used_cols = np.minimum(np.maximum(out_h, 1), cols)
+        # Rows hold filter rows, replicated over input channels when the filter is shorter
+        # than the array; columns hold output rows, replicated over output channels.
+        kh = np.maximum(kh, 1)
+        c_in = np.maximum(k // np.maximum(kh * kh, 1), 1)
+        used_rows = np.where(kh <= rows, kh * np.minimum(np.maximum(rows // kh, 1), c_in), rows)
+        oh = np.minimum(np.maximum(out_h, 1), cols)
+        used_cols = oh * np.minimum(np.maximum(cols // oh, 1), n)
         pes_used = used_rows * used_cols
         cycles = _cdiv(m * k * n, pes_used) + _cdiv(k * n, rows * cols) * (rows + cols)
         reads = m * k + k * n + _cdiv(m * k * n, used_rows)

@@ -1,0 +1,105 @@
+"""Allocation problems and the `gen alloc` / auto-size integration (the search itself is
+tested in tests/test_search.py)."""
+
+import numpy as np
+import pytest
+import yaml
+
+from gen.__main__ import main
+from gen.alloc.cli import allocate, resolve_auto_sizes
+from gen.alloc.problems import pipelined_problem, sequential_problem
+from gen.alloc.search import search
+from gen.boards import Resources, get_board
+from gen.config import load_config, parse_config
+from gen.errors import UserError
+from gen.estimate import check_fits
+from gen.workloads import get_workload
+
+BOARD = get_board("ulx3s")
+
+
+def test_sequential_choice_is_a_config_that_fits_and_runs_every_layer():
+    allocation, result, workload = allocate("default", BOARD, evaluations=400, seed=1,
+                                            progress=lambda line: None)
+    decoded = allocation.decode(result.best_actions)
+    raw = {"name": "t", "board": BOARD.name, "clock_mhz": 100.0, **decoded,
+           "host": {"baud": 1000000}}
+    config = parse_config(raw)
+    check_fits(config, BOARD)
+    r = allocation.evaluate(result.best_actions[None, :])
+    assert r["infeasible_layers"][0] == 0
+    assert r["pes"][0] <= allocation.info["max_pes"]
+
+
+def test_the_search_beats_the_smallest_engine():
+    allocation, result, _ = allocate("resnet50", BOARD, evaluations=300, seed=0,
+                                     progress=lambda line: None)
+    smallest = np.array([[0, 0, 5, 5, 6]])        # 1x1 array with buffers deep enough
+    assert allocation.problem.objective(smallest)[0] > 10 * result.best_value
+
+
+def test_same_seed_same_allocation():
+    runs = [allocate("mobilenet_v2", BOARD, evaluations=300, seed=3, progress=lambda l: None)[1]
+            for _ in range(2)]
+    assert runs[0].best_actions.tolist() == runs[1].best_actions.tolist()
+    assert runs[0].best_value == runs[1].best_value
+
+
+def test_fixed_fields_are_kept():
+    workload = get_workload("default")
+    allocation = sequential_problem(workload, BOARD.budget,
+                                    fixed={"array.rows": 4, "buffers.act_depth": 1024})
+    result = search(allocation.problem, "random", 200, 0)
+    decoded = allocation.decode(result.best_actions)
+    assert decoded["array"]["rows"] == 4 and decoded["buffers"]["act_depth"] == 1024
+
+
+def test_a_budget_nothing_meets_names_the_smallest_needed():
+    tiny = get_board("ulx3s-12f")
+    with pytest.raises(UserError, match=r"smallest needs .*mult18 >= 5|no configuration fits"):
+        allocate("default", tiny.__class__(**{**tiny.__dict__,
+                                              "budget": Resources(lut4=100, ff=100, mult18=2,
+                                                                  bram18k=1)}),
+                 evaluations=100, progress=lambda line: None)
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(UserError, match="resnet50"):
+        allocate("resnet5O", BOARD, evaluations=10, progress=lambda line: None)
+    with pytest.raises(UserError, match="known: accelgen_os"):
+        allocate("default", BOARD, deployment="pipelined", dataflow="eyeriss", evaluations=10,
+                 progress=lambda line: None)
+
+
+def test_pipelined_problem_sums_resources_and_takes_the_slowest_stage():
+    workload = get_workload("mobilenet_v2")
+    budget = Resources(lut4=10 ** 6, ff=10 ** 6, mult18=2048, bram18k=1024)
+    allocation = pipelined_problem(workload, budget, objective="throughput")
+    actions = allocation.problem.space.random(np.random.default_rng(0), 8)
+    r = allocation.evaluate(actions)
+    assert np.allclose(r["period_s"], r["stage_s"].max(axis=1))
+    assert np.allclose(allocation.problem.objective(actions), r["period_s"], rtol=1e-3)
+    assert (r["mult18"] >= len(workload.ops)).all()
+
+
+def test_gen_alloc_writes_a_buildable_config_and_a_plot(tmp_path, capsys):
+    assert main(["alloc", "--network", "default", "--evaluations", "300", "--out",
+                 str(tmp_path)]) == 0
+    config_file = tmp_path / "digits_vit-alloc.yaml"
+    config = load_config(config_file)
+    check_fits(config, BOARD)
+    assert (tmp_path / "convergence.png").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert "predicted: latency" in out and "evaluations" in out
+
+
+def test_auto_sizes_are_filled_by_the_allocator():
+    raw = yaml.safe_load(open("gen/configs/auto-digits.yaml"))
+    raw["allocator"]["evaluations"] = 300
+    resolved = resolve_auto_sizes(raw, "test", progress=lambda line: None)
+    assert isinstance(resolved["array"]["rows"], int)
+    assert resolved["buffers"]["param_depth"] == 512
+    parse_config(resolved)
+    raw["allocator"]["colour"] = "red"
+    with pytest.raises(UserError, match="unknown key"):
+        resolve_auto_sizes(raw, "test", progress=lambda line: None)

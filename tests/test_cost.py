@@ -1,0 +1,107 @@
+"""The analytic cost model: exact engine cycles, resources, job splitting, classic dataflows."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from gen import cost
+from gen.config import load_config
+from gen.errors import UserError
+from gen.estimate import estimate_resources
+from gen.perf import predicted_cycles
+from gen.workloads import get_workload
+
+
+def test_closed_form_equals_the_tile_recurrence():
+    shapes = list(itertools.product([1, 2, 7, 8, 9, 33], [1, 2, 5, 9, 16, 17, 31, 64, 65, 300],
+                                    [1, 3, 8, 17]))
+    for rows, cols in [(1, 1), (2, 2), (3, 4), (8, 8), (8, 16), (1, 7), (16, 2)]:
+        m, k, n = (np.array(x) for x in zip(*shapes))
+        got = cost.engine_gemm_cycles(m, k, n, rows, cols)
+        want = [predicted_cycles(*s, rows, cols) for s in shapes]
+        assert got.tolist() == want, (rows, cols)
+
+
+def test_engine_resources_equal_the_estimate_of_the_config():
+    base = load_config()
+    from dataclasses import replace
+    for rows, cols, act, wgt, par, out in [(8, 8, 2048, 2048, 512, 16384), (1, 1, 16, 16, 1, 16),
+                                          (3, 5, 300, 1000, 64, 5000), (16, 8, 8192, 4096, 2048,
+                                                                         65536)]:
+        config = replace(base, array=replace(base.array, rows=rows, cols=cols),
+                         buffers=replace(base.buffers, act_depth=act, wgt_depth=wgt,
+                                         param_depth=par, out_depth=out))
+        want = estimate_resources(config).as_dict()
+        got = cost.engine_resources(rows, cols, act, wgt, par, out)
+        for key in ("lut4", "ff", "mult18", "bram18k"):
+            assert int(got[key]) == want[key], (key, rows, cols)
+
+
+ENGINE = {"rows": 8, "cols": 8, "act_depth": 2048, "wgt_depth": 2048, "param_depth": 512,
+          "out_depth": 16384}
+
+
+def layer(m, k, n, count=1):
+    return {"M": np.array([m]), "K": np.array([k]), "N": np.array([n]),
+            "count": np.array([count])}
+
+
+def test_a_gemm_that_fits_is_one_job_with_the_exact_cycles():
+    r = cost.layer_cost(layer(100, 64, 120), ENGINE)
+    assert r["jobs"].tolist() == [1]
+    assert r["compute_cycles"].tolist() == [predicted_cycles(100, 64, 120, 8, 8)]
+    assert r["traffic_bytes"][0] == 100 * 64 + 64 * 120 + 100 * 120 + 120 * cost.PARAM_BYTES
+    assert r["feasible"].all()
+
+
+def test_a_large_gemm_is_split_into_jobs_that_fit_and_costs_their_sum():
+    m, k, n = 1000, 200, 300
+    r = cost.layer_cost(layer(m, k, n), ENGINE)
+    assert r["jobs"][0] > 1
+    # Rows of A: 2048 words // 200 = 10 row tiles of 8 -> 80; N: 10 col tiles -> 80 columns.
+    total = 0
+    for m0 in range(0, m, 80):
+        for n0 in range(0, n, 80):
+            total += predicted_cycles(min(80, m - m0), k, min(80, n - n0), 8, 8)
+    assert r["compute_cycles"][0] == total
+    assert r["traffic_bytes"][0] >= m * k + k * n + m * n
+
+
+def test_a_reduction_longer_than_the_buffers_is_infeasible():
+    r = cost.layer_cost(layer(8, 4096, 8), ENGINE)
+    assert not r["feasible"].any()
+
+
+def test_repeated_groups_multiply_the_cost():
+    one = cost.layer_cost(layer(64, 9, 1), ENGINE)
+    many = cost.layer_cost(layer(64, 9, 1, count=32), ENGINE)
+    for key in ("compute_cycles", "traffic_bytes", "macs"):
+        assert many[key][0] == 32 * one[key][0]
+
+
+def test_vectorized_over_layers_and_configurations():
+    layers = get_workload("resnet50").as_arrays()
+    engine = {k: np.full((5, 1), v) for k, v in ENGINE.items()}
+    engine["rows"] = np.array([[1], [2], [4], [8], [16]])
+    engine["act_depth"] = np.full((5, 1), 8192)
+    engine["wgt_depth"] = np.full((5, 1), 8192)
+    r = cost.layer_cost(layers, engine)
+    assert r["cycles"].shape == (5, len(layers["M"]))
+    compute = r["compute_cycles"].sum(axis=1)
+    assert (np.diff(compute) < 0).all(), "more PEs must not be slower on ResNet-50"
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "rs", "os", "accelgen_os"])
+def test_no_dataflow_beats_its_peak(dataflow):
+    layers = get_workload("mobilenet_v2").as_arrays()
+    engine = dict(ENGINE, act_depth=8192, wgt_depth=8192, out_depth=1 << 20,
+                  buffer_bytes=1 << 20)
+    r = cost.layer_cost(layers, engine, dataflow)
+    assert (r["macs"] <= r["compute_cycles"] * 64).all()
+    assert (r["energy_pj"] > r["macs"] * cost.E_MAC).all()
+
+
+def test_unknown_dataflow_is_refused_with_the_known_ones():
+    with pytest.raises(UserError, match="known: accelgen_os"):
+        cost.layer_cost(layer(8, 8, 8), ENGINE, "weight_stationry")
