@@ -25,6 +25,8 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_foundation.py
+	$(PY) benchmarks/bench_cost.py
+	$(PY) benchmarks/bench_alloc.py
 
 clean:
 	rm -rf rtl_out/* sim_build
