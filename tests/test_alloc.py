@@ -103,3 +103,15 @@ def test_auto_sizes_are_filled_by_the_allocator():
     raw["allocator"]["colour"] = "red"
     with pytest.raises(UserError, match="unknown key"):
         resolve_auto_sizes(raw, "test", progress=lambda line: None)
+
+
+def test_a_power_cap_below_the_static_power_is_refused():
+    with pytest.raises(UserError, match="power cap"):
+        allocate("default", BOARD, power_cap_mw=50, evaluations=100, progress=lambda l: None)
+
+
+def test_a_power_cap_is_respected():
+    capped, result, _ = allocate("resnet50", BOARD, objective="latency", power_cap_mw=112,
+                                 evaluations=400, progress=lambda l: None)
+    r = capped.evaluate(result.best_actions[None, :])
+    assert r["power_mw"][0] <= 112
