@@ -1,0 +1,296 @@
+"""The tiny ViT of docs/sparse_attention.md section 1, its data, training and a state cache.
+
+Data: scikit-learn's 8x8 digits (1797 images, pixel values 0..16 scaled to 0..1), split by a
+seeded permutation into train (60 %), validation (20 %: 359 images, so that one point of
+accuracy is several images when it steers pruning) and test (20 %, the reported accuracy).
+
+Model: 2x2 patches -> 16 tokens (a linear embedding of 4 pixels) plus a class token = 17 tokens,
+D = 64, 4 heads of 16, FFN 128 with ReLU, 2 pre-LayerNorm encoder layers, final LayerNorm and a
+linear classifier on the class token.
+
+Every weight matrix of an encoder layer (q, k, v, o, fc1, fc2) is a :class:`MaskedLinear`: it
+keeps W as (in_features K, out_features N) so that ``y = x @ W + b`` exactly as the spec writes it,
+and carries what pruning needs (a per-input-feature gain ``gamma``, an element mask and a bias
+mask). An unpruned model has ``gamma = 1`` and all-ones masks, so it is an ordinary ViT.
+"""
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["TOKENS", "DIM", "HEADS", "HEAD_DIM", "FFN", "LAYERS", "MATRICES", "Digits",
+           "load_digits_split", "MaskedLinear", "EncoderLayer", "TinyViT", "train", "evaluate",
+           "load_or_train", "state_sha256", "setup_torch"]
+
+TOKENS = 17
+DIM = 64
+HEADS = 4
+HEAD_DIM = DIM // HEADS
+FFN = 128
+LAYERS = 2
+CLASSES = 10
+MATRICES = ("q", "k", "v", "o", "fc1", "fc2")
+
+FULL_EPOCHS = 60
+QUICK_EPOCHS = 10
+RECIPE_VERSION = 2
+
+
+def setup_torch(seed):
+    """Seed torch and make it deterministic on one thread (the machine is shared)."""
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)
+
+
+class Digits:
+    """The seeded split: ``train``, ``val``, ``test`` as (images float [n, 8, 8], labels int64)."""
+
+    def __init__(self, seed):
+        from sklearn.datasets import load_digits
+        digits = load_digits()
+        images = torch.tensor(digits.images, dtype=torch.float32) / 16.0
+        labels = torch.tensor(digits.target, dtype=torch.int64)
+        order = torch.tensor(np.random.RandomState(seed).permutation(len(labels)))
+        n_train = int(0.6 * len(labels))
+        n_val = int(0.2 * len(labels))
+        parts = (order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:])
+        self.train, self.val, self.test = ((images[p], labels[p]) for p in parts)
+
+
+_SPLITS = {}
+
+
+def load_digits_split(seed):
+    """The :class:`Digits` split for ``seed`` (cached in memory)."""
+    if seed not in _SPLITS:
+        _SPLITS[seed] = Digits(seed)
+    return _SPLITS[seed]
+
+
+class MaskedLinear(nn.Module):
+    """``y = (x * gamma) @ (W * mask) + b * bias_mask`` with W of shape (K, N).
+
+    Members
+    -------
+    weight : Parameter (K, N)
+        Rows are input features, columns output features (spec section 1).
+    bias : Parameter (N)
+    gamma : Parameter (K)
+        The per-input-feature gain inserted for row pruning (Zhang et al.); 1 when not in use.
+        :meth:`fold_gamma` multiplies it into the rows of W.
+    mask : buffer (K, N)
+        1 for kept weights, 0 for pruned ones.
+    bias_mask : buffer (N)
+        0 where a pruned Q/K feature forces the bias to 0.
+    """
+
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        bound = 1 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
+        self.gamma = nn.Parameter(torch.ones(in_features), requires_grad=False)
+        self.register_buffer("mask", torch.ones(in_features, out_features))
+        self.register_buffer("bias_mask", torch.ones(out_features))
+
+    @property
+    def in_features(self):
+        return self.weight.shape[0]
+
+    @property
+    def out_features(self):
+        return self.weight.shape[1]
+
+    def effective_weight(self):
+        """The W that inference uses: gamma folded into the rows, pruned entries 0."""
+        return self.gamma.detach()[:, None] * self.weight.detach() * self.mask
+
+    def effective_bias(self):
+        return self.bias.detach() * self.bias_mask
+
+    @torch.no_grad()
+    def fold_gamma(self):
+        """``(x * g) @ W == x @ (diag(g) W)``: scale row k of W by g[k], then set g = 1."""
+        self.weight.mul_(self.gamma[:, None])
+        self.gamma.fill_(1.0)
+
+    def forward(self, x):
+        return (x * self.gamma) @ (self.weight * self.mask) + self.bias * self.bias_mask
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LN encoder layer: ``x + MHA(LN1(x))`` then ``+ FFN(LN2(.))`` with ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(DIM)
+        self.q = MaskedLinear(DIM, DIM)
+        self.k = MaskedLinear(DIM, DIM)
+        self.v = MaskedLinear(DIM, DIM)
+        self.o = MaskedLinear(DIM, DIM)
+        self.ln2 = nn.LayerNorm(DIM)
+        self.fc1 = MaskedLinear(DIM, FFN)
+        self.fc2 = MaskedLinear(FFN, DIM)
+
+    def matrices(self):
+        """``{name: MaskedLinear}`` in the order of :data:`MATRICES`."""
+        return {name: getattr(self, name) for name in MATRICES}
+
+    def attention(self, x):
+        b, t, _ = x.shape
+        q, k, v = (m(x).view(b, t, HEADS, HEAD_DIM).transpose(1, 2)
+                   for m in (self.q, self.k, self.v))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(HEAD_DIM)
+        context = torch.softmax(scores, dim=-1) @ v
+        return self.o(context.transpose(1, 2).reshape(b, t, DIM))
+
+    def forward(self, x):
+        x = x + self.attention(self.ln1(x))
+        return x + self.fc2(F.relu(self.fc1(self.ln2(x))))
+
+
+class TinyViT(nn.Module):
+    """The model of spec section 1. ``forward`` takes images [n, 8, 8] in 0..1."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(4, DIM)
+        self.cls = nn.Parameter(torch.zeros(1, 1, DIM))
+        self.pos = nn.Parameter(torch.randn(1, TOKENS, DIM) * 0.02)
+        self.layers = nn.ModuleList(EncoderLayer() for _ in range(LAYERS))
+        self.norm = nn.LayerNorm(DIM)
+        self.head = nn.Linear(DIM, CLASSES)
+
+    @staticmethod
+    def patches(images):
+        """[n, 8, 8] -> [n, 16, 4]: 2x2 patches in raster order, pixels in raster order."""
+        n = images.shape[0]
+        return images.view(n, 4, 2, 4, 2).permute(0, 1, 3, 2, 4).reshape(n, 16, 4)
+
+    def tokens(self, images):
+        """The embedded sequence [n, 17, D] that enters layer 0 (class token first)."""
+        x = self.embed(self.patches(images))
+        return torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+
+    def classify(self, x):
+        return self.head(self.norm(x[:, 0]))
+
+    def forward(self, images):
+        x = self.tokens(images)
+        for layer in self.layers:
+            x = layer(x)
+        return self.classify(x)
+
+    def masked_linears(self):
+        """``[(layer index, name, MaskedLinear)]`` over all encoder layers."""
+        return [(i, name, m) for i, layer in enumerate(self.layers)
+                for name, m in layer.matrices().items()]
+
+
+@torch.no_grad()
+def evaluate(model, split, forward=None):
+    """Accuracy in percent of ``forward(images)`` (default: the float model) on a split."""
+    images, labels = split
+    was_training = model.training
+    model.eval()
+    logits = (forward or model)(images)
+    model.train(was_training)
+    return 100.0 * (logits.argmax(-1) == labels).float().mean().item()
+
+
+def train(model, data, epochs, lr=3e-3, seed=0, penalty=None, weight_decay=0.02, progress=None,
+          batch=32, augment=False):
+    """Seeded AdamW, one-cycle schedule, on ``data.train``; ``penalty(model)`` adds to the loss.
+
+    Only parameters with ``requires_grad`` are optimised. The data order comes from a generator
+    seeded with ``seed``, so a run is reproducible.
+    """
+    images, labels = data.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(labels) / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1 if epochs > 5 else 0.3)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(labels), generator=gen)
+        for i in range(0, len(labels), batch):
+            idx = order[i:i + batch]
+            x = images[idx]
+            # Optional one-pixel random shifts (off by default: measured worse on digits, because
+            # torch.roll wraps ink around the 8x8 border).
+            if augment:
+                shift = torch.randint(-1, 2, (2,), generator=gen).tolist()
+                x = torch.roll(x, shifts=shift, dims=(1, 2))
+            loss = F.cross_entropy(model(x), labels[idx])
+            if penalty is not None:
+                loss = loss + penalty(model)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        if progress and (epoch + 1) % max(1, epochs // 4) == 0:
+            progress(f"  epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}, "
+                     f"val {evaluate(model, data.val):.1f}%")
+    model.eval()
+    return model
+
+
+def state_sha256(model):
+    """sha256 over the float state dict: names, shapes and float32 bytes, in sorted name order."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to(torch.float32).contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_or_train(seed=0, cache_dir="rtl_out/models", quick=False, progress=None):
+    """The trained float model for ``seed``: loaded from ``cache_dir`` or trained and saved there.
+
+    Returns ``(model, info)`` with ``info`` a dict: epochs, train_seconds, val/test accuracy,
+    sha256 of the state. ``quick`` trains :data:`QUICK_EPOCHS` instead of :data:`FULL_EPOCHS`
+    (for tests) and caches under another name.
+    """
+    setup_torch(seed)
+    data = load_digits_split(seed)
+    cache = Path(cache_dir)
+    epochs = QUICK_EPOCHS if quick else FULL_EPOCHS
+    # The recipe is part of the name, so changing it never reuses a stale cache.
+    stem = f"vit_digits_seed{seed}_e{epochs}_v{RECIPE_VERSION}"
+    weights, meta = cache / f"{stem}.pt", cache / f"{stem}.json"
+    model = TinyViT()
+    if weights.exists() and meta.exists():
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        model.eval()
+        info = json.loads(meta.read_text())
+        if info.get("sha256") == state_sha256(model):
+            if progress:
+                progress(f"[train] loaded {weights}")
+            return model, info
+        model = TinyViT()
+    if progress:
+        progress(f"[train] training the float ViT, {epochs} epochs, seed {seed}")
+    start = time.monotonic()
+    train(model, data, epochs, seed=seed, progress=progress)
+    info = {"seed": seed, "epochs": epochs, "train_seconds": round(time.monotonic() - start, 1),
+            "val_accuracy": evaluate(model, data.val), "test_accuracy": evaluate(model, data.test),
+            "sha256": state_sha256(model)}
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), weights)
+    meta.write_text(json.dumps(info, indent=1))
+    if progress:
+        progress(f"[train] {info['train_seconds']}s, val {info['val_accuracy']:.1f}%, "
+                 f"test {info['test_accuracy']:.1f}%, saved {weights}")
+    return model, info
