@@ -56,7 +56,7 @@ def run_cocotb(component, toplevel, test_module, params, *, extra_env=None, test
     env = {"DUT_PARAMS": json.dumps(params), "PYTHONPATH": os.pathsep.join(
         [str(REPO), str(REPO / "verif"), os.environ.get("PYTHONPATH", "")])}
     env.update(extra_env or {})
-    runner.test(
+    results = runner.test(
         hdl_toplevel=toplevel,
         test_module=test_module,
         build_dir=build_dir,
@@ -64,3 +64,11 @@ def run_cocotb(component, toplevel, test_module, params, *, extra_env=None, test
         extra_env=env,
         testcase=testcase,
     )
+    # A test module that fails to import yields a results file with no test in it: that is a
+    # failure, not a pass.
+    from cocotb_tools.runner import get_results
+    ran, failed = get_results(results)
+    if ran == 0 or failed:
+        raise AssertionError(f"cocotb {test_module} on {toplevel}: {ran} tests ran, "
+                             f"{failed} failed (see {results})")
+    return results
