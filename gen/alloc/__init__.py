@@ -1,0 +1,10 @@
+"""Design-space search: discrete per-step action spaces, objectives and constraints as callables.
+
+The search knows nothing of hardware (DESIGN.md section 1): a cost model plugs in as a
+:class:`Problem`'s objective and constraint.
+"""
+
+from gen.alloc.search import (EXHAUSTIVE_LIMIT, METHODS, ActionSpace, Problem, SearchResult,
+                              search)
+
+__all__ = ["ActionSpace", "Problem", "SearchResult", "search", "METHODS", "EXHAUSTIVE_LIMIT"]
