@@ -122,19 +122,18 @@ def engine_resources(rows, cols, act_depth, wgt_depth, param_depth, out_depth):
         *(np.asarray(x, dtype=np.int64) for x in
           (rows, cols, act_depth, wgt_depth, param_depth, out_depth)))
     pes = rows * cols
-    act_b, act_bits = _bram_and_logic_bits(8, act_depth)
-    wgt_b, wgt_bits = _bram_and_logic_bits(8, wgt_depth)
-    par_b, par_bits = _bram_and_logic_bits(69, param_depth)
-    out_b, out_bits = _bram_and_logic_bits(8, out_depth)
-    bram = rows * act_b + cols * wgt_b + par_b + out_b
-    logic_bits = rows * act_bits + cols * wgt_bits + par_bits + out_bits
-    return {
-        "lut4": np.rint(estimate.LUT_BASE + estimate.LUT_PER_PE * pes + logic_bits / 4)
-        .astype(np.int64),
-        "ff": np.rint(estimate.FF_BASE + estimate.FF_PER_PE * pes + logic_bits).astype(np.int64),
-        "mult18": pes + REQUANT_MULTIPLIERS,
-        "bram18k": bram,
-    }
+    widths = ((8, act_depth, rows), (8, wgt_depth, cols), (69, param_depth, 1),
+              (8, out_depth, 1))
+    bram = logic_bits = logic_width = 0
+    for width, depth, copies in widths:
+        blocks, bits = _bram_and_logic_bits(width, depth)
+        bram = bram + copies * blocks
+        logic_bits = logic_bits + copies * bits
+        logic_width = logic_width + copies * np.where(bits > 0, width, 0)
+    lut4, ff = estimate.logic_estimate(rows, cols, logic_bits=logic_bits,
+                                       logic_width=logic_width)
+    return {"lut4": np.rint(lut4).astype(np.int64), "ff": np.rint(ff).astype(np.int64),
+            "mult18": pes + REQUANT_MULTIPLIERS, "bram18k": bram}
 
 
 def _bram_and_logic_bits(width, depth):
