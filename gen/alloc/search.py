@@ -477,7 +477,7 @@ _OPTIONS = {
     "ga": {"population", "elite", "tournament", "crossover", "mutation", "reset", "pair", "plus", "stall"},
     "annealing": {"chains", "t_start", "t_end", "moves", "reset", "pair"},
     "rl": {"batch", "hidden", "lr", "entropy", "embed", "bias_lr", "epochs", "clip", "imitate", "imitate_k", "epochs", "clip", "imitate", "imitate_k"},
-    "rl_ga": {"rl_fraction", "seeds", "batch", "hidden", "lr", "entropy", "embed", "bias_lr", "epochs", "clip", "imitate", "imitate_k",
+    "rl_ga": {"rl_fraction", "seeds", "islands", "batch", "hidden", "lr", "entropy", "embed", "bias_lr", "epochs", "clip", "imitate", "imitate_k",
               "population", "elite", "tournament", "crossover", "mutation", "reset", "pair", "plus", "fresh", "stall"},
 }
 
@@ -489,7 +489,7 @@ _RANGES = {
     "pair": (0, 1), "chains": (1, None), "t_start": (0, None), "t_end": (0, None), "moves": (1, None),
     "hidden": (1, None), "embed": (1, None), "lr": (0, None), "entropy": (0, None),
     "bias_lr": (0, None), "epochs": (1, None), "clip": (0, None), "imitate": (0, None),
-    "imitate_k": (1, None), "rl_fraction": (0, 1), "seeds": (1, None), "fresh": (0, 1), "stall": (0, None),
+    "imitate_k": (1, None), "rl_fraction": (0, 1), "seeds": (1, None), "islands": (1, 16), "fresh": (0, 1), "stall": (0, None),
 }
 
 
