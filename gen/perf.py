@@ -9,11 +9,18 @@ import math
 from .hw.multiplier import MULTIPLIER_LATENCY
 from .hw.requant import REQUANT_LATENCY
 
-__all__ = ["predicted_cycles", "ideal_cycles"]
+__all__ = ["predicted_cycles", "ideal_cycles", "padded_tail_slots"]
 
 # Drain output register, requantizer input acceptance, two registered completion stages and
-# the finishing cycle.
-_TAIL = REQUANT_LATENCY + 5
+# the finishing cycle; the requantizer's latency overlaps the padding slots the drain skips
+# after the last real output of the last tile (found by `python -m gen cost-report`).
+_TAIL = 5
+
+
+def padded_tail_slots(m, n, rows, cols):
+    """Drain slots of the last tile after its last real output (row-major drain order)."""
+    valid_rows, valid_cols = (m - 1) % rows + 1, (n - 1) % cols + 1
+    return rows * cols - ((valid_rows - 1) * cols + valid_cols)
 
 
 def ideal_cycles(m, k, n, rows, cols):
@@ -35,4 +42,4 @@ def predicted_cycles(m, k, n, rows, cols):
     for _ in range(tiles - 1):
         issue = max(issue + k, copy + 1)
         copy = max(issue + 2 + latency, copy + drain + 1)
-    return copy + drain + _TAIL
+    return copy + drain + _TAIL + max(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols), 0)

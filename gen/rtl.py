@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 
 from amaranth.back import verilog
 
@@ -14,7 +15,26 @@ def emit_verilog(component, name):
     Source locations are left out so that the text depends only on the design, not on where
     the generator is checked out: the same config gives byte-identical RTL anywhere.
     """
-    return verilog.convert(component, name=name, emit_src=False)
+    return _sort_module_ports(verilog.convert(component, name=name, emit_src=False))
+
+
+_MODULE_HEADER = re.compile(r"^(module (?:\\\S+ |\w+)\s*\()(.*?)(\);)", re.MULTILINE | re.DOTALL)
+
+
+def _sort_module_ports(text):
+    """Put every module's port list in sorted order.
+
+    Amaranth lists the clock and reset ports of undriven domains in the iteration order of a
+    set of domain names, which follows Python's per-process string hash seed; every instance
+    is connected by port name, so sorting the header makes the text independent of the seed
+    without changing the design.
+    """
+    def sort(match):
+        ports = sorted(p.strip() for p in match.group(2).split(","))
+        # An escaped identifier (\name) ends at whitespace: keep a space before the comma.
+        ports = [p + " " if p.startswith("\\") else p for p in ports]
+        return match.group(1) + ", ".join(ports) + match.group(3)
+    return _MODULE_HEADER.sub(sort, text)
 
 
 def content_hash(obj, length=12):

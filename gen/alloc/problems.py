@@ -247,7 +247,10 @@ def pipelined_problem(workload, budget, *, dataflow="ws", objective="throughput"
         if dataflow == "accelgen_os":
             mult = mult + cost.REQUANT_MULTIPLIERS * n_layers
         bram = np.ceil(engine["buffer_bytes"] / BRAM_BYTES).astype(np.int64).sum(axis=1)
-        lut = (cost.estimate.LUT_PER_PE * pes).sum(axis=1) + cost.estimate.LUT_BASE
+        # One system base (host link, control) plus each engine's array-dependent logic.
+        base = cost.estimate.LUT_BASE
+        lut = (cost.estimate.logic_estimate(engine["rows"], engine["cols"])[0] - base).sum(
+            axis=1) + base
         power = cost.STATIC_MW + energy / np.maximum(period, 1e-30) * 1e3
         infeasible_layers = (~per_layer["feasible"]).sum(axis=1)
         return {"latency_s": latency, "energy_j": energy, "period_s": period,
