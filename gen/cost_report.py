@@ -213,7 +213,7 @@ def verdict(configs):
 
 def format_report(report):
     """The report as text lines: a cycle table, a resource table and the verdict."""
-    lines = [f"== cycles: model vs Verilator (output never stalled), per GEMM job",
+    lines = ["== cycles: model vs Verilator (output never stalled), per GEMM job",
              f"{'config':10s} {'job':27s} {'M x K x N':>14s} {'jobs':>4s} {'predicted':>10s} "
              f"{'measured':>10s} {'error':>8s}"]
     for c in report["configs"]:
