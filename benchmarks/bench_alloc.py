@@ -109,6 +109,7 @@ def part_pipelined(networks, budget, seeds):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer evaluations and networks")
+    parser.add_argument("--part", type=int, choices=(1, 2), help="run only part 1 or 2")
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
     seeds = range(5)
@@ -116,12 +117,16 @@ def main():
         small = part_exhaustive(["default", "mobilenet_v2"], 2000, range(2))
         pipe = part_pipelined(["mobilenet_v2"], 4000, range(3))
     else:
-        small = part_exhaustive(["default", "mobilenet_v2", "resnet50", "deit_tiny",
-                                 "bert_base_layer"], 3000, seeds)
-        pipe = part_pipelined(["resnet50", "mobilenet_v2"], 20000, seeds)
-    with open(os.path.join(OUT, "alloc.json"), "w") as f:
+        small = pipe = None
+        if args.part in (None, 1):
+            small = part_exhaustive(["default", "mobilenet_v2", "resnet50", "deit_tiny",
+                                     "bert_base_layer"], 3000, seeds)
+        if args.part in (None, 2):
+            pipe = part_pipelined(["resnet50", "mobilenet_v2"], 20000, seeds)
+    name = "alloc.json" if args.part is None else f"alloc_part{args.part}.json"
+    with open(os.path.join(OUT, name), "w") as f:
         json.dump({"exhaustive": small, "pipelined": pipe}, f, indent=1, default=float)
-    print(f"wrote {os.path.join(OUT, 'alloc.json')} and the convergence plots")
+    print(f"wrote {os.path.join(OUT, name)} and the convergence plots")
 
 
 if __name__ == "__main__":
