@@ -63,14 +63,14 @@ def part_exhaustive(networks, budget, seeds):
     return rows
 
 
-def part_pipelined(networks, budget, seeds):
-    print(f"\n2. layer-pipelined, throughput (slowest stage), ws dataflow, budget "
+def part_pipelined(networks, budget, seeds, objective="throughput"):
+    print(f"\n2. layer-pipelined, {objective}, ws dataflow, budget "
           f"{PIPELINE_BUDGET.mult18} multipliers / {PIPELINE_BUDGET.bram18k} block RAMs, "
           f"{budget} evaluations per run, seeds {list(seeds)}")
     records = []
     for name in networks:
         allocation = pipelined_problem(get_workload(name), PIPELINE_BUDGET, dataflow="ws",
-                                       objective="throughput")
+                                       objective=objective)
         results = {m: [] for m in METHODS}
         for method in METHODS:
             for seed in seeds:
@@ -80,7 +80,8 @@ def part_pipelined(networks, budget, seeds):
                       f"ms ({time.monotonic() - start:.1f}s)", flush=True)
         best = min(r.best_value for rs in results.values() for r in rs if r.feasible)
         print(f"\n   {name}: {len(allocation.problem.space.choices) // 2} layers, space "
-              f"10^{allocation.problem.space.log10_size:.0f}; best found {best * 1e3:.4f} ms")
+              f"10^{allocation.problem.space.log10_size:.0f}; best found {best * 1e3:.4f} "
+              f"(ms for latency/throughput)")
         print(f"   {'method':10s} {'median ms':>10s} {'vs best':>8s} {'worst ms':>9s} "
               f"{'feasible':>8s} {'evals to 5% (median)':>21s}")
         for method in METHODS:
@@ -101,8 +102,9 @@ def part_pipelined(networks, budget, seeds):
         print(f"   lowest median: {winner}\n")
         median_runs = [sorted(results[m], key=lambda r: r.best_value)[len(seeds) // 2]
                        for m in METHODS]
-        plot_convergence(median_runs, os.path.join(OUT, f"alloc_{name}.png"),
-                         title=f"{name} layer-pipelined, throughput (median seed per method)")
+        suffix = "" if objective == "throughput" else f"_{objective}"
+        plot_convergence(median_runs, os.path.join(OUT, f"alloc_{name}{suffix}.png"),
+                         title=f"{name} layer-pipelined, {objective} (median seed per method)")
     return records
 
 
@@ -110,6 +112,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer evaluations and networks")
     parser.add_argument("--part", type=int, choices=(1, 2), help="run only part 1 or 2")
+    parser.add_argument("--objective", default="throughput",
+                        choices=("throughput", "latency", "energy", "edp"),
+                        help="objective of the layer-pipelined part")
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
     seeds = range(5)
@@ -122,8 +127,10 @@ def main():
             small = part_exhaustive(["default", "mobilenet_v2", "resnet50", "deit_tiny",
                                      "bert_base_layer"], 3000, seeds)
         if args.part in (None, 2):
-            pipe = part_pipelined(["resnet50", "mobilenet_v2"], 20000, seeds)
+            pipe = part_pipelined(["resnet50", "mobilenet_v2"], 20000, seeds, args.objective)
     name = "alloc.json" if args.part is None else f"alloc_part{args.part}.json"
+    if args.objective != "throughput":
+        name = name.replace(".json", f"_{args.objective}.json")
     with open(os.path.join(OUT, name), "w") as f:
         json.dump({"exhaustive": small, "pipelined": pipe}, f, indent=1, default=float)
     print(f"wrote {os.path.join(OUT, name)} and the convergence plots")
