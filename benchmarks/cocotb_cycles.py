@@ -1,4 +1,4 @@
-"""cocotb side of bench_foundation: run GEMMs on GemmAccelerator, check them, record cycles.
+"""cocotb side of bench_foundation and `gen cost-report`: run GEMMs on GemmAccelerator, check them, record cycles.
 
 Runs with the output stream always ready (the board's output buffer never stalls), so the
 cycle counts are the engine's own, without host transfer. Every result is also compared with
@@ -18,21 +18,26 @@ from test_gemm_accelerator import TB, random_requant
 
 @cocotb.test()
 async def measure(dut):
-    shapes = json.loads(os.environ["BENCH_SHAPES"])
+    """Jobs from BENCH_SHAPES: ``[m, k, n]`` or ``[name, m, k, n]``; results to BENCH_OUT."""
+    jobs = [job if len(job) == 4 else [f"{job[0]}x{job[1]}x{job[2]}", *job]
+            for job in json.loads(os.environ["BENCH_SHAPES"])]
     tb = TB(dut, ready_probability=1.0)
     await tb.reset()
     rng = np.random.default_rng(0)
     results = []
-    for m, k, n in shapes:
+    for name, m, k, n in jobs:
         a, w = rng.integers(-128, 128, (m, k)), rng.integers(-128, 128, (k, n))
         bias, mult, shift = random_requant(rng, n, k)
         await tb.load(a, w, bias, mult, shift)
         error, cycles = await tb.run(m, k, n, max_cycles=10_000_000)
-        assert error == 0
+        assert error == 0, f"{name} ({m}x{k}x{n}): the device reports an error"
         expected = golden.gemm_int8(*(torch.from_numpy(np.asarray(x))
                                       for x in (a, w, bias, mult, shift))).numpy()
-        assert (tb.collect(m, n) == expected).all(), f"{m}x{k}x{n}: wrong result"
-        results.append({"m": m, "k": k, "n": n, "cycles": cycles})
-        dut._log.info("%dx%dx%d: %d cycles", m, k, n, cycles)
+        got = tb.collect(m, n)
+        assert (got == expected).all(), (
+            f"{name} ({m}x{k}x{n}): {int((got != expected).sum())} wrong outputs")
+        results.append({"name": name, "m": m, "k": k, "n": n, "cycles": cycles})
+        # cost_report follows these lines for its progress display.
+        dut._log.info("COST %s %dx%dx%d: %d cycles", name, m, k, n, cycles)
     with open(os.environ["BENCH_OUT"], "w") as f:
         json.dump(results, f)

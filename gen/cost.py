@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import UserError
 from .hw.multiplier import MULTIPLIER_LATENCY
-from .hw.requant import REQUANT_LATENCY, REQUANT_MULTIPLIERS
+from .hw.requant import REQUANT_LATENCY
 from . import estimate
 
 __all__ = ["DATAFLOWS", "E_MAC", "E_RF", "E_BUFFER", "E_OFFCHIP", "STATIC_MW",
@@ -114,35 +114,8 @@ def engine_gemm_cycles(m, k, n, rows, cols):
             np.maximum(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols), 0))
 
 
-def engine_resources(rows, cols, act_depth, wgt_depth, param_depth, out_depth):
-    """Vectorized :func:`gen.estimate.estimate_resources` of one engine (system included):
-    dict of int64 arrays lut4, ff, mult18, bram18k."""
-    rows, cols, act_depth, wgt_depth, param_depth, out_depth = np.broadcast_arrays(
-        *(np.asarray(x, dtype=np.int64) for x in
-          (rows, cols, act_depth, wgt_depth, param_depth, out_depth)))
-    pes = rows * cols
-    widths = ((8, act_depth, rows), (8, wgt_depth, cols), (69, param_depth, 1),
-              (8, out_depth, 1))
-    bram = logic_bits = logic_width = 0
-    for width, depth, copies in widths:
-        blocks, bits = _bram_and_logic_bits(width, depth)
-        bram = bram + copies * blocks
-        logic_bits = logic_bits + copies * bits
-        logic_width = logic_width + copies * np.where(bits > 0, width, 0)
-    lut4, ff = estimate.logic_estimate(rows, cols, logic_bits=logic_bits,
-                                       logic_width=logic_width)
-    return {"lut4": np.rint(lut4).astype(np.int64), "ff": np.rint(ff).astype(np.int64),
-            "mult18": pes + REQUANT_MULTIPLIERS, "bram18k": bram}
-
-
-def _bram_and_logic_bits(width, depth):
-    """DP16KD blocks of a width x depth memory, and its bits if it stays in logic instead."""
-    best = None
-    for shape_depth, shape_width in estimate.DP16KD_SHAPES:
-        blocks = _cdiv(width, shape_width) * _cdiv(depth, shape_depth)
-        best = blocks if best is None else np.minimum(best, blocks)
-    in_logic = width * depth < estimate.BRAM_MIN_BITS
-    return np.where(in_logic, 0, best), np.where(in_logic, width * depth, 0)
+#: Resources of engine configurations, vectorized (the estimate `gen build` checks).
+engine_resources = estimate.resource_arrays
 
 
 def _gemm_view(layers):

@@ -18,7 +18,6 @@ recomputes predictions; ``--force`` measures again. Exit code: 0 if the verdict 
 goal is missed, 2 on a user error.
 """
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -388,7 +387,7 @@ def measure_cycles(spec, jobs, cache_dir, *, force, progress):
     from .rtl import emit_verilog
     params = _accelerator_params(spec)
     verilog = emit_verilog(GemmAccelerator(**params), "gemm_accelerator")
-    bench = (REPO / "benchmarks" / "cocotb_cost_cycles.py").read_bytes()
+    bench = (REPO / "benchmarks" / "cocotb_cycles.py").read_bytes()
     shapes = [[job.name, job.m, job.k, job.n] for job in jobs]
     key = _hash(_canonical_verilog(verilog), json.dumps(shapes), bench)
     cache = cache_dir / f"cycles-{spec['name']}-{key}.json"
@@ -412,9 +411,9 @@ def measure_cycles(spec, jobs, cache_dir, *, force, progress):
             lambda line: inner(f"[cycles {spec['name']}] {line}"), stop))
         watcher.start()
         try:
-            run_cocotb(GemmAccelerator(**params), "gemm_accelerator", "cocotb_cost_cycles",
+            run_cocotb(GemmAccelerator(**params), "gemm_accelerator", "cocotb_cycles",
                        params, extra_env={
-                           "COST_SHAPES": json.dumps(shapes), "COST_OUT": str(raw_out),
+                           "BENCH_SHAPES": json.dumps(shapes), "BENCH_OUT": str(raw_out),
                            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "verif"),
                                                           str(REPO / "benchmarks")])})
         except SystemExit as exc:      # cocotb's runner exits on a simulator failure
@@ -527,16 +526,9 @@ def run(args):
 
 
 def main(argv=None):
-    from .errors import UserError
-    parser = argparse.ArgumentParser(prog="python -m gen.cost_report",
-                                     description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m gen.cost_report`` is ``python -m gen cost-report``."""
+    from gen.__main__ import main as gen_main
+    return gen_main(["cost-report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

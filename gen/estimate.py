@@ -34,12 +34,13 @@ The last row is the only point for the LUT-RAM terms (the earlier model charged 
 per bit there, +233%). Block RAMs and multipliers were exact on all seven.
 """
 
-import math
+import numpy as np
 from .boards import Resources
 from .errors import UserError
 from .hw.requant import REQUANT_MULTIPLIERS
 
-__all__ = ["ResourceEstimate", "estimate_resources", "bram_blocks", "check_fits",
+__all__ = ["ResourceEstimate", "estimate_resources", "resource_arrays", "bram_blocks",
+           "check_fits",
            "logic_estimate", "skew_bits"]
 
 # DP16KD aspect ratios (depth, width); 36 bits wide only as a simple dual-port RAM, which is
@@ -56,7 +57,6 @@ LUT_PER_LOGIC_BIT = 1 / 7    # LUT RAM of memories below BRAM_MIN_BITS, read mux
 FF_BASE = 1960
 FF_PER_PE = 138
 FF_PER_EDGE = 12
-LUT_PER_BUFFER_BIT = 0       # block-RAM buffers cost no LUTs per word bit worth modelling
 
 
 def skew_bits(rows, cols):
@@ -76,34 +76,43 @@ def logic_estimate(rows, cols, logic_bits=0, logic_width=0):
 
 
 def bram_blocks(width, depth):
-    """DP16KD blocks for a ``width`` x ``depth`` memory (0 if it stays in logic)."""
-    if width * depth < BRAM_MIN_BITS:
-        return 0
-    return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in DP16KD_SHAPES)
+    """DP16KD blocks for a ``width`` x ``depth`` memory (0 if it stays in logic); numpy arrays
+    broadcast."""
+    width, depth = np.asarray(width, dtype=np.int64), np.asarray(depth, dtype=np.int64)
+    blocks = np.min([-(-width // w) * -(-depth // d) for d, w in DP16KD_SHAPES], axis=0)
+    blocks = np.where(width * depth < BRAM_MIN_BITS, 0, blocks)
+    return int(blocks) if blocks.ndim == 0 else blocks
 
 
 #: A design's estimated resources.
 ResourceEstimate = Resources
 
 
-def estimate_resources(config):
-    rows, cols = config.array.rows, config.array.cols
-    pes = rows * cols
-    buffers = config.buffers
+def resource_arrays(rows, cols, act_depth, wgt_depth, param_depth, out_depth):
+    """The estimate of every engine in numpy arrays that broadcast (one call scores a whole
+    population for the allocator): dict of int64 arrays lut4, ff, mult18, bram18k."""
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
     # Operand buffers are one byte-wide memory per lane (see GemmAccelerator).
-    memories = [*[(8, buffers.act_depth)] * rows, *[(8, buffers.wgt_depth)] * cols,
-                (69, buffers.param_depth), (8, buffers.out_depth)]
-    bram = sum(bram_blocks(w, d) for w, d in memories)
-    in_logic = [(w, d) for w, d in memories if bram_blocks(w, d) == 0]
-    buffer_width_bits = sum(w for w, _ in memories)
-    lut4, ff = logic_estimate(rows, cols, logic_bits=sum(w * d for w, d in in_logic),
-                              logic_width=sum(w for w, _ in in_logic))
-    return ResourceEstimate(
-        lut4=round(lut4 + LUT_PER_BUFFER_BIT * buffer_width_bits),
-        ff=round(ff),
-        mult18=pes + REQUANT_MULTIPLIERS,
-        bram18k=bram,
-    )
+    memories = ((8, act_depth, rows), (8, wgt_depth, cols), (69, param_depth, 1),
+                (8, out_depth, 1))
+    bram = logic_bits = logic_width = 0
+    for width, depth, copies in memories:
+        blocks = bram_blocks(width, depth)
+        in_logic = blocks == 0
+        bram = bram + copies * blocks
+        logic_bits = logic_bits + copies * np.where(in_logic, width * np.asarray(depth), 0)
+        logic_width = logic_width + copies * np.where(in_logic, width, 0)
+    lut4, ff = logic_estimate(rows, cols, logic_bits=logic_bits, logic_width=logic_width)
+    return {"lut4": np.rint(lut4).astype(np.int64), "ff": np.rint(ff).astype(np.int64),
+            "mult18": rows * cols + REQUANT_MULTIPLIERS,
+            "bram18k": np.asarray(bram, dtype=np.int64)}
+
+
+def estimate_resources(config):
+    b = config.buffers
+    arrays = resource_arrays(config.array.rows, config.array.cols, b.act_depth, b.wgt_depth,
+                             b.param_depth, b.out_depth)
+    return ResourceEstimate(**{key: int(value) for key, value in arrays.items()})
 
 
 _ADVICE = {

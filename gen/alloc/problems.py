@@ -34,6 +34,7 @@ import numpy as np
 from .. import cost
 from ..boards import Resources
 from ..errors import UserError
+from ..hw.requant import REQUANT_MULTIPLIERS
 from .search import ActionSpace, Problem
 
 __all__ = ["OBJECTIVES", "DEPLOYMENTS", "AllocationProblem", "sequential_problem",
@@ -245,7 +246,7 @@ def pipelined_problem(workload, budget, *, dataflow="ws", objective="throughput"
         pes = engine["rows"] * engine["cols"]
         mult = pes.sum(axis=1)
         if dataflow == "accelgen_os":
-            mult = mult + cost.REQUANT_MULTIPLIERS * n_layers
+            mult = mult + REQUANT_MULTIPLIERS * n_layers
         bram = np.ceil(engine["buffer_bytes"] / BRAM_BYTES).astype(np.int64).sum(axis=1)
         # One system base (host link, control) plus each engine's array-dependent logic.
         base = cost.estimate.LUT_BASE

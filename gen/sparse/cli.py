@@ -6,7 +6,6 @@ sparsity and footprint), and per encoder layer ``layer<i>.json`` plus ``layer<i>
 runs the same without the top-level CLI.
 """
 
-import argparse
 import json
 import sys
 import time
@@ -152,14 +151,9 @@ def run(args):
 
 
 def main(argv=None):
-    parser = add_arguments(argparse.ArgumentParser(
-        prog="python -m gen.sparse.cli", description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """``python -m gen.sparse.cli`` is ``python -m gen prune``."""
+    from gen.__main__ import main as gen_main
+    return gen_main(["prune", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
