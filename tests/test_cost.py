@@ -105,3 +105,18 @@ def test_no_dataflow_beats_its_peak(dataflow):
 def test_unknown_dataflow_is_refused_with_the_known_ones():
     with pytest.raises(UserError, match="known: accelgen_os"):
         cost.layer_cost(layer(8, 8, 8), ENGINE, "weight_stationry")
+
+
+@pytest.mark.parametrize("rows, cols, act, wgt, par, out, lut4, ff", [
+    (2, 2, 8192, 2048, 64, 4096, 2837, 2579),       # nextpnr utilization of real builds
+    (3, 5, 4096, 1024, 64, 4096, 4040, 4239),       # (calibration table in gen/estimate.py)
+    (8, 8, 2048, 2048, 512, 16384, 9139, 11454),
+    (8, 16, 2048, 2048, 512, 16384, 15796, 21223),
+    (2, 24, 8192, 512, 64, 4096, 7641, 11105),
+    (2, 2, 128, 128, 16, 128, 3685, 2627),
+])
+def test_estimate_stays_within_3_percent_of_measured_builds(rows, cols, act, wgt, par, out,
+                                                            lut4, ff):
+    got = cost.engine_resources(rows, cols, act, wgt, par, out)
+    assert abs(int(got["lut4"]) / lut4 - 1) < 0.03
+    assert abs(int(got["ff"]) / ff - 1) < 0.03
