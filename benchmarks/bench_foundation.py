@@ -71,7 +71,7 @@ def plot(rows, path, title):
 def main():
     from gen.config import load_config
     from gen.design import prepare_design
-    from gen.perf import ideal_cycles, predicted_cycles
+    from gen.cycles import ideal_gemm_cycles as ideal_cycles, gemm_cycles as predicted_cycles
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config")

@@ -130,7 +130,7 @@ def cmd_run_gemm(args):
     import numpy as np
     from .host.driver import Driver
     from .host.transports import SerialTransport
-    from .quant import gemm_int8, multiplier_and_shift
+    from .numeric import gemm_int8, multiplier_and_shift
     design = _design(args)
     rng = np.random.default_rng(args.seed)
     a = rng.integers(-128, 128, (args.m, args.k))

@@ -10,7 +10,7 @@ Dataflows
 ``accelgen_os``
     The generator's own engine (``gen/hw/gemm.py``): an output-stationary R x C systolic array
     running the im2col GEMM of the layer in jobs that fit its buffers. Its cycles are exact: the
-    closed form of the per-tile recurrence of :func:`gen.perf.predicted_cycles` (the same
+    closed form of the per-tile recurrence of :func:`gen.cycles.gemm_cycles` (the same
     numbers, checked in ``tests/test_cost.py``), which is itself equal to Verilator's count
     (``verif/test_gemm_accelerator.py``, ``python -m gen cost-report``). The generated engine does
     not overlap host transfers with compute: latency = compute + traffic / bandwidth.
@@ -36,8 +36,7 @@ Resources come from :mod:`gen.estimate` (fitted to nextpnr; see its calibration 
 import numpy as np
 
 from .errors import UserError
-from .hw.multiplier import MULTIPLIER_LATENCY
-from .hw.requant import REQUANT_LATENCY
+from .cycles import gemm_cycles_closed_form as engine_gemm_cycles
 from . import estimate
 
 __all__ = ["DATAFLOWS", "E_MAC", "E_RF", "E_BUFFER", "E_OFFCHIP", "STATIC_MW",
@@ -58,7 +57,6 @@ E_OFFCHIP = 200.0 * E_MAC   # DRAM 200x (per byte-wide access)
 STATIC_MW = 100.0
 LINK_BYTES_PER_CYCLE = 2.0
 
-from .perf import _TAIL, padded_tail_slots  # noqa: E402  (the tail terms of gen/perf.py)
 # Bytes of per-output-channel parameters in the engine: bias 4, multiplier 4, shift 1.
 PARAM_BYTES = 9
 
@@ -74,44 +72,6 @@ def check_dataflow(name):
 
 def _cdiv(a, b):
     return -(-a // b)
-
-
-def engine_gemm_cycles(m, k, n, rows, cols):
-    """Cycles of one GEMM job on the generated engine, from START to done (output never
-    stalled): the closed form of :func:`gen.perf.predicted_cycles`.
-
-    With tile issue times ``i_t`` and drain copy times ``c_t``, ``d_t = c_t - i_t`` obeys
-    ``i_{t+1} = i_t + max(K, d_t + 1)`` and ``d_{t+1} = max(a, d_t + D + 1 - (i_{t+1} - i_t))``
-    with ``a = R + C + MULTIPLIER_LATENCY + 2`` and ``D = R*C``: after at most one transient
-    phase the tiles advance by a constant period, so the last copy time has a closed form.
-    """
-    m, k, n, rows, cols = (np.asarray(x, dtype=np.int64) for x in (m, k, n, rows, cols))
-    tiles = _cdiv(m, rows) * _cdiv(n, cols)
-    a = rows + cols + MULTIPLIER_LATENCY + 2
-    d = rows * cols + 1
-    i0 = k - 1
-    last = tiles - 1
-
-    # Case k <= a: first step advances a+1, then every step max(a, d-1) + 1.
-    steady_b = np.maximum(a, d - 1)
-    copy_b = np.where(last == 0, i0 + a, i0 + (a + 1) + (last - 1) * (steady_b + 1) + steady_b)
-
-    # Case k > a and d <= k: every step advances k, d_t stays a.
-    copy_a1 = i0 + last * k + a
-
-    # Case k > a and d > k: d_t = a + t(d-k) grows while d_t + 1 <= k (n1 steps of k), then one
-    # step of d_{n1} + 1 and d_t = d - 1 with steps of d afterwards.
-    grow = np.maximum(d - k, 1)
-    n1 = (k - 1 - a) // grow + 1
-    delta_n1 = a + n1 * (d - k)
-    early = i0 + last * k + (a + last * (d - k))
-    at_n1 = i0 + n1 * k + delta_n1
-    after = i0 + n1 * k + delta_n1 + 1 + (last - n1 - 1) * d + (d - 1)
-    copy_a2 = np.where(last < n1, early, np.where(last == n1, at_n1, after))
-
-    copy = np.where(k <= a, copy_b, np.where(d <= k, copy_a1, copy_a2))
-    return (copy + rows * cols + _TAIL +
-            np.maximum(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols), 0))
 
 
 #: Resources of engine configurations, vectorized (the estimate `gen build` checks).

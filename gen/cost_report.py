@@ -4,7 +4,7 @@ For a few PE-array configurations of our own generator and a set of GEMM jobs (p
 including sizes that do not divide the array and K smaller than the PE count, and the im2col
 GEMM views of convolution layers), this report compares
 
-* the model's cycles (``gen.cost.engine_gemm_cycles``) with the cycles counted by the engine
+* the model's cycles (``gen.cycles.gemm_cycles_closed_form``) with the cycles counted by the engine
   itself in Verilator (cocotb, output never stalled, every result checked against the golden
   model), and
 * the model's resources (``gen.estimate.estimate_resources``) with nextpnr's utilization of the
@@ -129,14 +129,9 @@ def jobs_for(spec, jobs=JOBS):
 
 
 def predict_cycles(m, k, n, rows, cols):
-    """The cost model's cycles for one job: ``gen.cost.engine_gemm_cycles`` when it exists,
-    else ``gen.perf.predicted_cycles`` (the same numbers)."""
-    try:
-        from .cost import engine_gemm_cycles
-    except ImportError:
-        from .perf import predicted_cycles
-        return int(predicted_cycles(m, k, n, rows, cols))
-    return int(engine_gemm_cycles(m, k, n, rows, cols))
+    """The cost model's cycles for one job (:func:`gen.cycles.gemm_cycles_closed_form`)."""
+    from .cycles import gemm_cycles_closed_form
+    return int(gemm_cycles_closed_form(m, k, n, rows, cols))
 
 
 def _relative_error(predicted, measured):

@@ -18,7 +18,7 @@ from .hw.host_bridge import PARAM_WORD_BYTES, PROTOCOL_VERSION
 from .hw.pll import plan_pll
 from .hw.system import HostSystem
 from .hw.uart import MIN_DIVISOR
-from .perf import predicted_cycles
+from .cycles import gemm_cycles
 from .rtl import content_hash, emit_verilog
 
 __all__ = ["Design", "prepare_design", "RTL_OUT", "UART_TOLERANCE"]
@@ -104,7 +104,7 @@ class Design:
                                       "driver before every job"},
             "estimate": self.estimate.as_dict(),
             "expected_cycles": {
-                f"{m}x{k}x{n}": predicted_cycles(m, k, n, c.array.rows, c.array.cols)
+                f"{m}x{k}x{n}": gemm_cycles(m, k, n, c.array.rows, c.array.cols)
                 for m, k, n in ((c.array.rows, 1, c.array.cols), (64, 64, 64),
                                 (128, 128, 128))},
             "top_module": f"{c.name}_system",

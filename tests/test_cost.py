@@ -9,7 +9,7 @@ from gen import cost
 from gen.config import load_config
 from gen.errors import UserError
 from gen.estimate import estimate_resources
-from gen.perf import predicted_cycles
+from gen.cycles import gemm_cycles as predicted_cycles
 from gen.workloads import get_workload
 
 

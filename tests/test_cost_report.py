@@ -10,7 +10,7 @@ from gen.cost_report import (CONFIGS, CYCLE_TOLERANCE, JOBS, RESOURCE_TOLERANCE,
                              predict_cycles)
 from gen.estimate import check_fits, estimate_resources
 from gen.boards import get_board
-from gen.perf import predicted_cycles
+from gen.cycles import gemm_cycles as predicted_cycles
 
 
 def synthetic(cycle_scale=1.0, resource_scale=None):

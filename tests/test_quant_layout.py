@@ -5,7 +5,7 @@ import pytest
 
 from gen.host.layout import (LayoutError, check_gemm_operands, pack_activations, pack_params,
                              pack_weights)
-from gen.quant import gemm_int8, multiplier_and_shift, requantize
+from gen.numeric import gemm_int8, multiplier_and_shift, requantize
 
 
 def test_requantize_rounds_half_up_and_saturates():

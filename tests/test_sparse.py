@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from gen.errors import UserError
-from gen.quant import requantize as np_requantize
+from gen.numeric import requantize as np_requantize
 from gen.sparse.format import CompressedMatrix
-from gen.sparse.quantize import (EXP2_LUT, int_softmax, load_quantized_layer, quantize_model,
-                                 requantize)
+from gen.numeric import EXP2_LUT, int_softmax
+from gen.numeric import requantize_torch as requantize
+from gen.sparse.quantize import load_quantized_layer, quantize_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,7 +105,7 @@ def _softmax_rows(rng):
 
 
 def test_int_softmax_follows_the_spec_and_bounds_float_error():
-    assert EXP2_LUT.tolist() == EXP2_LUT_SPEC
+    assert list(EXP2_LUT) == EXP2_LUT_SPEC
     rng = np.random.default_rng(5)
     for row in _softmax_rows(rng):
         p = int_softmax(row)
@@ -123,8 +124,6 @@ def test_int_softmax_follows_the_spec_and_bounds_float_error():
 
 def _golden_softmax():
     path = REPO / "verif" / "golden_softmax.py"
-    if not path.exists():
-        pytest.skip("verif/golden_softmax.py is not written yet (another engineer's file)")
     spec = importlib.util.spec_from_file_location("golden_softmax_for_sparse_test", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -223,7 +222,7 @@ def test_quantized_parameters_obey_the_contract(pipeline):
 
 
 def test_integer_inference_is_deterministic_and_matches_the_contract(pipeline, tmp_path):
-    from gen.quant import gemm_int8
+    from gen.numeric import gemm_int8
     from gen.sparse.vit import evaluate
     qmodel, data = pipeline["q"], pipeline["data"]
     images = data.test[0][:64]
@@ -275,8 +274,6 @@ def test_cli_writes_report_npz_and_plot(pipeline, tmp_path, capsys):
 
 def test_integer_layer_agrees_with_the_golden_attention(pipeline, monkeypatch):
     """The exported layer through verif/golden_attention.py (written from the spec alone)."""
-    if not (REPO / "verif" / "golden_attention.py").exists():
-        pytest.skip("verif/golden_attention.py is not written yet (another engineer's file)")
     monkeypatch.syspath_prepend(str(REPO / "verif"))
     spec = importlib.util.spec_from_file_location("golden_attention_for_sparse_test",
                                                   REPO / "verif" / "golden_attention.py")

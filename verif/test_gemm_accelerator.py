@@ -213,7 +213,7 @@ async def refuses_bad_jobs(dut):
 @cocotb.test()
 async def cycles_match_the_cycle_model(dut):
     """With the output always ready, a job takes exactly what gen.perf predicts."""
-    from gen.perf import predicted_cycles
+    from gen.cycles import gemm_cycles as predicted_cycles
     tb = TB(dut, ready_probability=1.0, seed=5)
     await tb.reset()
     rng = np.random.default_rng(5)

@@ -22,13 +22,11 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import UserError
+from ..numeric import EXP2_LUT
 from .multiplier import MULTIPLIER_LATENCY, PipelinedMultiplier
 
 __all__ = ["IntSoftmax", "EXP2_LUT", "MAX_LENGTH_LIMIT", "score_layout", "prob_layout"]
 
-#: ``round(2^15 * 2^(-f/16))`` for ``f = 0 .. 15`` (the specification's table).
-EXP2_LUT = (32768, 31379, 30048, 28774, 27554, 26386, 25268, 24196,
-            23170, 22188, 21247, 20347, 19484, 18658, 17867, 17109)
 #: Largest supported row buffer; keeps ``sum <= 2^31`` so that ``r >= 1``.
 MAX_LENGTH_LIMIT = 2 ** 16
 

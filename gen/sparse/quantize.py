@@ -10,7 +10,7 @@ Scales (all symmetric, zero point 0):
 * bias: INT32, ``round(b / (s_x * s_w[n]))``; should ``|bias| + K * 2^14`` not fit in INT32, the
   column's weight scale is raised until it does (the contract forbids accumulator overflow);
 * requantization of ``acc`` (scale ``s_x * s_w[n]``) to an output of scale ``s_y``: ``(M, S) =``
-  :func:`gen.quant.multiplier_and_shift` ``(s_x * s_w[n] / s_y)`` per output channel, applied
+  :func:`gen.numeric.multiplier_and_shift` ``(s_x * s_w[n] / s_y)`` per output channel, applied
   exactly as ``clamp((acc * M + 2^(S-1)) >> S, -128, 127)``;
 * scores: one (M, S) per layer for ``s_q * s_k * 16 * log2(e) / sqrt(d)``, so the INT8 score s
   means ``s / 16`` log2 units (spec section 4 step 2);
@@ -37,46 +37,16 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import UserError
-from ..quant import multiplier_and_shift
+from ..numeric import INT32_MAX, int_softmax, multiplier_and_shift
+from ..numeric import requantize_torch as requantize
 from .format import CompressedMatrix
 from .prune import kept_features
 from .vit import DIM, FFN, HEAD_DIM, HEADS, MATRICES, TOKENS, state_sha256
 
-__all__ = ["EXP2_LUT", "int_softmax", "requantize", "QuantizedEncoderLayer", "QuantizedViT",
+__all__ = ["QuantizedEncoderLayer", "QuantizedViT",
            "quantize_model", "load_quantized_layer"]
 
 LOG2E = 1.0 / math.log(2.0)
-INT32_MAX = 2 ** 31 - 1
-
-# EXP2_LUT[f] = round(2^15 * 2^(-f/16)), f = 0..15 (spec section 5).
-EXP2_LUT = torch.tensor([round(2 ** 15 * 2 ** (-f / 16)) for f in range(16)], dtype=torch.int64)
-
-
-def requantize(acc, mult, shift):
-    """``clamp((acc * M + 2^(S-1)) >> S, -128, 127)`` in int64 (M, S broadcast per channel)."""
-    acc = torch.as_tensor(acc, dtype=torch.int64)
-    mult = torch.as_tensor(mult, dtype=torch.int64)
-    shift = torch.as_tensor(shift, dtype=torch.int64)
-    rounding = torch.bitwise_left_shift(torch.ones_like(shift), shift - 1)
-    return torch.clamp(torch.bitwise_right_shift(acc * mult + rounding, shift), -128, 127)
-
-
-def int_softmax(scores):
-    """Row-wise integer softmax of INT8 scores in log2/16 units (spec section 5), last dim.
-
-    Returns int64 in 0..127 meaning ``p * 128``. One division per row (``floor(2^31 / sum)``).
-    """
-    s = torch.as_tensor(scores).to(torch.int64)
-    if s.shape[-1] < 1:
-        raise ValueError("int_softmax needs rows of length >= 1")
-    if ((s < -128) | (s > 127)).any():
-        raise ValueError("int_softmax takes INT8 scores")
-    t = s.amax(dim=-1, keepdim=True) - s                # 0 .. 255
-    e = torch.bitwise_right_shift(EXP2_LUT[t & 15], t >> 4)
-    total = e.sum(dim=-1, keepdim=True)                 # >= 32768: the max contributes 2^15
-    r = torch.div(2 ** 31, total, rounding_mode="floor")
-    return torch.clamp(torch.bitwise_right_shift(e * r + 2 ** 23, 24), max=127)
-
 
 def _check_int32(acc, what):
     if acc.numel() and acc.abs().max() > INT32_MAX:
