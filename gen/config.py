@@ -1,6 +1,12 @@
 """Design configs: one YAML file says what to generate. Schema-checked before anything runs.
 
 Every problem is reported with its place in the file (``array.rows``) and what to change.
+
+Sizes (``array.rows/cols``, ``buffers.*``) may say ``auto``; an optional ``allocator`` section
+says how to choose them. Loading a config never runs the allocator: it returns a
+:class:`DesignConfig` whose ``auto_fields`` are still open, and the design stage
+(:func:`gen.design.resolve_sizes`) fills them in. Data flows one way: this module knows nothing
+of the allocator.
 """
 
 import difflib
@@ -12,18 +18,22 @@ import yaml
 
 from .errors import UserError
 
-__all__ = ["DesignConfig", "ArrayConfig", "BufferConfig", "HostConfig", "load_config",
-           "parse_config", "DEFAULT_CONFIG", "SCHEMA"]
+__all__ = ["DesignConfig", "ArrayConfig", "BufferConfig", "HostConfig", "AllocatorConfig",
+           "load_config", "parse_config", "DEFAULT_CONFIG", "SCHEMA", "AUTO", "AUTO_FIELDS"]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 DATAFLOWS = ("output_stationary",)
 PLANNED_DATAFLOWS = ("weight_stationary",)
+#: The value of a size left to the allocator, and the fields that may hold it.
+AUTO = "auto"
+AUTO_FIELDS = (("array", "rows"), ("array", "cols"), ("buffers", "act_depth"),
+               ("buffers", "wgt_depth"), ("buffers", "param_depth"), ("buffers", "out_depth"))
 
 
 @dataclass(frozen=True)
 class ArrayConfig:
-    rows: int
-    cols: int
+    rows: int | str          # str: AUTO, until the design stage resolves it
+    cols: int | str
     dataflow: str
 
 
@@ -41,6 +51,17 @@ class HostConfig:
 
 
 @dataclass(frozen=True)
+class AllocatorConfig:
+    """How ``auto`` sizes are chosen: the network to size for and the search's settings."""
+    network: str = "default"
+    objective: str = "latency"
+    method: str = "rl_ga"
+    evaluations: int = 3000
+    seed: int = 0
+    power_cap_mw: float | None = None
+
+
+@dataclass(frozen=True)
 class DesignConfig:
     name: str
     board: str
@@ -48,9 +69,27 @@ class DesignConfig:
     array: ArrayConfig
     buffers: BufferConfig
     host: HostConfig
+    allocator: AllocatorConfig | None = None
+
+    @property
+    def auto_fields(self):
+        """``(section, key)`` of the sizes that still say ``auto``."""
+        return tuple((section, key) for section, key in AUTO_FIELDS
+                     if getattr(getattr(self, section), key) == AUTO)
+
+    def with_sizes(self, sizes, *, source="config"):
+        """This config with ``{(section, key): value}`` filled in, checked like a file."""
+        raw = self.as_dict()
+        raw.pop("allocator", None)
+        for (section, key), value in sizes.items():
+            raw[section][key] = value
+        return parse_config(raw, source=source)
 
     def as_dict(self):
-        return asdict(self)
+        raw = asdict(self)
+        if raw["allocator"] is None:
+            del raw["allocator"]
+        return raw
 
     def to_yaml(self):
         return yaml.safe_dump(self.as_dict(), sort_keys=False)
@@ -75,6 +114,17 @@ SCHEMA = {
     "host": {
         "baud": (int, 1200, 12_000_000, "UART baud rate of the USB serial link"),
     },
+}
+
+#: The optional ``allocator`` section; every key may be left out (defaults of
+#: :class:`AllocatorConfig`).
+ALLOCATOR_SCHEMA = {
+    "network": (str, None, None, "a network from `python -m gen workloads`"),
+    "objective": (str, None, None, "latency, energy, edp or throughput"),
+    "method": (str, None, None, "a search method of `python -m gen alloc --help`"),
+    "evaluations": (int, 1, 10_000_000, "cost-model evaluations the search may spend"),
+    "seed": (int, 0, 2 ** 32 - 1, "the search's random seed"),
+    "power_cap_mw": (float, 1.0, 1e6, "largest predicted power in mW"),
 }
 
 
@@ -114,14 +164,36 @@ def _walk(raw, schema, where=""):
         path = f"{where}.{key}" if where else key
         if isinstance(spec, dict):
             out[key] = _walk(raw[key], spec, path)
+        elif raw[key] == AUTO and tuple(path.split(".")) in AUTO_FIELDS:
+            out[key] = AUTO
         else:
             out[key] = _check_leaf(raw[key], spec, path)
     return out
 
 
+def _allocator_section(raw):
+    if not isinstance(raw, dict):
+        raise UserError(f"allocator: expected a mapping of {', '.join(ALLOCATOR_SCHEMA)}, got "
+                        f"{type(raw).__name__}")
+    for key in raw:
+        if key not in ALLOCATOR_SCHEMA:
+            close = difflib.get_close_matches(str(key), ALLOCATOR_SCHEMA, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"allocator.{key}: unknown key{hint}; known keys here: "
+                            f"{', '.join(ALLOCATOR_SCHEMA)}")
+    values = {key: _check_leaf(value, ALLOCATOR_SCHEMA[key], f"allocator.{key}")
+              for key, value in raw.items() if not (key == "power_cap_mw" and value is None)}
+    return AllocatorConfig(**values)
+
+
 def parse_config(raw, *, source="config"):
     """Validate a config mapping and return a :class:`DesignConfig`."""
     try:
+        if isinstance(raw, dict) and "allocator" in raw:
+            raw = dict(raw)
+            allocator = _allocator_section(raw.pop("allocator"))
+        else:
+            allocator = None
         values = _walk(raw, SCHEMA)
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
@@ -133,18 +205,18 @@ def parse_config(raw, *, source="config"):
         planned = " (planned, not generated yet)" if dataflow in PLANNED_DATAFLOWS else ""
         raise UserError(f"{source}: array.dataflow: {dataflow!r}{planned} is not available; "
                         f"use one of {', '.join(DATAFLOWS)}")
-    return DesignConfig(
+    config = DesignConfig(
         name=values["name"], board=values["board"], clock_mhz=values["clock_mhz"],
         array=ArrayConfig(**values["array"]), buffers=BufferConfig(**values["buffers"]),
-        host=HostConfig(**values["host"]))
+        host=HostConfig(**values["host"]), allocator=allocator)
+    if allocator is not None and not config.auto_fields:
+        raise UserError(f"{source}: allocator: given but no size says 'auto'")
+    return config
 
 
-def load_config(path=None, *, board=None, progress=print):
-    """Load a config file (the built-in default if ``path`` is None); ``board`` overrides.
-
-    Sizes given as ``auto`` are chosen by the allocator (:mod:`gen.alloc`) for the network named
-    in the optional ``allocator`` section; ``progress`` receives its progress lines.
-    """
+def load_config(path=None, *, board=None):
+    """Load and check a config file (the built-in default if ``path`` is None); ``board``
+    overrides its board. Sizes that say ``auto`` stay open (:attr:`DesignConfig.auto_fields`)."""
     path = Path(path) if path else DEFAULT_CONFIG
     try:
         raw = yaml.safe_load(path.read_text())
@@ -154,13 +226,4 @@ def load_config(path=None, *, board=None, progress=print):
         raise UserError(f"{path}: not valid YAML: {exc}") from None
     if board is not None and isinstance(raw, dict):
         raw = dict(raw, board=board)
-    if isinstance(raw, dict) and (_has_auto(raw) or "allocator" in raw):
-        # Sizes left to the allocator: search them for the named network on this board.
-        from .alloc.cli import resolve_auto_sizes
-        raw = resolve_auto_sizes(raw, str(path), progress=progress)
     return parse_config(raw, source=str(path))
-
-
-def _has_auto(raw):
-    return any(isinstance(section, dict) and "auto" in section.values()
-               for section in raw.values())

@@ -21,7 +21,7 @@ from .hw.uart import MIN_DIVISOR
 from .cycles import gemm_cycles
 from .rtl import content_hash, emit_verilog
 
-__all__ = ["Design", "prepare_design", "RTL_OUT", "UART_TOLERANCE"]
+__all__ = ["Design", "prepare_design", "resolve_sizes", "RTL_OUT", "UART_TOLERANCE"]
 
 #: Where generated designs go: ``$ACCELGEN_RTL_OUT``, else ``rtl_out/`` in the working folder.
 RTL_OUT = Path(os.environ.get("ACCELGEN_RTL_OUT", "rtl_out"))
@@ -145,13 +145,27 @@ def _uart_divisor(config, board, clock_mhz):
     return divisor
 
 
-def prepare_design(config):
-    """Check ``config`` against its board (clocks, host link, resources) and plan the design."""
+def resolve_sizes(config, board=None, progress=print):
+    """``config`` with its ``auto`` sizes chosen by the allocator (:mod:`gen.alloc`) for the
+    network its ``allocator`` section names; a config without ``auto`` comes back as it is."""
+    if not config.auto_fields:
+        return config
+    from .alloc.cli import size_auto_fields
+    board = board or get_board(config.board)
+    sizes = size_auto_fields(config, board, progress=progress)
+    return config.with_sizes(sizes, source=f"{config.name} (sized by the allocator)")
+
+
+def prepare_design(config, progress=print):
+    """Check ``config`` against its board (clocks, host link, resources) and plan the design;
+    ``auto`` sizes are resolved first (:func:`resolve_sizes`), after the clock and the host
+    link are checked, so that a config that cannot work fails before the search."""
     board = get_board(config.board)
     # An alias (`ulx3s`) and the board's own name must give the same design and folder.
     config = dataclasses.replace(config, board=board.name)
     pll = plan_pll(board.oscillator_mhz, config.clock_mhz)
     divisor = _uart_divisor(config, board, board.oscillator_mhz)
+    config = resolve_sizes(config, board, progress=progress)
     design = Design(config=config, board=board, pll=pll, uart_divisor=divisor)
     check_fits(config, board, design.estimate)
     return design

@@ -1,21 +1,27 @@
 """Allocation problems and the `gen alloc` / auto-size integration (the search itself is
 tested in tests/test_search.py)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
 
 from gen.__main__ import main
-from gen.alloc.cli import allocate, resolve_auto_sizes
+from gen.alloc.cli import allocate
 from gen.alloc.problems import pipelined_problem, sequential_problem
 from gen.alloc.search import search
 from gen.boards import Resources, get_board
 from gen.config import load_config, parse_config
+from gen.design import resolve_sizes
 from gen.errors import UserError
 from gen.estimate import check_fits
 from gen.workloads import get_workload
 
 BOARD = get_board("ulx3s")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_sequential_choice_is_a_config_that_fits_and_runs_every_layer():
@@ -93,16 +99,27 @@ def test_gen_alloc_writes_a_buildable_config_and_a_plot(tmp_path, capsys):
     assert "predicted: latency" in out and "evaluations" in out
 
 
-def test_auto_sizes_are_filled_by_the_allocator():
+def test_auto_sizes_are_filled_by_the_design_stage():
     raw = yaml.safe_load(open("gen/configs/auto-digits.yaml"))
     raw["allocator"]["evaluations"] = 300
-    resolved = resolve_auto_sizes(raw, "test", progress=lambda line: None)
-    assert isinstance(resolved["array"]["rows"], int)
-    assert resolved["buffers"]["param_depth"] == 512
-    parse_config(resolved)
+    config = parse_config(raw)              # loading runs no search: the sizes stay open
+    assert config.array.rows == "auto" and ("array", "rows") in config.auto_fields
+    resolved = resolve_sizes(config, progress=lambda line: None)
+    assert isinstance(resolved.array.rows, int) and not resolved.auto_fields
+    assert resolved.buffers.param_depth == 512
+    assert resolved.allocator is None
+    parse_config(resolved.as_dict())
     raw["allocator"]["colour"] = "red"
     with pytest.raises(UserError, match="unknown key"):
-        resolve_auto_sizes(raw, "test", progress=lambda line: None)
+        parse_config(raw)
+
+
+def test_loading_a_config_imports_nothing_of_the_allocator():
+    code = ("import sys; from gen.config import load_config; "
+            "c = load_config('gen/configs/auto-digits.yaml'); "
+            "assert c.auto_fields, c; "
+            "assert not [m for m in sys.modules if m.startswith('gen.alloc')], 'gen.alloc imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 def test_a_power_cap_below_the_static_power_is_refused():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gen.alloc import ActionSpace, Problem, search
-from gen.alloc.search import METHODS
+from gen.alloc.core import METHODS
 from gen.errors import UserError
 
 PE = np.array([1, 2, 3, 4, 6, 8, 12, 16])

@@ -4,7 +4,7 @@ The search knows nothing of hardware (DESIGN.md section 1): a cost model plugs i
 :class:`Problem`'s objective and constraint.
 """
 
-from gen.alloc.search import (EXHAUSTIVE_LIMIT, METHODS, ActionSpace, Problem, SearchResult,
-                              search)
+from gen.alloc.core import EXHAUSTIVE_LIMIT, METHODS, ActionSpace, Problem, SearchResult
+from gen.alloc.search import search
 
 __all__ = ["ActionSpace", "Problem", "SearchResult", "search", "METHODS", "EXHAUSTIVE_LIMIT"]

@@ -1,7 +1,7 @@
 """``python -m gen alloc``: size the engine for a network on a board, write a design config.
 
-Also resolves ``auto`` sizes in a design config for ``gen build`` (:func:`resolve_auto_sizes`).
-"""
+Also chooses the `auto` sizes of a design config for the design stage (:func:`size_auto_fields`,
+called by :func:`gen.design.resolve_sizes`).
 
 import json
 import time
@@ -10,15 +10,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..config import AUTO_FIELDS
 from ..errors import UserError
 from .problems import DEPLOYMENTS, OBJECTIVES, pipelined_problem, sequential_problem
 from .search import METHODS, search
 
-__all__ = ["add_arguments", "run", "allocate", "resolve_auto_sizes", "AUTO_FIELDS"]
+__all__ = ["add_arguments", "run", "allocate", "size_auto_fields"]
 
-#: Config fields the allocator may fill in when they say ``auto``.
-AUTO_FIELDS = (("array", "rows"), ("array", "cols"), ("buffers", "act_depth"),
-               ("buffers", "wgt_depth"), ("buffers", "param_depth"), ("buffers", "out_depth"))
 DEFAULT_EVALUATIONS = 3000
 
 
@@ -213,48 +211,25 @@ def plot_convergence(results, path, title=""):
     plt.close(fig)
 
 
-def resolve_auto_sizes(raw, source, progress=print):
-    """Fill the ``auto`` sizes of a raw config mapping with the allocator's choice.
+def size_auto_fields(config, board, progress=print):
+    """The allocator's choice for the sizes of ``config`` that say ``auto``, on ``board``.
 
-    The optional ``allocator`` section names the network and the search (defaults: the
-    built-in default network, latency, rl_ga, 3000 evaluations, seed 0); it is removed from
-    the mapping, which then parses as an ordinary design config.
+    ``config`` is a :class:`gen.config.DesignConfig`; its ``allocator`` section (or the defaults)
+    names the network and the search; its fixed sizes stay fixed. Returns
+    ``{(section, key): value}`` for :meth:`~gen.config.DesignConfig.with_sizes`.
     """
-    from ..boards import get_board
-    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    options = raw.pop("allocator", None) or {}
-    if not isinstance(options, dict):
-        raise UserError(f"{source}: allocator: must be a mapping (network, objective, method, "
-                        f"evaluations, seed)")
-    known = {"network", "objective", "method", "evaluations", "seed", "power_cap_mw"}
-    unknown = set(options) - known
-    if unknown:
-        raise UserError(f"{source}: allocator: unknown key(s) {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(sorted(known))}")
-    autos = [f for f in AUTO_FIELDS if isinstance(raw.get(f[0]), dict) and
-             raw[f[0]].get(f[1]) == "auto"]
-    if not autos:
-        if options:
-            raise UserError(f"{source}: allocator: given but no size says 'auto'")
-        return raw
-    board_name = raw.get("board")
-    if not isinstance(board_name, str):
-        raise UserError(f"{source}: board: needed to size 'auto' fields")
-    clock = raw.get("clock_mhz", 100.0)
-    if not isinstance(clock, (int, float)):
-        raise UserError(f"{source}: clock_mhz: must be a number")
-    board = get_board(board_name)
-    fixed = {f"{s}.{k}": raw[s][k] for s, k in AUTO_FIELDS
-             if isinstance(raw.get(s), dict) and (s, k) not in autos and
-             isinstance(raw[s].get(k), int)}
+    from ..config import AllocatorConfig
+    options = config.allocator or AllocatorConfig()
+    autos = config.auto_fields
+    fixed = {f"{section}.{key}": getattr(getattr(config, section), key)
+             for section, key in AUTO_FIELDS if (section, key) not in autos}
     allocation, result, workload = allocate(
-        options.get("network", "default"), board, fixed=fixed, objective=options.get("objective", "latency"),
-        method=options.get("method", "rl_ga"),
-        evaluations=int(options.get("evaluations", DEFAULT_EVALUATIONS)),
-        seed=int(options.get("seed", 0)), clock_mhz=float(clock),
-        power_cap_mw=options.get("power_cap_mw"), progress=progress)
+        options.network, board, fixed=fixed, objective=options.objective,
+        method=options.method, evaluations=options.evaluations, seed=options.seed,
+        clock_mhz=float(config.clock_mhz), power_cap_mw=options.power_cap_mw,
+        progress=progress)
     decoded = allocation.decode(result.best_actions)
-    for section, key in autos:
-        raw[section][key] = decoded[section][key]
-    progress(f"[alloc] {source}: " + ", ".join(f"{s}.{k} = {raw[s][k]}" for s, k in autos))
-    return raw
+    sizes = {(section, key): decoded[section][key] for section, key in autos}
+    progress(f"[alloc] {config.name}: " + ", ".join(f"{s}.{k} = {v}"
+                                                    for (s, k), v in sizes.items()))
+    return sizes

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from gen.alloc.search import Evaluator, _BudgetSpent as BudgetSpent, genetic, rank_key
+from .core import RL_OPTIONS, BudgetSpent, Evaluator, genetic, rank_key
 
 __all__ = ["RecurrentPolicy", "reinforce", "rl_ga"]
 
 
 class RecurrentPolicy(nn.Module):
-    """Autoregressive categorical policy over an :class:`~gen.alloc.search.ActionSpace`."""
+    """Autoregressive categorical policy over an :class:`~gen.alloc.core.ActionSpace`."""
 
     def __init__(self, choices, features=None, hidden: int = 64, embed: int = 16):
         super().__init__()
@@ -196,9 +196,6 @@ def reinforce(ev: Evaluator, rng: np.random.Generator, budget: int | None = None
     finally:
         torch.set_num_threads(threads)
     return arch
-
-
-RL_OPTIONS = ("batch", "hidden", "lr", "entropy", "embed", "bias_lr", "epochs", "clip", "imitate", "imitate_k")
 
 
 def rl_ga(ev: Evaluator, rng: np.random.Generator, rl_fraction: float | None = None,
