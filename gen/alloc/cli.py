@@ -2,6 +2,7 @@
 
 Also chooses the `auto` sizes of a design config for the design stage (:func:`size_auto_fields`,
 called by :func:`gen.design.resolve_sizes`).
+"""
 
 import json
 import time
