@@ -82,11 +82,9 @@ def cmd_build(args):
 def _fingerprint(folder):
     """Hash of what the build is made from: the generated Verilog and the manifest (clocks,
     host link, layouts), so that a changed generator invalidates an old build."""
-    import hashlib
-    digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.v")) + [folder / "manifest.json"]:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    from .rtl import digest
+    return digest(*(path.read_bytes() for path in
+                    sorted(folder.glob("*.v")) + [folder / "manifest.json"]))
 
 
 def _cached_report(folder, seed, fingerprint):

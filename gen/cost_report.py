@@ -19,7 +19,6 @@ goal is missed, 2 on a user error.
 """
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -29,6 +28,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .rtl import canonical_verilog, digest
 
 __all__ = ["Job", "conv_job", "CONFIGS", "JOBS", "CYCLE_TOLERANCE", "RESOURCE_TOLERANCE",
            "RESOURCES", "design_config", "jobs_for", "predict_cycles", "make_report",
@@ -284,26 +285,6 @@ def plot_report(report, path):
 # ---------------------------------------------------------------------------------------------
 # Measurements (cached under the hash of the generated Verilog)
 
-def _hash(*parts):
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part if isinstance(part, bytes) else str(part).encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:16]
-
-
-_MODULE_HEADER = re.compile(r"^(module [^(]*)\(([^;]*)\);", re.MULTILINE)
-
-
-def _canonical_verilog(text):
-    """``text`` with every module's port list sorted: Amaranth orders the clock and reset ports
-    of a design with several clock domains by set iteration, which changes with Python's hash
-    seed from one process to the next, while the design does not."""
-    return _MODULE_HEADER.sub(
-        lambda m: f"{m.group(1)}({', '.join(sorted(p.strip() for p in m.group(2).split(',')))});",
-        text)
-
-
 def _store(cache, data):
     """Write a measurement to ``cache`` and drop older ones of the same kind and config."""
     cache.write_text(json.dumps(data, indent=1) + "\n")
@@ -384,7 +365,7 @@ def measure_cycles(spec, jobs, cache_dir, *, force, progress):
     verilog = emit_verilog(GemmAccelerator(**params), "gemm_accelerator")
     bench = (REPO / "benchmarks" / "cocotb_cycles.py").read_bytes()
     shapes = [[job.name, job.m, job.k, job.n] for job in jobs]
-    key = _hash(_canonical_verilog(verilog), json.dumps(shapes), bench)
+    key = digest(canonical_verilog(verilog), json.dumps(shapes), bench)
     cache = cache_dir / f"cycles-{spec['name']}-{key}.json"
     if cache.exists() and not force:
         progress(f"[cycles {spec['name']}] cached ({cache.name})")
@@ -439,7 +420,7 @@ def measure_resources(spec, out, *, force, seed, progress):
     manifest = json.loads((folder / "manifest.json").read_text())
     for key in ("estimate", "expected_cycles"):
         manifest.pop(key, None)
-    fingerprint = _hash(*(_canonical_verilog(p.read_text()) for p in sorted(folder.glob("*.v"))),
+    fingerprint = digest(*(canonical_verilog(p.read_text()) for p in sorted(folder.glob("*.v"))),
                         json.dumps(manifest, sort_keys=True), seed)
     cache = out / "cache" / f"resources-{spec['name']}-{fingerprint}.json"
     if cache.exists() and not force:

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from gen import cost_report
+from gen.rtl import canonical_verilog
 from gen.cost_report import (CONFIGS, CYCLE_TOLERANCE, JOBS, RESOURCE_TOLERANCE, RESOURCES,
                              conv_job, design_config, format_report, jobs_for, make_report,
                              predict_cycles)
@@ -169,9 +170,9 @@ def test_cache_key_ignores_the_port_order_of_module_headers():
         "module \\top.sub (host_rst, clk,\n  \\port$1$0 , rst);\nendmodule\n"
     b = "module top(host_clk, x, clk, rst);\n  input clk;\nendmodule\n" \
         "module \\top.sub (rst, \\port$1$0 , host_rst,\n  clk);\nendmodule\n"
-    assert cost_report._canonical_verilog(a) == cost_report._canonical_verilog(b)
+    assert canonical_verilog(a) == canonical_verilog(b)
     changed = b.replace("input clk", "input [1:0] clk")
-    assert cost_report._canonical_verilog(a) != cost_report._canonical_verilog(changed)
+    assert canonical_verilog(a) != canonical_verilog(changed)
 
 
 def test_a_new_measurement_replaces_the_stale_ones(tmp_path):
