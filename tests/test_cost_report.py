@@ -101,13 +101,33 @@ def test_one_resource_off_fails_and_names_it():
     report = make_report(synthetic(resource_scale={"lut4": measured_lut}))
     verdict = report["verdict"]
     assert verdict["cycles"]["ok"] and not verdict["resources"]["ok"]
-    assert verdict["resources"]["failed"] == len(CONFIGS)
+    fitted = [spec for spec in CONFIGS if not spec.get("holdout")]
+    assert verdict["resources"]["failed"] == len(fitted)
+    assert verdict["holdout"]["failed"] == len(CONFIGS) - len(fitted)
     assert verdict["resources"]["worst"]["item"] == "lut4"
     assert verdict["resources"]["worst"]["error"] < -RESOURCE_TOLERANCE
     lines = format_report(report)
     lut_lines = [line for line in lines if " lut4 " in line]
     assert len(lut_lines) == len(CONFIGS) and all(line.endswith("MISS") for line in lut_lines)
     assert not any(line.endswith("MISS") for line in lines if " ff " in line)
+
+
+def test_the_estimate_has_a_hold_out_judged_on_its_own():
+    held = [spec for spec in CONFIGS if spec.get("holdout")]
+    assert len(held) >= 2
+    fitted_shapes = {(spec["rows"], spec["cols"]) for spec in CONFIGS if not spec.get("holdout")}
+    assert not {(spec["rows"], spec["cols"]) for spec in held} & fitted_shapes
+    measurements = synthetic()
+    off = measurements[held[0]["name"]]["resources"]
+    off["ff"] = round(off["ff"] / (1 - RESOURCE_TOLERANCE * 1.5))      # estimate 15% low
+    report = make_report(measurements)
+    verdict = report["verdict"]
+    assert verdict["resources"]["ok"] and not verdict["holdout"]["ok"] and not verdict["ok"]
+    assert verdict["holdout"]["worst"]["config"] == held[0]["name"]
+    assert "hold-out resources within 10%: FAIL" in verdict["text"]
+    rows = [line for line in format_report(report) if line.startswith(held[0]["name"])]
+    assert rows and all("hold-out" in line for line in rows)
+    assert any(line.endswith("MISS") and " ff " in line for line in rows)
 
 
 def test_missing_measurements_fail_the_verdict():
