@@ -26,13 +26,16 @@ def _design(args):
 
 def cmd_boards(args):
     from .boards import load_boards
-    boards = load_boards()
+    problems = []
+    boards = load_boards(problems=problems)
     print(f"{'board':11s} {'device':10s} {'LUT4':>7s} {'FF':>7s} {'MULT18':>6s} {'BRAM18':>6s}"
           f"  aliases")
     for board in boards.values():
         b = board.budget
         print(f"{board.name:11s} {board.device:10s} {b.lut4:7d} {b.ff:7d} {b.mult18:6d} "
               f"{b.bram18k:6d}  {', '.join(board.aliases)}")
+    for problem in problems:
+        print(f"warning: skipped {problem}", file=sys.stderr)
     return 0
 
 

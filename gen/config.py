@@ -9,14 +9,15 @@ says how to choose them. Loading a config never runs the allocator: it returns a
 of the allocator.
 """
 
-import difflib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .errors import UserError
+from .schema import check_mapping, show
+from .yamlfile import read_yaml
 
 __all__ = ["DesignConfig", "ArrayConfig", "BufferConfig", "HostConfig", "AllocatorConfig",
            "load_config", "parse_config", "DEFAULT_CONFIG", "SCHEMA", "AUTO", "AUTO_FIELDS"]
@@ -26,6 +27,8 @@ DATAFLOWS = ("output_stationary",)
 PLANNED_DATAFLOWS = ("weight_stationary",)
 #: The value of a size left to the allocator, and the fields that may hold it.
 AUTO = "auto"
+#: Longest design name (it names a folder and a Verilog module).
+MAX_NAME = 64
 AUTO_FIELDS = (("array", "rows"), ("array", "cols"), ("buffers", "act_depth"),
                ("buffers", "wgt_depth"), ("buffers", "param_depth"), ("buffers", "out_depth"))
 
@@ -70,6 +73,8 @@ class DesignConfig:
     buffers: BufferConfig
     host: HostConfig
     allocator: AllocatorConfig | None = None
+    #: Where the config came from (a file name), for messages; not part of the design.
+    source: str = field(default="config", compare=False)
 
     @property
     def auto_fields(self):
@@ -85,8 +90,15 @@ class DesignConfig:
             raw[section][key] = value
         return parse_config(raw, source=source)
 
+    @property
+    def module_name(self):
+        """The Verilog name of the design's top module: a plain identifier (a ``-`` in the
+        design name would make an escaped identifier that simulators' runners cannot name)."""
+        return f"{self.name.replace('-', '_')}_system"
+
     def as_dict(self):
         raw = asdict(self)
+        del raw["source"]
         if raw["allocator"] is None:
             del raw["allocator"]
         return raw
@@ -128,62 +140,16 @@ ALLOCATOR_SCHEMA = {
 }
 
 
-def _check_keys(raw, schema, where):
-    if not isinstance(raw, dict):
-        raise UserError(f"{where or 'config'}: expected a mapping of "
-                        f"{', '.join(schema)}, got {type(raw).__name__}")
-    for key in raw:
-        if key not in schema:
-            close = difflib.get_close_matches(str(key), schema, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"{where + '.' if where else ''}{key}: unknown key{hint}; "
-                            f"known keys here: {', '.join(schema)}")
-    for key in schema:
-        if key not in raw:
-            spec = schema[key]
-            what = spec[3] if isinstance(spec, tuple) else f"a section with {', '.join(spec)}"
-            raise UserError(f"{where + '.' if where else ''}{key}: missing ({what})")
-
-
-def _check_leaf(value, spec, path):
-    kind, low, high, help_text = spec
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise UserError(f"{path}: expected {kind.__name__}, got {value!r} "
-                        f"({type(value).__name__}): {help_text}")
-    if low is not None and not low <= value <= high:
-        raise UserError(f"{path}: {value} is outside [{low}, {high}]: {help_text}")
-    return value
-
-
-def _walk(raw, schema, where=""):
-    _check_keys(raw, schema, where)
-    out = {}
-    for key, spec in schema.items():
-        path = f"{where}.{key}" if where else key
-        if isinstance(spec, dict):
-            out[key] = _walk(raw[key], spec, path)
-        elif raw[key] == AUTO and tuple(path.split(".")) in AUTO_FIELDS:
-            out[key] = AUTO
-        else:
-            out[key] = _check_leaf(raw[key], spec, path)
-    return out
+def _walk(raw, schema):
+    return check_mapping(raw, schema, accept=lambda path, value: value == AUTO and
+                         tuple(path.split(".")) in AUTO_FIELDS)
 
 
 def _allocator_section(raw):
-    if not isinstance(raw, dict):
-        raise UserError(f"allocator: expected a mapping of {', '.join(ALLOCATOR_SCHEMA)}, got "
-                        f"{type(raw).__name__}")
-    for key in raw:
-        if key not in ALLOCATOR_SCHEMA:
-            close = difflib.get_close_matches(str(key), ALLOCATOR_SCHEMA, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"allocator.{key}: unknown key{hint}; known keys here: "
-                            f"{', '.join(ALLOCATOR_SCHEMA)}")
-    values = {key: _check_leaf(value, ALLOCATOR_SCHEMA[key], f"allocator.{key}")
-              for key, value in raw.items() if not (key == "power_cap_mw" and value is None)}
-    return AllocatorConfig(**values)
+    values = check_mapping(raw, ALLOCATOR_SCHEMA, "allocator", optional=ALLOCATOR_SCHEMA,
+                           accept=lambda path, value: path == "allocator.power_cap_mw" and
+                           value is None)
+    return AllocatorConfig(**{key: value for key, value in values.items() if value is not None})
 
 
 def parse_config(raw, *, source="config"):
@@ -197,33 +163,44 @@ def parse_config(raw, *, source="config"):
         values = _walk(raw, SCHEMA)
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", values["name"]):
-        raise UserError(f"{source}: name: {values['name']!r} may hold only letters, digits, "
-                        f"'-' and '_' (it names the build folder)")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,%d}" % (MAX_NAME - 1), values["name"]):
+        raise UserError(f"{source}: name: {show(values['name'])} must start with a letter and "
+                        f"hold at most {MAX_NAME} letters, digits, '-' and '_' (it names the "
+                        f"build folder and the Verilog module)")
     dataflow = values["array"]["dataflow"]
     if dataflow not in DATAFLOWS:
         planned = " (planned, not generated yet)" if dataflow in PLANNED_DATAFLOWS else ""
         raise UserError(f"{source}: array.dataflow: {dataflow!r}{planned} is not available; "
                         f"use one of {', '.join(DATAFLOWS)}")
+    _check_useful(values, source)
     config = DesignConfig(
         name=values["name"], board=values["board"], clock_mhz=values["clock_mhz"],
         array=ArrayConfig(**values["array"]), buffers=BufferConfig(**values["buffers"]),
-        host=HostConfig(**values["host"]), allocator=allocator)
+        host=HostConfig(**values["host"]), allocator=allocator, source=str(source))
     if allocator is not None and not config.auto_fields:
         raise UserError(f"{source}: allocator: given but no size says 'auto'")
     return config
+
+
+def _check_useful(values, source):
+    """Refuse sizes that the schema allows one by one but that together make PEs no job can
+    use (sizes still ``auto`` are checked once the allocator has chosen them)."""
+    array, buffers = values["array"], values["buffers"]
+    rows, cols = array["rows"], array["cols"]
+    if AUTO not in (cols, buffers["param_depth"]) and buffers["param_depth"] < cols:
+        raise UserError(f"{source}: buffers.param_depth: {buffers['param_depth']} is below "
+                        f"array.cols ({cols}), so columns beyond it never produce an output; "
+                        f"set it to at least {cols}")
+    if AUTO not in (rows, cols, buffers["out_depth"]) and buffers["out_depth"] < rows * cols:
+        raise UserError(f"{source}: buffers.out_depth: {buffers['out_depth']} bytes cannot hold "
+                        f"one {rows}x{cols} tile of outputs; set it to at least {rows * cols}")
 
 
 def load_config(path=None, *, board=None):
     """Load and check a config file (the built-in default if ``path`` is None); ``board``
     overrides its board. Sizes that say ``auto`` stay open (:attr:`DesignConfig.auto_fields`)."""
     path = Path(path) if path else DEFAULT_CONFIG
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path, "config file")
     if board is not None and isinstance(raw, dict):
         raw = dict(raw, board=board)
     return parse_config(raw, source=str(path))

@@ -21,7 +21,8 @@ from .hw.uart import MIN_DIVISOR
 from .cycles import gemm_cycles
 from .rtl import content_hash, emit_verilog
 
-__all__ = ["Design", "prepare_design", "resolve_sizes", "RTL_OUT", "UART_TOLERANCE"]
+__all__ = ["Design", "prepare_design", "resolve_sizes", "usable_bauds", "RTL_OUT",
+           "UART_TOLERANCE"]
 
 #: Where generated designs go: ``$ACCELGEN_RTL_OUT``, else ``rtl_out/`` in the working folder.
 RTL_OUT = Path(os.environ.get("ACCELGEN_RTL_OUT", "rtl_out"))
@@ -107,7 +108,7 @@ class Design:
                 f"{m}x{k}x{n}": gemm_cycles(m, k, n, c.array.rows, c.array.cols)
                 for m, k, n in ((c.array.rows, 1, c.array.cols), (64, 64, 64),
                                 (128, 128, 128))},
-            "top_module": f"{c.name}_system",
+            "top_module": c.module_name,
             "ports": {"clk": "in", "rst": "in", "host_clk": "in", "host_rst": "in",
                       "uart_rx": "in", "uart_tx": "out",
                       "busy": "out", "error": "out"},
@@ -117,7 +118,7 @@ class Design:
         """Write the Verilog, the exact config and the manifest; return the folder."""
         folder = self.folder(root)
         folder.mkdir(parents=True, exist_ok=True)
-        top_module = f"{self.config.name}_system"
+        top_module = self.config.module_name
         progress(f"[generate] {top_module}: {self.config.array.rows}x{self.config.array.cols} "
                  f"{self.config.array.dataflow} array -> {folder}")
         start = time.monotonic()
@@ -128,20 +129,43 @@ class Design:
         return folder
 
 
+def _baud_error(clock_mhz, divisor, baud):
+    return abs(clock_mhz * 1e6 / divisor - baud) / baud
+
+
+def usable_bauds(board, clock_mhz):
+    """Every integer baud rate the link accepts: within the serial port's limit, at least
+    ``MIN_DIVISOR`` clocks per bit, and within ``UART_TOLERANCE`` of what the clock divides to."""
+    rates = []
+    for divisor in range(MIN_DIVISOR, int(clock_mhz * 1e6 // 1200) + 1):
+        baud = round(clock_mhz * 1e6 / divisor)
+        if baud <= board.uart_max_baud and _baud_error(clock_mhz, divisor, baud) <= UART_TOLERANCE:
+            rates.append(baud)
+    return rates
+
+
+def _nearest_bauds(board, clock_mhz, baud):
+    rates = usable_bauds(board, clock_mhz)
+    below = [r for r in rates if r <= baud]
+    above = [r for r in rates if r > baud]
+    near = [x for x in (max(below, default=None), min(above, default=None)) if x is not None]
+    return " or ".join(str(r) for r in near)
+
+
 def _uart_divisor(config, board, clock_mhz):
     baud = config.host.baud
     if baud > board.uart_max_baud:
         raise UserError(f"host.baud: {baud} exceeds the {board.name} serial port's "
-                        f"{board.uart_max_baud}; lower it")
+                        f"{board.uart_max_baud}; use {_nearest_bauds(board, clock_mhz, baud)}")
     divisor = round(clock_mhz * 1e6 / baud)
     if divisor < MIN_DIVISOR:
         raise UserError(f"host.baud: {baud} is too fast for a {clock_mhz:g} MHz clock (the "
-                        f"UART needs at least {MIN_DIVISOR} clocks per bit)")
-    error = abs(clock_mhz * 1e6 / divisor - baud) / baud
+                        f"UART needs at least {MIN_DIVISOR} clocks per bit); use "
+                        f"{_nearest_bauds(board, clock_mhz, baud)}")
+    error = _baud_error(clock_mhz, divisor, baud)
     if error > UART_TOLERANCE:
         raise UserError(f"host.baud: {baud} is {error:.1%} off what the {clock_mhz:g} MHz host "
-                        f"clock "
-                        f"can divide to; choose a baud rate near {clock_mhz * 1e6 / divisor:.0f}")
+                        f"clock can divide to; use {_nearest_bauds(board, clock_mhz, baud)}")
     return divisor
 
 
@@ -153,19 +177,25 @@ def resolve_sizes(config, board=None, progress=print):
     from .alloc.cli import size_auto_fields
     board = board or get_board(config.board)
     sizes = size_auto_fields(config, board, progress=progress)
-    return config.with_sizes(sizes, source=f"{config.name} (sized by the allocator)")
+    return config.with_sizes(sizes, source=config.source)
 
 
 def prepare_design(config, progress=print):
     """Check ``config`` against its board (clocks, host link, resources) and plan the design;
     ``auto`` sizes are resolved first (:func:`resolve_sizes`), after the clock and the host
     link are checked, so that a config that cannot work fails before the search."""
-    board = get_board(config.board)
-    # An alias (`ulx3s`) and the board's own name must give the same design and folder.
-    config = dataclasses.replace(config, board=board.name)
-    pll = plan_pll(board.oscillator_mhz, config.clock_mhz)
-    divisor = _uart_divisor(config, board, board.oscillator_mhz)
-    config = resolve_sizes(config, board, progress=progress)
-    design = Design(config=config, board=board, pll=pll, uart_divisor=divisor)
-    check_fits(config, board, design.estimate)
+    try:
+        board = get_board(config.board)
+        # An alias (`ulx3s`) and the board's own name must give the same design and folder.
+        config = dataclasses.replace(config, board=board.name)
+        pll = plan_pll(board.oscillator_mhz, config.clock_mhz)
+        divisor = _uart_divisor(config, board, board.oscillator_mhz)
+        config = resolve_sizes(config, board, progress=progress)
+        design = Design(config=config, board=board, pll=pll, uart_divisor=divisor)
+        check_fits(config, board, design.estimate)
+    except UserError as exc:
+        message = str(exc)
+        if message.startswith(config.source):
+            raise
+        raise UserError(f"{config.source}: {message}") from None
     return design

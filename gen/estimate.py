@@ -144,6 +144,6 @@ def check_fits(config, board, estimate=None):
             problems.append(f"{key}: needs about {needed}, {board.name} has {available}: "
                             f"{advice}")
     if problems:
-        raise UserError(f"design {config.name!r} does not fit {board.name}:\n  " +
-                        "\n  ".join(problems))
+        raise UserError(f"design {config.name!r} does not fit {board.name}: " +
+                        "; ".join(problems))
     return estimate

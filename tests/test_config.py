@@ -47,7 +47,7 @@ def test_unknown_board_lists_the_known_ones():
     (lambda c: c["array"].update(dataflow="weight_stationary"),
      r"'weight_stationary' \(planned, not generated yet\) is not available"),
     (lambda c: c["array"].update(dataflow="diagonal"), r"array.dataflow: 'diagonal'"),
-    (lambda c: c.update(name="my design"), r"name: 'my design' may hold only"),
+    (lambda c: c.update(name="my design"), r"name: 'my design' must start with a letter and hold at most 64 letters"),
     (lambda c: c.update(extra=1), r"extra: unknown key"),
     (lambda c: c.update(host=5), r"host: expected a mapping"),
 ])
@@ -119,7 +119,7 @@ def test_uart_baud_checks():
     with pytest.raises(UserError, match="exceeds the ulx3s-85f serial port's 3000000"):
         prepare_design(parse_config(raw))
     raw["host"]["baud"] = 2_900_000      # 25 MHz / 9 = 2.78 Mbaud: 4% off
-    with pytest.raises(UserError, match="choose a baud rate near 2777778"):
+    with pytest.raises(UserError, match="off what the 25 MHz host clock can divide to; use 2777778$"):
         prepare_design(parse_config(raw))
     raw["host"]["baud"] = 115200         # 25 MHz / 217 = 115207 baud: 0.01% off, fine
     assert prepare_design(parse_config(raw)).uart_divisor == 217

@@ -6,7 +6,7 @@ from amaranth.hdl import Instance
 
 from ..errors import UserError
 
-__all__ = ["PllSettings", "plan_pll", "pll_instance"]
+__all__ = ["PllSettings", "plan_pll", "pll_instance", "nearest_clocks"]
 
 # ECP5 sysCLOCK PLL limits (ECP5 family data sheet, FPGA-DS-02012, PLL timing table).
 PFD_MHZ = (3.125, 400.0)
@@ -62,11 +62,31 @@ def plan_pll(input_mhz, output_mhz, *, tolerance_ppm=10000):
                     best = (key, PllSettings(input_mhz, output_mhz, clki_div, clkfb_div,
                                              clkop_div))
     if best is None or abs(best[1].error_ppm) > tolerance_ppm:
-        near = f" (closest: {best[1].output_mhz:.4f} MHz)" if best else ""
+        near = " or ".join(f"{mhz:g}" for mhz in nearest_clocks(input_mhz, output_mhz))
         raise UserError(f"clock_mhz: the PLL cannot make {output_mhz} MHz from "
-                        f"{input_mhz} MHz within {tolerance_ppm} ppm{near}; pick a clock "
-                        f"that is {input_mhz} MHz * a / b")
+                        f"{input_mhz} MHz within {tolerance_ppm} ppm; the nearest clocks it "
+                        f"makes are {near} MHz")
     return best[1]
+
+
+def nearest_clocks(input_mhz, output_mhz):
+    """The achievable output clocks just below and just above ``output_mhz`` (one if it lies
+    outside the range), rounded to 6 digits, each of which :func:`plan_pll` accepts."""
+    outputs = set()
+    for clki_div in range(1, 129):
+        pfd = input_mhz / clki_div
+        if not PFD_MHZ[0] <= pfd <= PFD_MHZ[1]:
+            continue
+        for clkfb_div in range(1, 81):
+            out = pfd * clkfb_div
+            # A VCO divider exists for every output in range (400..800 MHz / 128 covers it).
+            if OUT_MHZ[0] <= out <= OUT_MHZ[1] and any(
+                    VCO_MHZ[0] <= out * d <= VCO_MHZ[1] for d in range(1, 129)):
+                outputs.add(round(out, 6))
+    below = [mhz for mhz in outputs if mhz <= output_mhz]
+    above = [mhz for mhz in outputs if mhz > output_mhz]
+    return tuple(x for x in (max(below, default=None), min(above, default=None))
+                 if x is not None)
 
 
 def pll_instance(settings, clk_in, clk_out, locked):

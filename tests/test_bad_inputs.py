@@ -1,0 +1,234 @@
+"""Bad input gets one clear line, never a traceback: generated configs, config files and board
+files (hypothesis), and advice that the next check accepts."""
+
+import copy
+import math
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gen.boards import get_board, load_boards
+from gen.config import DEFAULT_CONFIG, SCHEMA, load_config, parse_config
+from gen.design import prepare_design, usable_bauds
+from gen.errors import UserError
+from gen.hw.pll import nearest_clocks, plan_pll
+
+DEFAULT_RAW = yaml.safe_load(DEFAULT_CONFIG.read_text())
+BOARD_FILE = (DEFAULT_CONFIG.parent.parent.parent / "boards" / "ulx3s-85f.yaml").read_text()
+EXAMPLES = settings(max_examples=300, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=300),
+                    st.binary(max_size=20))
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+    max_leaves=12)
+
+
+def _paths(schema, prefix=()):
+    for key, spec in schema.items():
+        yield prefix + (key,)
+        if isinstance(spec, dict):
+            yield from _paths(spec, prefix + (key,))
+
+
+SCHEMA_PATHS = sorted(_paths(SCHEMA)) + [("allocator",), ("allocator", "seed"),
+                                         ("allocator", "evaluations")]
+
+
+@st.composite
+def mutated_configs(draw):
+    """The default config with a few places set to random values, deleted, or renamed."""
+    raw = copy.deepcopy(DEFAULT_RAW)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(SCHEMA_PATHS))
+        node = raw
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        action = draw(st.sampled_from(("set", "delete", "rename")))
+        if action == "delete":
+            node.pop(path[-1], None)
+        elif action == "rename":
+            node[draw(st.text(min_size=1, max_size=10))] = node.pop(path[-1], None)
+        else:
+            node[path[-1]] = draw(values)
+    return raw
+
+
+def _one_clear_line(exc, *, names=None):
+    message = str(exc)
+    assert message and "\n" not in message and len(message) < 600, message
+    assert "Traceback" not in message
+    if names is not None:
+        assert names in message, message
+
+
+@EXAMPLES
+@given(mutated_configs())
+def test_any_config_mapping_is_accepted_or_refused_in_one_line(raw):
+    try:
+        config = parse_config(raw, source="generated.yaml")
+    except UserError as exc:
+        _one_clear_line(exc, names="generated.yaml")
+        return
+    if config.auto_fields:         # sizing would run the allocator: loading alone must pass
+        return
+    try:
+        prepare_design(config, progress=lambda line: None)
+    except UserError as exc:
+        _one_clear_line(exc, names="generated.yaml")
+
+
+@EXAMPLES
+@given(st.binary(max_size=400))
+def test_any_bytes_as_a_config_file_are_accepted_or_refused_in_one_line(tmp_path, data):
+    path = tmp_path / "bytes.yaml"
+    path.write_bytes(data)
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    _one_clear_line(info.value, names=str(path))
+
+
+@EXAMPLES
+@given(st.text(max_size=400))
+def test_any_text_as_a_config_file_is_accepted_or_refused_in_one_line(tmp_path, text):
+    path = tmp_path / "text.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_config(path)
+    except UserError as exc:
+        _one_clear_line(exc, names=str(path))
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", "is empty"),
+    (b"   \n# only a comment\n", "is empty"),
+    (b"\xff\xfe n\x00a\x00m\x00e\x00", "binary"),
+    (b"name: caf\xe9\n", "not UTF-8"),
+    (DEFAULT_CONFIG.read_bytes() + b"name: again\n", "'name' is given twice"),
+    (b"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n",
+     "anchors"),
+    (b"name: [unclosed\n", "not valid YAML"),
+])
+def test_broken_config_files_name_the_file(tmp_path, content, expected):
+    path = tmp_path / "broken.yaml"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=expected) as info:
+        load_config(path)
+    _one_clear_line(info.value, names=str(path))
+
+
+def test_a_folder_a_missing_file_and_a_long_name(tmp_path):
+    with pytest.raises(UserError, match="is a folder"):
+        load_config(tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "nothing.yaml")
+    raw = copy.deepcopy(DEFAULT_RAW)
+    raw["name"] = "x" * 100_000
+    with pytest.raises(UserError, match="at most 64") as info:
+        parse_config(raw)
+    _one_clear_line(info.value)
+
+
+def test_useless_buffer_sizes_are_errors():
+    raw = copy.deepcopy(DEFAULT_RAW)
+    raw["buffers"]["param_depth"] = raw["array"]["cols"] - 1
+    with pytest.raises(UserError, match="buffers.param_depth: 7 is below array.cols"):
+        parse_config(raw)
+    raw = copy.deepcopy(DEFAULT_RAW)
+    raw["buffers"]["out_depth"] = 32
+    with pytest.raises(UserError, match="buffers.out_depth: 32 bytes cannot hold one 8x8 tile"):
+        parse_config(raw)
+
+
+def test_design_errors_name_the_config_file(tmp_path):
+    raw = copy.deepcopy(DEFAULT_RAW)
+    raw["host"]["baud"] = 3_000_000
+    path = tmp_path / "fast.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError, match=rf"^{path}: host.baud: 3000000 is .* use 2777778$"):
+        prepare_design(load_config(path))
+    raw["host"]["baud"] = 1_000_000
+    raw["array"].update(rows=32, cols=32)
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError, match=rf"^{path}: design 'default' does not fit") as info:
+        prepare_design(load_config(path))
+    _one_clear_line(info.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1200, 12_000_000))
+def test_baud_advice_is_always_accepted(baud):
+    raw = copy.deepcopy(DEFAULT_RAW)
+    raw["host"]["baud"] = baud
+    try:
+        prepare_design(parse_config(raw))
+        return
+    except UserError as exc:
+        message = str(exc)
+    _one_clear_line(message)
+    advice = message.rsplit("; use ", 1)[1].split(" or ")
+    assert advice and all(a.isdigit() for a in advice), message
+    for rate in advice:
+        raw["host"]["baud"] = int(rate)
+        assert prepare_design(parse_config(raw)).baud_actual > 0
+
+
+def test_every_usable_baud_is_usable():
+    board = get_board("ulx3s")
+    rates = usable_bauds(board, board.oscillator_mhz)
+    assert max(rates) == 2_777_778 and 1_000_000 in rates and 115_200 not in rates
+    assert 115_207 in rates
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(10.0, 400.0))
+def test_pll_advice_names_clocks_it_can_make(mhz):
+    strict = 20    # ppm: tight enough that most requests fail and advice is given
+    try:
+        plan_pll(25.0, mhz, tolerance_ppm=strict)
+        return
+    except UserError as exc:
+        _one_clear_line(exc)
+        assert "nearest clocks it makes are" in str(exc)
+    near = nearest_clocks(25.0, mhz)
+    assert 1 <= len(near) <= 2
+    for clock in near:
+        assert abs(plan_pll(25.0, clock, tolerance_ppm=strict).output_mhz - clock) < 1e-5
+    assert all(not (min(near) < c < max(near)) or math.isclose(c, mhz) for c in near)
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_one_bad_board_file_leaves_the_others_working(tmp_path_factory, data):
+    folder = tmp_path_factory.mktemp("boards")
+    (folder / "ulx3s-85f.yaml").write_text(BOARD_FILE)
+    raw = yaml.safe_load(BOARD_FILE)
+    raw["name"] = "broken"
+    key = data.draw(st.sampled_from(sorted(raw) + ["budget.lut4", "uart.max_baud"]))
+    node, leaf = (raw, key) if "." not in key else (raw[key.split(".")[0]], key.split(".")[1])
+    if data.draw(st.booleans()):
+        node[leaf] = data.draw(values)
+    else:
+        node.pop(leaf, None)
+    text = yaml.safe_dump(raw) if data.draw(st.booleans()) else data.draw(st.text(max_size=200))
+    (folder / "broken.yaml").write_text(text)
+    problems = []
+    boards = load_boards(folder, problems)
+    assert "ulx3s-85f" in boards
+    assert get_board("ulx3s", folder).name == "ulx3s-85f"
+    if "broken" in boards:
+        return           # the change was harmless (an alias list, say)
+    assert len(problems) == 1
+    _one_clear_line(problems[0], names="broken.yaml")
+    with pytest.raises(UserError) as info:
+        get_board("broken", folder)
+    _one_clear_line(info.value, names="broken.yaml")
