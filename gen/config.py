@@ -20,7 +20,7 @@ from .schema import check_mapping, show
 from .yamlfile import read_yaml
 
 __all__ = ["DesignConfig", "ArrayConfig", "BufferConfig", "HostConfig", "AllocatorConfig",
-           "load_config", "parse_config", "DEFAULT_CONFIG", "SCHEMA", "AUTO", "AUTO_FIELDS"]
+           "load_config", "parse_config", "check_name", "DEFAULT_CONFIG", "SCHEMA", "AUTO", "AUTO_FIELDS"]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 DATAFLOWS = ("output_stationary",)
@@ -152,6 +152,16 @@ def _allocator_section(raw):
     return AllocatorConfig(**{key: value for key, value in values.items() if value is not None})
 
 
+def check_name(name, where="name"):
+    """Refuse a design name that could not name a build folder and a Verilog module."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,%d}"
+                                                      % (MAX_NAME - 1), name):
+        raise UserError(f"{where}: {show(name)} must start with a letter and hold at most "
+                        f"{MAX_NAME} letters, digits, '-' and '_' (it names the build folder "
+                        f"and the Verilog module)")
+    return name
+
+
 def parse_config(raw, *, source="config"):
     """Validate a config mapping and return a :class:`DesignConfig`."""
     try:
@@ -163,10 +173,7 @@ def parse_config(raw, *, source="config"):
         values = _walk(raw, SCHEMA)
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,%d}" % (MAX_NAME - 1), values["name"]):
-        raise UserError(f"{source}: name: {show(values['name'])} must start with a letter and "
-                        f"hold at most {MAX_NAME} letters, digits, '-' and '_' (it names the "
-                        f"build folder and the Verilog module)")
+    check_name(values["name"], f"{source}: name")
     dataflow = values["array"]["dataflow"]
     if dataflow not in DATAFLOWS:
         planned = " (planned, not generated yet)" if dataflow in PLANNED_DATAFLOWS else ""

@@ -29,7 +29,13 @@ energy problem", ISSCC 2014, table of 45 nm operations); register file, on-chip 
 off-chip access cost 1x, 6x and 200x a MAC (Chen, Emer, Sze, "Eyeriss", ISCA 2016, fig. 3's
 normalized energies). Power = static + energy / time; ``STATIC_MW`` is the ECP5-85F's
 quiescent core power as a round figure (Lattice ECP5 power calculator ballpark: ~100 mW).
-Bandwidth ``LINK_BYTES_PER_CYCLE`` = 2: the ULX3S's 16-bit SDRAM at the accelerator clock.
+Host link of the generated design (``accelgen_os``): its only link is the UART of
+``gen/host/PROTOCOL.md``, 8N1, so ``uart_bytes_per_second(baud) = baud / 10``; the bytes are
+exactly what ``gen/host/driver.py`` sends per job (operands padded to whole row/column tiles,
+9-byte parameter words, the INT8 outputs, and ``PROTOCOL_BYTES_PER_JOB`` of commands and replies).
+``SDRAM_BYTES_PER_CYCLE`` = 2 (the ULX3S's 16-bit SDRAM at the accelerator clock) is a
+what-if: the generated design has no memory controller; the classic dataflows and the
+layer-pipelined report assume it.
 Resources come from :mod:`gen.estimate` (fitted to nextpnr; see its calibration points).
 """
 
@@ -40,7 +46,8 @@ from .cycles import gemm_cycles_closed_form as engine_gemm_cycles
 from . import estimate
 
 __all__ = ["DATAFLOWS", "E_MAC", "E_RF", "E_BUFFER", "E_OFFCHIP", "STATIC_MW",
-           "LINK_BYTES_PER_CYCLE", "engine_gemm_cycles", "engine_resources", "layer_cost",
+           "SDRAM_BYTES_PER_CYCLE", "PROTOCOL_BYTES_PER_JOB", "uart_bytes_per_second",
+           "uart_bytes_per_cycle", "engine_gemm_cycles", "engine_resources", "layer_cost",
            "check_dataflow"]
 
 DATAFLOWS = {
@@ -55,7 +62,20 @@ E_RF = 1.0 * E_MAC          # Eyeriss ISCA 2016 normalized energies: RF 1x,
 E_BUFFER = 6.0 * E_MAC      # global buffer 6x,
 E_OFFCHIP = 200.0 * E_MAC   # DRAM 200x (per byte-wide access)
 STATIC_MW = 100.0
-LINK_BYTES_PER_CYCLE = 2.0
+SDRAM_BYTES_PER_CYCLE = 2.0
+#: Per job, besides the operands and results: three WRITE headers (10 bytes) and their replies
+#: (1), START (7 + 1), one STATUS (1 + 2), CYCLES (1 + 5) and the READ header (10 + 1).
+PROTOCOL_BYTES_PER_JOB = 3 * 11 + 8 + 3 + 6 + 11
+
+
+def uart_bytes_per_second(baud):
+    """Payload bytes per second of an 8N1 UART (a start bit, 8 data bits, a stop bit)."""
+    return baud / 10
+
+
+def uart_bytes_per_cycle(baud, clock_mhz):
+    """The UART's bytes per accelerator cycle."""
+    return uart_bytes_per_second(baud) / (clock_mhz * 1e6)
 
 # Bytes of per-output-channel parameters in the engine: bias 4, multiplier 4, shift 1.
 PARAM_BYTES = 9
@@ -112,7 +132,7 @@ def _jobs_cycles(m, k, n, mc, nc, rows, cols):
 
 
 def layer_cost(layers, engine, dataflow="accelgen_os", *, clock_mhz=100.0,
-               link_bytes_per_cycle=LINK_BYTES_PER_CYCLE):
+               link_bytes_per_cycle=SDRAM_BYTES_PER_CYCLE):
     """Cost of each layer on each engine configuration.
 
     Parameters
@@ -124,6 +144,10 @@ def layer_cost(layers, engine, dataflow="accelgen_os", *, clock_mhz=100.0,
         ``rows, cols, act_depth, wgt_depth, param_depth, out_depth`` (buffer depths in words as in
         a design config); for the classic dataflows ``buffer_bytes`` (on-chip capacity) instead
         of the depths.
+
+    link_bytes_per_cycle : float
+        The host / off-chip link. For ``accelgen_os`` pass the design's real link
+        (:func:`uart_bytes_per_cycle`); the default is the SDRAM what-if.
 
     Returns a dict of arrays: ``compute_cycles``, ``cycles`` (latency in cycles with transfers),
     ``traffic_bytes`` (off-chip / host), ``buffer_bytes`` (on-chip bytes the layer needs to run
@@ -144,10 +168,11 @@ def layer_cost(layers, engine, dataflow="accelgen_os", *, clock_mhz=100.0,
         compute, jobs = _jobs_cycles(m, k, n, mc, nc, rows, cols)
         compute = compute * count
         jm, jn = _cdiv(m, mc), _cdiv(n, nc)
-        # Loop order with the smaller traffic: weights outer (A reloaded per N chunk) or
-        # activations outer (W reloaded per M chunk).
-        traffic = (np.minimum(a_bytes * jn + w_bytes, a_bytes + w_bytes * jm) + o_bytes +
-                   n * PARAM_BYTES * jm) * count
+        # What the driver sends: every job writes its A chunk, W chunk and parameters (padded
+        # to whole tiles, as the buffers hold them) and reads its outputs.
+        a_padded, w_padded = _cdiv(m, rows) * rows * k, _cdiv(n, cols) * cols * k
+        traffic = (a_padded * jn + w_padded * jm + o_bytes + n * PARAM_BYTES * jm +
+                   jm * jn * PROTOCOL_BYTES_PER_JOB) * count
         cycles = compute + np.ceil(traffic / link_bytes_per_cycle).astype(np.int64)
         tiles = _cdiv(mc, rows) * _cdiv(nc, cols) * jm * jn
         buffer_reads = tiles * k * (rows + cols) * count

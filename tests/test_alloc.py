@@ -132,3 +132,35 @@ def test_a_power_cap_is_respected():
                                  evaluations=400, progress=lambda l: None)
     r = capped.evaluate(result.best_actions[None, :])
     assert r["power_mw"][0] <= 112
+
+
+def test_the_timing_constraint_does_not_disappear_above_the_measured_points():
+    with pytest.raises(UserError, match="above the highest clock with a measured timing"):
+        allocate("default", BOARD, clock_mhz=126, evaluations=50, progress=lambda l: None)
+    with pytest.raises(UserError, match="power cap"):
+        allocate("default", BOARD, power_cap_mw=0, evaluations=50, progress=lambda l: None)
+
+
+def test_a_search_that_ran_out_says_so_and_how_many_it_needs():
+    with pytest.raises(UserError, match=r"spent its 50 evaluations without finding one of the "
+                                        r"\d+ configurations .* --method exhaustive needs \d+"):
+        allocate("resnet50", get_board("ulx3s-12f"), method="random", evaluations=50,
+                 progress=lambda l: None)
+
+
+def test_latency_is_for_the_uart_the_design_has(tmp_path, capsys):
+    allocation, result, _ = allocate("default", BOARD, evaluations=200, host_baud=115200,
+                                     progress=lambda l: None)
+    r = allocation.evaluate(result.best_actions[None, :])
+    assert np.isclose(r["transfer_s"][0], np.ceil(r["traffic_bytes"][0] /
+                      (115200 / 10 / 100e6)) / 100e6, rtol=1e-3)
+    assert r["whatif_sdram_latency_s"][0] < r["latency_s"][0]
+    assert main(["alloc", "--network", "default", "--evaluations", "100", "--seed", "3",
+                 "--baud", "115200", "--out", str(tmp_path)]) == 0
+    header = (tmp_path / "digits_vit-alloc.yaml").read_text().splitlines()[0]
+    for option in ("--network digits_vit", "--board ulx3s", "--deployment sequential",
+                   "--objective latency", "--method rl_ga", "--evaluations 100", "--seed 3",
+                   "--clock-mhz 100", "--baud 115200", "--name digits_vit-alloc"):
+        assert option in header, (option, header)
+    assert load_config(tmp_path / "digits_vit-alloc.yaml").host.baud == 115200
+    assert "what-if (not the generated design)" in capsys.readouterr().out

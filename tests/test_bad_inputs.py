@@ -232,3 +232,39 @@ def test_one_bad_board_file_leaves_the_others_working(tmp_path_factory, data):
     with pytest.raises(UserError) as info:
         get_board("broken", folder)
     _one_clear_line(info.value, names="broken.yaml")
+
+
+ALLOC_FLAGS = {
+    "--seed": st.one_of(st.integers(-2 ** 40, 2 ** 40), st.text(max_size=8)),
+    "--clock-mhz": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8)),
+    "--power-cap-mw": st.one_of(st.floats(-1e3, 1e4), st.text(max_size=8)),
+    "--evaluations": st.one_of(st.integers(-5, 40), st.text(max_size=8)),
+    "--name": st.text(max_size=80),
+    "--baud": st.one_of(st.integers(-10, 20_000_000), st.text(max_size=8)),
+    "--network": st.one_of(st.sampled_from(["default", "resnet50"]), st.text(max_size=12)),
+}
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(sorted(ALLOC_FLAGS)), st.just(None), min_size=1,
+                       max_size=3).flatmap(lambda chosen: st.fixed_dictionaries(
+                           {flag: ALLOC_FLAGS[flag] for flag in chosen})))
+def test_gen_alloc_flags_are_accepted_or_refused_in_one_line(tmp_path, capsys, flags):
+    from gen.__main__ import main
+    argv = ["alloc", "--method", "random", "--out", str(tmp_path)]
+    if "--evaluations" not in flags:
+        argv += ["--evaluations", "20"]
+    for flag, value in flags.items():
+        argv.append(f"{flag}={value}")
+    try:
+        code = main(argv)
+    except SystemExit as exit:        # argparse refused a flag
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code in (0, 2), (argv, code, err)
+    assert "Traceback" not in err, err
+    if code == 2:
+        errors = [line for line in err.splitlines() if "error" in line]
+        assert len(errors) == 1, err
+        _one_clear_line(errors[0])

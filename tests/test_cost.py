@@ -51,7 +51,10 @@ def test_a_gemm_that_fits_is_one_job_with_the_exact_cycles():
     r = cost.layer_cost(layer(100, 64, 120), ENGINE)
     assert r["jobs"].tolist() == [1]
     assert r["compute_cycles"].tolist() == [predicted_cycles(100, 64, 120, 8, 8)]
-    assert r["traffic_bytes"][0] == 100 * 64 + 64 * 120 + 100 * 120 + 120 * cost.PARAM_BYTES
+    # The driver's bytes: A padded to 13 row tiles of 8, W to 15 column tiles, the outputs,
+    # the parameter words and the commands of one job.
+    assert r["traffic_bytes"][0] == (104 * 64 + 64 * 120 + 100 * 120 + 120 * cost.PARAM_BYTES +
+                                     cost.PROTOCOL_BYTES_PER_JOB)
     assert r["feasible"].all()
 
 

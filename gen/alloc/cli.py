@@ -5,15 +5,18 @@ called by :func:`gen.design.resolve_sizes`).
 """
 
 import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from .. import cliargs
 from ..config import AUTO_FIELDS
 from ..errors import UserError
-from .problems import DEPLOYMENTS, OBJECTIVES, pipelined_problem, sequential_problem
+from .problems import (DEPLOYMENTS, OBJECTIVES, max_pes_at, pipelined_problem,
+                       sequential_problem)
 from .search import METHODS, search
 
 __all__ = ["add_arguments", "run", "allocate", "size_auto_fields"]
@@ -30,26 +33,55 @@ def add_arguments(parser):
                         help="accelgen_os (default for sequential), ws, rs, os (pipelined)")
     parser.add_argument("--objective", default="latency", choices=OBJECTIVES)
     parser.add_argument("--method", default="rl_ga", choices=METHODS)
-    parser.add_argument("--evaluations", type=int, default=DEFAULT_EVALUATIONS,
+    parser.add_argument("--evaluations", type=cliargs.count(1, 10_000_000),
+                        default=DEFAULT_EVALUATIONS,
                         help="cost-model evaluations the search may spend")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--clock-mhz", type=float, default=100.0)
-    parser.add_argument("--power-cap-mw", type=float, default=None)
+    parser.add_argument("--seed", type=cliargs.seed, default=0)
+    parser.add_argument("--clock-mhz", type=cliargs.positive_float, default=100.0,
+                        help="accelerator clock; checked like clock_mhz in a config")
+    parser.add_argument("--baud", type=cliargs.count(1200, 12_000_000), default=None,
+                        help="host UART baud rate (default: the default config's)")
+    parser.add_argument("--power-cap-mw", type=cliargs.positive_float, default=None)
     parser.add_argument("--name", default=None, help="design name (default <network>-alloc)")
     parser.add_argument("--out", default=None, help="output folder (default rtl_out/alloc/...)")
 
 
+def check_clock(clock_mhz, board, where="--clock-mhz"):
+    """The clock checks of a design config (range, a PLL output) plus the allocator's own: a
+    measured timing point at or above it."""
+    from ..config import SCHEMA
+    from ..hw.pll import plan_pll
+    low, high = SCHEMA["clock_mhz"][1:3]
+    if not low <= clock_mhz <= high:
+        raise UserError(f"{where}: {clock_mhz:g} MHz is outside [{low:g}, {high:g}]")
+    try:
+        plan_pll(board.oscillator_mhz, clock_mhz)
+        max_pes_at(clock_mhz)
+    except UserError as exc:
+        raise UserError(f"{where}: {str(exc).removeprefix('clock_mhz: ')}") from None
+
+
 def allocate(network, board, *, deployment="sequential", dataflow=None, objective="latency",
              method="rl_ga", evaluations=DEFAULT_EVALUATIONS, seed=0, clock_mhz=100.0,
-             power_cap_mw=None, fixed=None, progress=print):
-    """Run the search; returns (allocation problem, search result, workload)."""
+             power_cap_mw=None, fixed=None, host_baud=None, progress=print):
+    """Run the search; returns (allocation problem, search result, workload).
+
+    Every argument is checked before the workload is built or the search runs.
+    """
+    from ..config import load_config
     from ..workloads import get_workload
+    check_clock(clock_mhz, board)
+    if power_cap_mw is not None and not (math.isfinite(power_cap_mw) and power_cap_mw > 0):
+        raise UserError(f"power cap: {power_cap_mw!r} mW must be a number above 0")
+    if host_baud is None:
+        host_baud = load_config().host.baud
     workload = get_workload(network)
     dataflow = dataflow or ("accelgen_os" if deployment == "sequential" else "ws")
     if deployment == "sequential":
         allocation = sequential_problem(workload, board.budget, dataflow=dataflow,
                                         objective=objective, clock_mhz=clock_mhz,
-                                        power_cap_mw=power_cap_mw, fixed=fixed)
+                                        power_cap_mw=power_cap_mw, fixed=fixed,
+                                        host_baud=host_baud)
     else:
         allocation = pipelined_problem(workload, board.budget, dataflow=dataflow,
                                        objective=objective, clock_mhz=clock_mhz,
@@ -70,16 +102,29 @@ def allocate(network, board, *, deployment="sequential", dataflow=None, objectiv
 
     result = search(allocation.problem, method, evaluations, seed, progress=report)
     if not result.feasible:
-        raise UserError(_no_fit_message(allocation, board, workload))
+        raise UserError(_no_fit_message(allocation, board, workload, result))
     return allocation, result, workload
 
 
-def _no_fit_message(allocation, board, workload):
-    """Say the least each resource would have to be for some configuration to fit."""
+#: Spaces up to this many points are enumerated to tell "nothing fits" from "not found".
+ENUMERATE_LIMIT = 200_000
+
+
+def _no_fit_message(allocation, board, workload, result):
+    """Why the search found nothing: no point of the space fits (say what would have to
+    change), or some do and the search ran out of evaluations (say how many it needs)."""
     space = allocation.problem.space
-    if space.size <= 200_000:
+    where = f"{workload.name} on {board.name} ({allocation.deployment})"
+    if space.size <= ENUMERATE_LIMIT:
         grids = np.stack(np.meshgrid(*[np.arange(c) for c in space.choices], indexing="ij"),
                          axis=-1).reshape(-1, space.n_steps)
+        fitting = int((allocation.problem.constraint(grids) <= 0).sum())
+        if fitting:
+            need = math.ceil(space.size / fitting)
+            return (f"the search spent its {result.evaluations} evaluations without finding "
+                    f"one of the {fitting} configurations (of {space.size}) that fit {where}; "
+                    f"raise --evaluations (a random search needs about {need} per hit, "
+                    f"--method exhaustive needs {space.size})")
     else:   # per-layer choices are independent in resources: the lowest levels bound them
         grids = np.zeros((1, space.n_steps), dtype=np.int64)
     r = allocation.evaluate(grids)
@@ -93,31 +138,44 @@ def _no_fit_message(allocation, board, workload):
     have = board.budget
     lacking = [f"{key} >= {need[key]} (has {getattr(have, key)})" for key in need
                if need[key] > getattr(have, key)]
-    detail = ", ".join(lacking) if lacking else (
-        "each resource alone fits, but not together or not under the power cap")
-    return (f"no configuration fits {board.name} for {workload.name} "
-            f"({allocation.deployment}): the smallest needs {detail}; choose a larger board, "
-            f"a smaller network or the other deployment")
+    if lacking:
+        return (f"no configuration fits {where}: the smallest needs {', '.join(lacking)}; "
+                f"choose a larger board, a smaller network or the other deployment")
+    if space.size <= ENUMERATE_LIMIT:
+        return (f"no configuration fits {where}: each resource alone fits, but none fits "
+                f"them together under the power cap and the timing limit; raise the power cap "
+                f"or lower the clock")
+    return (f"the search found no configuration that fits {where} in {result.evaluations} "
+            f"evaluations, although the smallest choices fit: raise --evaluations")
 
 
 def run(args):
     from ..boards import get_board
+    from ..config import check_name
     board = get_board(args.board)
+    # Everything that could fail after the search is checked before it.
+    if args.name is not None:
+        check_name(args.name, "--name")
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        _check_out(out)
     start = time.monotonic()
     allocation, result, workload = allocate(
         args.network, board, deployment=args.deployment, dataflow=args.dataflow,
         objective=args.objective, method=args.method, evaluations=args.evaluations,
-        seed=args.seed, clock_mhz=args.clock_mhz, power_cap_mw=args.power_cap_mw)
-    out = Path(args.out or Path("rtl_out") / "alloc" /
-               f"{workload.name}-{board.name}-{allocation.deployment}")
-    out.mkdir(parents=True, exist_ok=True)
+        seed=args.seed, clock_mhz=args.clock_mhz, power_cap_mw=args.power_cap_mw,
+        host_baud=args.baud)
+    out = out or (Path("rtl_out") / "alloc" /
+                  f"{workload.name}-{board.name}-{allocation.deployment}")
+    _check_out(out)
     summary = summarize(allocation, result, workload, board)
     for line in summary["lines"]:
         print(line)
     written = [out / "allocation.json", out / "convergence.png"]
     if allocation.deployment == "sequential":
         name = args.name or f"{workload.name}-alloc".replace(".", "-")
-        config = design_config(name, board, args.clock_mhz, allocation.decode(result.best_actions))
+        config = design_config(name, board, args.clock_mhz, allocation.decode(result.best_actions),
+                               baud=args.baud)
         path = out / f"{name}.yaml"
         path.write_text(_config_text(config, allocation, result, workload, args))
         written.insert(0, path)
@@ -136,22 +194,46 @@ def run(args):
     return 0
 
 
-def design_config(name, board, clock_mhz, decoded):
+def _check_out(out):
+    """``out`` is (or can be made) a folder we can write, before any long work."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"--out: cannot write to {out} ({exc.strerror or exc})") from None
+
+
+def design_config(name, board, clock_mhz, decoded, baud=None):
     """A design config mapping (as `gen build` reads it) from a decoded sequential action."""
     from dataclasses import asdict
     from ..config import load_config
     host = asdict(load_config().host)
+    if baud is not None:
+        host["baud"] = baud
     return {"name": name, "board": board.name, "clock_mhz": clock_mhz, **decoded, "host": host}
 
 
 def _config_text(config, allocation, result, workload, args):
     r = allocation.evaluate(result.best_actions[None, :])
+    options = [f"--network {workload.name}", f"--board {args.board}",
+               f"--deployment {allocation.deployment}",
+               f"--dataflow {allocation.info['dataflow']}",
+               f"--objective {allocation.objective}", f"--method {result.method}",
+               f"--evaluations {args.evaluations}", f"--seed {args.seed}",
+               f"--clock-mhz {args.clock_mhz:g}", f"--baud {config['host']['baud']}"]
+    if args.power_cap_mw is not None:
+        options.append(f"--power-cap-mw {args.power_cap_mw:g}")
+    options.append(f"--name {config['name']}")
     header = [
-        f"# Sized by `python -m gen alloc --network {workload.name} --board {args.board} "
-        f"--objective {allocation.objective} --method {result.method} --evaluations "
-        f"{args.evaluations} --seed {args.seed}`",
+        f"# Sized by `python -m gen alloc {' '.join(options)}`",
         f"# Predicted by gen.cost: {float(r['latency_s'][0]) * 1e3:.3f} ms per inference "
-        f"({int(r['cycles'][0])} cycles at {allocation.info['clock_mhz']:g} MHz incl. transfers), "
+        f"({int(r['cycles'][0])} cycles at {allocation.info['clock_mhz']:g} MHz: compute "
+        f"{float(r['compute_s'][0]) * 1e3:.3f} ms + transfers over the "
+        f"{allocation.info['host_link']} {float(r['transfer_s'][0]) * 1e3:.3f} ms), "
         f"{float(r['energy_j'][0]) * 1e3:.3f} mJ; multipliers {int(r['mult18'][0])}, "
         f"block RAMs {int(r['bram18k'][0])}, LUT4 ~{int(r['lut4'][0])}",
     ]
@@ -185,6 +267,17 @@ def summarize(allocation, result, workload, board):
                  f"period {record['predicted']['period_s'] * 1e3:.3f} ms, energy "
                  f"{record['predicted']['energy_j'] * 1e3:.3f} mJ, power "
                  f"{record['predicted']['power_mw']:.0f} mW")
+    lines.append(f"  host link: {allocation.info['host_link']}")
+    if "transfer_s" in r:
+        record["predicted"].update(
+            compute_s=float(r["compute_s"][0]), transfer_s=float(r["transfer_s"][0]),
+            traffic_bytes=int(r["traffic_bytes"][0]),
+            whatif_sdram_latency_s=float(r["whatif_sdram_latency_s"][0]))
+        lines.append(f"  latency = compute {float(r['compute_s'][0]) * 1e3:.3f} ms + transfers "
+                     f"{float(r['transfer_s'][0]) * 1e3:.3f} ms ({int(r['traffic_bytes'][0])} "
+                     f"bytes over the UART)")
+        lines.append(f"  what-if (not the generated design): with a 2 B/cycle SDRAM link the "
+                     f"latency would be {float(r['whatif_sdram_latency_s'][0]) * 1e3:.3f} ms")
     for key in ("mult18", "bram18k", "lut4"):
         used, have = int(np.asarray(r[key]).reshape(-1)[0]), getattr(budget, key)
         record["resources"][key] = {"used": used, "available": have}
@@ -228,7 +321,7 @@ def size_auto_fields(config, board, progress=print):
         options.network, board, fixed=fixed, objective=options.objective,
         method=options.method, evaluations=options.evaluations, seed=options.seed,
         clock_mhz=float(config.clock_mhz), power_cap_mw=options.power_cap_mw,
-        progress=progress)
+        host_baud=config.host.baud, progress=progress)
     decoded = allocation.decode(result.best_actions)
     sizes = {(section, key): decoded[section][key] for section, key in autos}
     progress(f"[alloc] {config.name}: " + ", ".join(f"{s}.{k} = {v}"

@@ -61,11 +61,19 @@ BRAM_BYTES = 2048          # one DP16KD as 2048 x 9 holds 2048 INT8 values
 
 
 def max_pes_at(clock_mhz):
-    """Largest array (PEs) known to close timing at ``clock_mhz`` (None: above every point)."""
+    """Largest array (PEs) known to close timing at ``clock_mhz``.
+
+    Above the highest measured point nothing is known to close timing, so the search refuses
+    the clock instead of dropping the constraint.
+    """
     for mhz, pes in MAX_PES_BY_CLOCK:
         if clock_mhz <= mhz:
             return pes
-    return None
+    highest = MAX_PES_BY_CLOCK[-1][0]
+    raise UserError(f"clock_mhz: {clock_mhz:g} MHz is above the highest clock with a measured "
+                    f"timing point ({highest:g} MHz, {MAX_PES_BY_CLOCK[-1][1]} PEs), so the "
+                    f"allocator cannot say what closes timing there; size at {highest:g} MHz "
+                    f"or below")
 
 
 @dataclass
@@ -118,11 +126,14 @@ def _violation(used, budget, power_mw=None, power_cap_mw=None):
 
 
 def sequential_problem(workload, budget, *, dataflow="accelgen_os", objective="latency",
-                       clock_mhz=100.0, power_cap_mw=None, param_depth=None, fixed=None):
+                       clock_mhz=100.0, power_cap_mw=None, param_depth=None, fixed=None,
+                       host_baud=1_000_000):
     """One engine for all layers: actions rows, cols, act_depth, wgt_depth, out_depth.
 
     ``fixed`` maps config paths (``array.rows``, ``buffers.act_depth``, ...) to values the
-    search must keep (a config that sizes some fields itself).
+    search must keep (a config that sizes some fields itself). Latency includes the host
+    transfers over the design's real link, the UART at ``host_baud``; ``whatif_sdram_latency_s``
+    is the same with a 2 B/cycle memory the design does not have.
     """
     _check(objective, dataflow)
     if dataflow != "accelgen_os":
@@ -145,6 +156,7 @@ def sequential_problem(workload, budget, *, dataflow="accelgen_os", objective="l
                                                DEPTH_LEVELS, OUT_DEPTH_LEVELS))]
     space = ActionSpace(choices=tuple(len(x) for x in levels), names=names)
     max_pes = max_pes_at(clock_mhz)
+    link = cost.uart_bytes_per_cycle(host_baud, clock_mhz)
 
     def engine_of(actions):
         actions = np.asarray(actions, dtype=np.int64).reshape(-1, 5)
@@ -155,9 +167,12 @@ def sequential_problem(workload, budget, *, dataflow="accelgen_os", objective="l
 
     def evaluate(actions):
         engine = engine_of(actions)
-        per_layer = cost.layer_cost(layers, engine, dataflow, clock_mhz=clock_mhz)
+        per_layer = cost.layer_cost(layers, engine, dataflow, clock_mhz=clock_mhz,
+                                    link_bytes_per_cycle=link)
         cycles = per_layer["cycles"].sum(axis=1)
         latency = cycles / (clock_mhz * 1e6)
+        compute = per_layer["compute_cycles"].sum(axis=1)
+        sdram = np.ceil(per_layer["traffic_bytes"] / cost.SDRAM_BYTES_PER_CYCLE).sum(axis=1)
         energy = per_layer["energy_pj"].sum(axis=1) * 1e-12
         used = {k: v[:, 0] for k, v in cost.engine_resources(**engine).items()}
         power = cost.STATIC_MW + energy / np.maximum(latency, 1e-30) * 1e3
@@ -165,6 +180,10 @@ def sequential_problem(workload, budget, *, dataflow="accelgen_os", objective="l
         pes = engine["rows"][:, 0] * engine["cols"][:, 0]
         return {"latency_s": latency, "energy_j": energy, "power_mw": power,
                 "period_s": latency, "cycles": cycles, "infeasible_layers": infeasible_layers,
+                "compute_s": compute / (clock_mhz * 1e6),
+                "transfer_s": (cycles - compute) / (clock_mhz * 1e6),
+                "traffic_bytes": per_layer["traffic_bytes"].sum(axis=1),
+                "whatif_sdram_latency_s": (compute + sdram) / (clock_mhz * 1e6),
                 "pes": pes, **used}
 
     def objective_fn(actions):
@@ -195,7 +214,9 @@ def sequential_problem(workload, budget, *, dataflow="accelgen_os", objective="l
     return AllocationProblem(Problem(space, objective_fn, constraint_fn), decode, evaluate,
                              "sequential", objective, budget,
                              {"clock_mhz": clock_mhz, "max_pes": max_pes,
-                              "param_depth": param_depth, "dataflow": dataflow})
+                              "param_depth": param_depth, "dataflow": dataflow,
+                              "host_link": f"UART {host_baud} baud "
+                                           f"({cost.uart_bytes_per_second(host_baud):.0f} B/s)"})
 
 
 def _layer_features(layers):
@@ -277,7 +298,9 @@ def pipelined_problem(workload, budget, *, dataflow="ws", objective="throughput"
 
     return AllocationProblem(Problem(space, objective_fn, constraint_fn), decode, evaluate,
                              "pipelined", objective, budget,
-                             {"clock_mhz": clock_mhz, "dataflow": dataflow})
+                             {"clock_mhz": clock_mhz, "dataflow": dataflow,
+                              "host_link": "what-if: a 2 B/cycle memory (the generated design "
+                                           "has none)"})
 
 
 def smallest_budget(allocation):

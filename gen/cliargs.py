@@ -1,0 +1,46 @@
+"""Argument types shared by the sub-commands: a bad flag is refused by argparse in one line
+(``error: argument --seed: ...``) before any work starts."""
+
+import argparse
+import math
+
+__all__ = ["seed", "count", "positive_float", "MAX_SEED"]
+
+MAX_SEED = 2 ** 32 - 1
+
+
+def _int(text, what):
+    try:
+        return int(text, 0)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
+def seed(text):
+    """A random seed: an integer in 0 .. 2^32-1 (numpy's and nextpnr's range)."""
+    value = _int(text, "an integer seed")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0 .. {MAX_SEED}")
+    return value
+
+
+def count(low=1, high=None):
+    """An integer in ``low .. high``."""
+    def parse(text):
+        value = _int(text, "an integer")
+        if value < low or (high is not None and value > high):
+            span = f"{low} .. {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{value} must be {span}")
+        return value
+    return parse
+
+
+def positive_float(text):
+    """A finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{value:g} must be a finite number above 0")
+    return value
