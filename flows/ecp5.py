@@ -70,21 +70,33 @@ def _run(step, command, cwd, log_path, progress, show):
     ``progress``. Returns the elapsed seconds."""
     progress(f"[{step}] {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(command))}")
     start = time.monotonic()
+    last_error = ""
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace")
-        for line in proc.stdout:
-            log.write(line)
-            log.flush()
-            line = line.rstrip()
-            if show(line):
-                progress(f"[{step} {time.monotonic() - start:6.1f}s] {line}")
-        code = proc.wait()
+        try:
+            proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, errors="replace")
+        except OSError as exc:
+            raise FlowError(f"{step}: cannot run {command[0]} ({exc.strerror or exc}); install "
+                            f"it or set its environment variable") from None
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                line = line.rstrip()
+                if line.startswith(("ERROR", "Error", "error")):
+                    last_error = line
+                if show(line):
+                    progress(f"[{step} {time.monotonic() - start:6.1f}s] {line}")
+            code = proc.wait()
+        except BaseException:           # Ctrl-C: stop the tool too, then let it propagate
+            proc.kill()
+            proc.wait()
+            raise
     elapsed = time.monotonic() - start
     if code != 0:
-        tail = Path(log_path).read_text().splitlines()[-15:]
-        raise FlowError(f"{step} failed (exit {code}) after {elapsed:.0f}s; log: {log_path}\n" +
-                        "\n".join(tail))
+        reason = f": {last_error[:200]}" if last_error else ""
+        raise FlowError(f"{step} failed (exit {code}) after {elapsed:.0f}s{reason}; "
+                        f"log: {log_path}")
     return elapsed
 
 

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+from gen.artifacts import write_atomic
+
 from .ecp5 import RESOURCE_CELLS
 
 __all__ = ["make_report", "write_report", "summary_lines", "plot_utilization"]
@@ -43,9 +45,10 @@ def make_report(design, result):
 
 
 def write_report(report, folder):
+    """``report.json`` (atomically, after the plot: a report exists only for a whole build)."""
     folder = Path(folder)
-    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_utilization(report, folder / "utilization.png")
+    write_atomic(folder / "report.json", json.dumps(report, indent=2) + "\n")
 
 
 def summary_lines(report):

@@ -5,12 +5,12 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 
 from .errors import UserError
 
 EXIT_TIMING = 3
 EXIT_OVER_BUDGET = 4
+EXIT_TOOL_FAILED = 5
 
 
 def _log(message):
@@ -59,25 +59,44 @@ def cmd_generate(args):
 
 
 def cmd_build(args):
+    import os
+    import shutil
     from flows.ecp5 import run_flow
     from flows.report import make_report, write_report
+    from .artifacts import build_lock, sha256_file
     start = time.monotonic()
     design = _design(args)
     _log(f"[check] {design.config.name} fits {design.board.name} by estimate "
          f"({design.estimate.as_dict()})")
-    folder = design.generate(args.out, progress=_log)
-    fingerprint = _fingerprint(folder)
-    cached = _cached_report(folder, args.seed, fingerprint)
-    if cached and not args.force:
-        _log(f"[build] {folder.name} was built before with seed {args.seed}: using its report "
-             f"(--force rebuilds)")
-        return _verdict(cached)
-    result = run_flow(design.top(), design.board, folder / "build", seed=args.seed,
-                      progress=_log if args.verbose else _quiet_progress())
-    report = make_report(design, result)
-    report["seed"] = args.seed
-    report["fingerprint"] = fingerprint
-    write_report(report, folder)
+    folder = design.folder(args.out)
+    # One build of a design at a time: a second waits, then finds the first one's result.
+    with build_lock(folder, progress=_log):
+        design.generate(args.out, progress=_log)
+        fingerprint = _fingerprint(folder)
+        if not args.force:
+            cached = _cached_report(folder, args.seed, fingerprint)
+            if cached:
+                _log(f"[build] {folder.name} was built before with seed {args.seed} and its "
+                     f"bitstream is intact: using its report (--force rebuilds)")
+                return _verdict(cached)
+        for stale in folder.glob("build.partial-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        # The tools work in a folder of their own; only a finished build becomes `build/`, so
+        # a failed or interrupted one never leaves a bitstream where a result is looked for.
+        partial = folder / f"build.partial-{os.getpid()}"
+        result = run_flow(design.top(), design.board, partial, seed=args.seed,
+                          progress=_log if args.verbose else _quiet_progress())
+        final, old = folder / "build", folder / f"build.old-{os.getpid()}"
+        if final.exists():
+            final.rename(old)
+        partial.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        result.build_dir, result.bitstream = final, final / result.bitstream.name
+        report = make_report(design, result)
+        report.update(seed=args.seed, fingerprint=fingerprint,
+                      bitstream_sha256=sha256_file(result.bitstream),
+                      bitstream_bytes=result.bitstream.stat().st_size)
+        write_report(report, folder)
     _log(f"[report] {folder / 'report.json'} ({time.monotonic() - start:.0f}s in all)")
     return _verdict(report)
 
@@ -90,14 +109,25 @@ def _fingerprint(folder):
                     sorted(folder.glob("*.v")) + [folder / "manifest.json"]))
 
 
+#: Keys a report must have to be shown as a finished build.
+REPORT_KEYS = ("design", "board", "fmax", "timing_met", "resources", "fits", "seed",
+               "fingerprint", "bitstream_sha256", "bitstream_bytes")
+
+
 def _cached_report(folder, seed, fingerprint):
-    path = folder / "report.json"
-    if not path.exists():
+    """The report of an earlier build of exactly these inputs whose bitstream is still the one
+    it measured; None otherwise (a missing, truncated or edited report, another seed, changed
+    inputs, a missing or changed bitstream)."""
+    from .artifacts import read_json, sha256_file
+    report = read_json(folder / "report.json")
+    if report is None or any(key not in report for key in REPORT_KEYS):
         return None
-    report = json.loads(path.read_text())
-    if (report.get("seed") != seed or report.get("fingerprint") != fingerprint or
-            not Path(report.get("bitstream", "")).exists()):
+    bitstream = folder / "build" / "top.bit"
+    if (report["seed"] != seed or report["fingerprint"] != fingerprint or
+            not bitstream.is_file() or bitstream.stat().st_size != report["bitstream_bytes"] or
+            sha256_file(bitstream) != report["bitstream_sha256"]):
         return None
+    report["bitstream"] = str(bitstream)
     return report
 
 
@@ -226,6 +256,15 @@ def main(argv=None):
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written as a result", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from flows.ecp5 import FlowError
+        if isinstance(exc, FlowError):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_TOOL_FAILED
+        raise
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
+from .artifacts import write_atomic
 from .boards import get_board
 from .config import DesignConfig
 from .errors import UserError
@@ -122,9 +123,9 @@ class Design:
         progress(f"[generate] {top_module}: {self.config.array.rows}x{self.config.array.cols} "
                  f"{self.config.array.dataflow} array -> {folder}")
         start = time.monotonic()
-        (folder / f"{top_module}.v").write_text(emit_verilog(self.system(), top_module))
-        (folder / "config.yaml").write_text(self.config.to_yaml())
-        (folder / "manifest.json").write_text(json.dumps(self.manifest(), indent=2) + "\n")
+        write_atomic(folder / f"{top_module}.v", emit_verilog(self.system(), top_module))
+        write_atomic(folder / "config.yaml", self.config.to_yaml())
+        write_atomic(folder / "manifest.json", json.dumps(self.manifest(), indent=2) + "\n")
         progress(f"[generate] done in {time.monotonic() - start:.1f}s")
         return folder
 
