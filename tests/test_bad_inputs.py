@@ -268,3 +268,66 @@ def test_gen_alloc_flags_are_accepted_or_refused_in_one_line(tmp_path, capsys, f
         errors = [line for line in err.splitlines() if "error" in line]
         assert len(errors) == 1, err
         _one_clear_line(errors[0])
+
+
+def _small_matrix():
+    import numpy as np
+    from gen.sparse.format import CompressedMatrix
+    rng = np.random.default_rng(0)
+    w = rng.integers(-128, 128, (12, 10)) * (rng.random((12, 10)) < 0.4)
+    w[3] = 0
+    return CompressedMatrix.from_dense(w.astype(np.int8), 4,
+                                       bias=rng.integers(-2 ** 31, 2 ** 31, 10),
+                                       mult=rng.integers(0, 2 ** 31, 10),
+                                       shift=rng.integers(1, 63, 10))
+
+
+@EXAMPLES
+@given(st.data())
+def test_damaged_weight_files_are_refused_naming_the_file(tmp_path, data):
+    from gen.sparse.format import CompressedMatrix
+    original = _small_matrix()
+    path = original.save(tmp_path / "w.npz", model="m", layer=0, matrix="q")
+    raw = bytearray(path.read_bytes())
+    how = data.draw(st.sampled_from(("truncate", "flip", "splice")))
+    if how == "truncate":
+        raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
+    elif how == "flip":
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] ^= data.draw(st.integers(1, 255))
+    else:
+        at = data.draw(st.integers(0, len(raw)))
+        raw[at:at] = data.draw(st.binary(min_size=1, max_size=16))
+    path.write_bytes(bytes(raw))
+    try:
+        loaded = CompressedMatrix.load(path)
+    except UserError as exc:
+        _one_clear_line(exc, names=str(path))
+        return
+    assert loaded == original         # a change zip ignores (its comment, say) is harmless
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda a: a.update(values=a["values"] + 1), "content_sha256"),
+    (lambda a: a.update(block_ptr=a["block_ptr"][::-1].copy()), "block_ptr"),
+    (lambda a: a.update(bias=a["bias"].astype("int64") * 0 + 2 ** 40), "bias"),
+    (lambda a: a.update(values=a["values"].astype("int16") * 0 + 300), "values"),
+    (lambda a: a.update(shift=a["shift"] * 0 + 63), "shift"),
+    (lambda a: a.update(mult=a["mult"] * 0 - 1), "mult"),
+    (lambda a: a.update(row_index=a["row_index"] * 0 + 99), "row_index"),
+])
+def test_edited_weight_files_are_refused_naming_the_field(tmp_path, edit, field):
+    import json
+    import numpy as np
+    from gen.sparse.format import CompressedMatrix, content_sha256
+    path = _small_matrix().save(tmp_path / "w.npz", model="m", layer=0, matrix="q")
+    with np.load(path) as z:
+        arrays = {key: z[key] for key in z.files}
+    header = json.loads(str(arrays.pop("header")))
+    edit(arrays)
+    if field != "content_sha256":     # an edit that also fixed the hash: the checks catch it
+        header["content_sha256"] = content_sha256(arrays)
+    np.savez(path, header=np.array(json.dumps(header)), **arrays)
+    with pytest.raises(UserError, match=f"field '{field}'") as info:
+        CompressedMatrix.load(path)
+    _one_clear_line(info.value, names=str(path))

@@ -34,7 +34,8 @@ key            dtype, shape       meaning
 =============  =================  ==============================================================
 ``header``     str, ()            JSON: format, model, layer, matrix, shape [K, N], block,
                                   model_sha256 (sha256 of the float model state the INT8 values
-                                  come from, see :func:`gen.sparse.vit.state_sha256`)
+                                  come from, see :func:`gen.sparse.vit.state_sha256`),
+                                  content_sha256 (sha256 of the arrays below: :func:`content_sha256`)
 ``kept_rows``  int64 (R,)         ``kept_rows``
 ``block_ptr``  int64 (blocks+1,)  words of block c are ``block_ptr[c]:block_ptr[c+1]``
 ``row_index``  int64 (words,)     row of each word (``rows[c]`` concatenated)
@@ -44,11 +45,17 @@ key            dtype, shape       meaning
 ``shift``      int64 (N,)
 =============  =================  ==============================================================
 
-:meth:`CompressedMatrix.load` with ``expect={...}`` compares the header's fields (model, layer,
-matrix, shape, block, model_sha256) with what the caller's model or kernel needs and raises
-:class:`gen.errors.UserError` naming the first field that differs.
+:meth:`CompressedMatrix.load` refuses, naming the field, a file that is truncated or not an
+``.npz``, whose arrays do not hash to ``content_sha256`` (edited after it was written), or whose
+arrays break the format (dtypes, a block-pointer table that is not 0 .. words and
+non-decreasing, row indices outside ``0 .. K-1``, unsorted or not among ``kept_rows``, values
+outside INT8, padding that is not zero, a bias outside INT32, M outside ``0 .. 2^31-1``, S outside
+``1 .. 62``); with ``expect={...}`` it compares the header's fields (model, layer, matrix, shape,
+block, model_sha256) with what the caller's model or kernel needs.
 """
 
+import hashlib
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -56,16 +63,77 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import write_atomic
 from ..errors import UserError
 
-__all__ = ["CompressedMatrix", "FORMAT"]
+__all__ = ["CompressedMatrix", "FORMAT", "content_sha256"]
 
 FORMAT = "accelgen-compressed-matrix-1"
 _HEADER_FIELDS = ("model", "layer", "matrix", "shape", "block", "model_sha256")
 
 
+#: The arrays of a file, in the order :func:`content_sha256` hashes them.
+ARRAYS = ("kept_rows", "block_ptr", "row_index", "values", "bias", "mult", "shift")
+
+
 def _blocks(n, block):
     return -(-n // block)
+
+
+def content_sha256(arrays):
+    """sha256 over the named arrays' dtypes, shapes and bytes, in :data:`ARRAYS` order."""
+    h = hashlib.sha256()
+    for key in ARRAYS:
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}:{a.dtype.str}:{list(a.shape)};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _check_arrays(path, header, arrays):
+    """Refuse arrays that break the format (see the module docstring), naming the field."""
+    def bad(field, why):
+        raise UserError(f"{path}: field '{field}' {why}; regenerate the file (python -m gen "
+                        f"prune)")
+    shape, block = header.get("shape"), header.get("block")
+    if not (isinstance(shape, list) and len(shape) == 2 and
+            all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in shape)):
+        bad("shape", f"is {shape!r}, not [K, N] of positive integers")
+    if not (isinstance(block, int) and not isinstance(block, bool) and block >= 1):
+        bad("block", f"is {block!r}, not a positive integer")
+    k, n = shape
+    blocks = _blocks(n, block)
+    for key in ("kept_rows", "block_ptr", "row_index", "mult", "shift"):
+        if arrays[key].ndim != 1 or not np.issubdtype(arrays[key].dtype, np.integer):
+            bad(key, f"must be a 1-D integer array, is {arrays[key].dtype} {arrays[key].shape}")
+    values, bias = arrays["values"], arrays["bias"]
+    if values.dtype != np.int8 or values.ndim != 2 or values.shape[1] != block:
+        bad("values", f"must be int8 (words, {block}), is {values.dtype} {values.shape}")
+    if bias.dtype != np.int32 or bias.shape != (n,):
+        bad("bias", f"must be int32 ({n},) (INT32 values), is {bias.dtype} {bias.shape}")
+    for key in ("mult", "shift"):
+        if arrays[key].shape != (n,):
+            bad(key, f"has {arrays[key].shape[0]} entries, not one per column ({n})")
+    mult, shift = arrays["mult"].astype(np.int64), arrays["shift"].astype(np.int64)
+    if n and (mult.min() < 0 or mult.max() > 2 ** 31 - 1):
+        bad("mult", "holds a multiplier outside 0 .. 2^31-1")
+    if n and (shift.min() < 1 or shift.max() > 62):
+        bad("shift", "holds a shift outside 1 .. 62")
+    ptr, words = arrays["block_ptr"].astype(np.int64), len(values)
+    if len(ptr) != blocks + 1 or ptr[0] != 0 or ptr[-1] != words or (np.diff(ptr) < 0).any():
+        bad("block_ptr", f"must rise from 0 to the {words} words in {blocks + 1} entries")
+    rows = arrays["row_index"].astype(np.int64)
+    if len(rows) != words:
+        bad("row_index", f"has {len(rows)} entries for {words} words")
+    kept = arrays["kept_rows"].astype(np.int64)
+    if kept.size and (kept.min() < 0 or kept.max() >= k or (np.diff(kept) <= 0).any()):
+        bad("kept_rows", f"must be increasing row indices in 0 .. {k - 1}")
+    for c in range(blocks):
+        r = rows[ptr[c]:ptr[c + 1]]
+        if r.size and ((np.diff(r) <= 0).any() or not np.isin(r, kept).all()):
+            bad("row_index", f"of block {c} must be increasing rows among kept_rows")
+    if blocks * block > n and words and values[ptr[blocks - 1]:, n - (blocks - 1) * block:].any():
+        bad("values", f"holds non-zero padding past column {n - 1}")
 
 
 @dataclass
@@ -212,13 +280,19 @@ class CompressedMatrix:
         ptr = np.concatenate([[0], np.cumsum(self.words_per_block)]).astype(np.int64)
         row_index = np.concatenate(self.rows + [np.zeros(0, np.int64)]).astype(np.int64)
         values = np.concatenate(self.values + [np.zeros((0, self.block), np.int8)]).astype(np.int8)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            np.savez(f, header=np.array(json.dumps(header)), kept_rows=self.kept_rows,
-                     block_ptr=ptr, row_index=row_index, values=values, bias=self.bias,
-                     mult=self.mult, shift=self.shift)
-        return path
+        bias = np.asarray(self.bias, np.int64)
+        if bias.size and (bias.min() < -2 ** 31 or bias.max() > 2 ** 31 - 1):
+            raise UserError(f"{path}: bias holds values outside INT32; they cannot be stored")
+        arrays = {"kept_rows": np.asarray(self.kept_rows, np.int64), "block_ptr": ptr,
+                  "row_index": row_index, "values": values,
+                  "bias": np.asarray(self.bias, np.int32),
+                  "mult": np.asarray(self.mult, np.int64),
+                  "shift": np.asarray(self.shift, np.int64)}
+        header["content_sha256"] = content_sha256(arrays)
+        self.header = header
+        buffer = io.BytesIO()
+        np.savez(buffer, header=np.array(json.dumps(header)), **arrays)
+        return write_atomic(Path(path), buffer.getvalue())
 
     @classmethod
     def load(cls, path, expect=None):
@@ -231,8 +305,9 @@ class CompressedMatrix:
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {key: z[key] for key in z.files}
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path}: not a compressed matrix file ({e})") from None
+        except Exception as e:          # truncated zip, bad member, not a file...
+            raise UserError(f"{path}: not a compressed matrix file "
+                            f"({type(e).__name__}: {str(e)[:120]})") from None
         missing = {"header", "kept_rows", "block_ptr", "row_index", "values", "bias", "mult",
                    "shift"} - set(arrays)
         if missing:
@@ -241,6 +316,8 @@ class CompressedMatrix:
             header = json.loads(str(arrays["header"]))
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: header is not JSON ({e})") from None
+        if not isinstance(header, dict):
+            raise UserError(f"{path}: header is not a JSON object")
         if header.get("format") != FORMAT:
             raise UserError(f"{path}: field 'format' is {header.get('format')!r}, "
                             f"expected {FORMAT!r}")
@@ -254,12 +331,14 @@ class CompressedMatrix:
                 raise UserError(f"{path}: field '{key}' is {have!r} but the model/kernel needs "
                                 f"{want!r}; regenerate the file (python -m gen prune) or use the "
                                 f"matching model")
+        if header.get("content_sha256") != content_sha256(arrays):
+            raise UserError(f"{path}: field 'content_sha256' does not match the arrays: the "
+                            f"file was changed or damaged after it was written; regenerate it "
+                            f"(python -m gen prune)")
+        _check_arrays(path, header, arrays)
         ptr = arrays["block_ptr"]
         block = int(header["block"])
         shape = tuple(header["shape"])
-        if len(ptr) != _blocks(shape[1], block) + 1 or arrays["values"].shape[1:] != (block,):
-            raise UserError(f"{path}: arrays do not match field 'shape' {list(shape)} / "
-                            f"'block' {block}")
         rows = [arrays["row_index"][ptr[c]:ptr[c + 1]] for c in range(len(ptr) - 1)]
         values = [arrays["values"][ptr[c]:ptr[c + 1]] for c in range(len(ptr) - 1)]
         return cls(shape, block, arrays["kept_rows"], rows, values, arrays["bias"],
