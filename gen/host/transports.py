@@ -18,15 +18,32 @@ class SerialTransport:
 
     def __init__(self, port, baud, *, timeout=5.0):
         import serial  # only a real board needs pyserial
-        self._serial = serial.Serial(port, baudrate=baud, timeout=timeout)
+        from ..errors import UserError
+        self._port, self._baud = port, baud
+        try:
+            self._serial = serial.Serial(port, baudrate=baud, timeout=timeout)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise UserError(f"--port {port}: cannot open the serial port ({exc}); is the board "
+                            f"plugged in, is this its port (ls /dev/ttyUSB*), may you use it "
+                            f"(the dialout group)?") from None
 
     async def write(self, data):
-        self._serial.write(data)
+        import serial
+        try:
+            self._serial.write(data)
+        except serial.SerialException as exc:
+            raise ConnectionError(f"writing to {self._port} failed ({exc})") from None
 
     async def read(self, count):
-        data = self._serial.read(count)
+        import serial
+        try:
+            data = self._serial.read(count)
+        except serial.SerialException as exc:
+            raise ConnectionError(f"reading from {self._port} failed ({exc})") from None
         if len(data) != count:
-            raise TimeoutError(f"expected {count} bytes from the board, got {len(data)}")
+            raise TimeoutError(f"the board on {self._port} answered {len(data)} of {count} "
+                               f"bytes: is the bitstream loaded (python -m gen program), is the "
+                               f"baud rate {self._baud} the design's?")
         return data
 
     def close(self):
