@@ -14,29 +14,21 @@ Figures go to rtl_out/bench/foundation.json and a plot, utilization.png, beside 
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "verif"), str(REPO / "benchmarks")]
+if str(REPO) not in sys.path:      # gen and verif from this checkout, installed or not
+    sys.path.insert(0, str(REPO))
 
 SHAPES = [(128, 128, 128), (64, 64, 64), (100, 100, 100), (256, 64, 64), (32, 512, 48),
           (16, 16, 16), (8, 1024, 16), (128, 16, 128)]
 
 
 def simulate(design, shapes, out_path):
-    from gen.hw.accelerator import GemmAccelerator
-    from sim import run_cocotb
-    p = design.system_params
-    params = {k: p[k] for k in ("rows", "cols", "act_depth", "wgt_depth", "param_depth",
-                                "out_depth")}
-    run_cocotb(GemmAccelerator(**params), "gemm_accelerator", "cocotb_cycles", params,
-               extra_env={"BENCH_SHAPES": json.dumps(shapes), "BENCH_OUT": str(out_path),
-                          "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "verif"),
-                                                         str(REPO / "benchmarks")])})
-    return json.loads(Path(out_path).read_text())
+    from verif.measure_gemm import measure
+    return measure(design.system_params, shapes, out_path)
 
 
 def fitting_shapes(design):

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cliargs
 from .rtl import canonical_verilog, digest
 
 __all__ = ["Job", "conv_job", "CONFIGS", "JOBS", "CYCLE_TOLERANCE", "RESOURCE_TOLERANCE",
@@ -380,7 +381,13 @@ def measure_cycles(spec, jobs, cache_dir, *, force, progress):
     from .rtl import emit_verilog
     params = _accelerator_params(spec)
     verilog = emit_verilog(GemmAccelerator(**params), "gemm_accelerator")
-    bench = (REPO / "benchmarks" / "cocotb_cycles.py").read_bytes()
+    # The measurement is made by verif.measure_gemm with the testbench of
+    # verif.test_gemm_accelerator and its stream sink: a change to any invalidates the cache.
+    import verif.measure_gemm
+    import verif.streams
+    import verif.test_gemm_accelerator
+    bench = b"".join(Path(module.__file__).read_bytes() for module in (
+        verif.measure_gemm, verif.test_gemm_accelerator, verif.streams))
     shapes = [[job.name, job.m, job.k, job.n] for job in jobs]
     key = digest(canonical_verilog(verilog), json.dumps(shapes), bench)
     cache = cache_dir / f"cycles-{spec['name']}-{key}.json"
@@ -388,9 +395,8 @@ def measure_cycles(spec, jobs, cache_dir, *, force, progress):
         progress(f"[cycles {spec['name']}] cached ({cache.name})")
         return json.loads(cache.read_text())
 
-    sys.path[:0] = [p for p in (str(REPO / "verif"), str(REPO / "benchmarks"))
-                    if p not in sys.path]
-    from sim import run_cocotb
+    from verif.measure_gemm import MODULE
+    from verif.sim import run_cocotb
     raw_out = cache_dir / f"cycles-{spec['name']}-raw.json"
     raw_out.unlink(missing_ok=True)
     log_path = cache_dir / f"cycles-{spec['name']}.log"
@@ -404,11 +410,9 @@ def measure_cycles(spec, jobs, cache_dir, *, force, progress):
             lambda line: inner(f"[cycles {spec['name']}] {line}"), stop))
         watcher.start()
         try:
-            run_cocotb(GemmAccelerator(**params), "gemm_accelerator", "cocotb_cycles",
-                       params, extra_env={
-                           "BENCH_SHAPES": json.dumps(shapes), "BENCH_OUT": str(raw_out),
-                           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "verif"),
-                                                          str(REPO / "benchmarks")])})
+            run_cocotb(GemmAccelerator(**params), "gemm_accelerator", MODULE, params,
+                       extra_env={"BENCH_SHAPES": json.dumps(shapes),
+                                  "BENCH_OUT": str(raw_out)})
         except SystemExit as exc:      # cocotb's runner exits on a simulator failure
             raise RuntimeError(f"simulation of {spec['name']} failed ({exc}); see {log_path}")
         finally:
@@ -495,11 +499,17 @@ def add_arguments(parser):
                         help="cycles only: no yosys / nextpnr builds")
     parser.add_argument("--skip-sim", action="store_true",
                         help="resources only: no Verilator runs")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--seed", type=cliargs.seed, default=1, help="nextpnr placement seed")
 
 
 def run(args):
-    out = Path(args.out)
+    from .artifacts import check_writable_folder
+    from .errors import UserError
+    out = check_writable_folder(args.out, "--out")
+    unknown = sorted(set(args.only or ()) - {spec["name"] for spec in CONFIGS})
+    if unknown:
+        raise UserError(f"--only: unknown configuration(s) {', '.join(unknown)}; known: "
+                        f"{', '.join(spec['name'] for spec in CONFIGS)}")
     specs = [spec for spec in CONFIGS if not args.only or spec["name"] in args.only]
     progress = _Progress(sys.stdout)
     for spec in specs:

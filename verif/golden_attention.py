@@ -11,7 +11,7 @@ A weight matrix is a dict ``{"w": (K, N) int, "bias": (N,), "mult": (N,), "shift
 
 import torch
 
-from golden_softmax import int_softmax
+from verif.golden_softmax import int_softmax
 
 __all__ = ["requantize", "linear", "head_scores", "head_context", "attention", "ffn", "layer"]
 

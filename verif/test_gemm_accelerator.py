@@ -1,25 +1,29 @@
 """GemmAccelerator (buffers + output-stationary engine + requantizer) against the golden GEMM.
 
 Buffers are loaded through their host-side write ports, a job is started, and every output on
-the result stream (under random back-pressure) is checked for equality with `golden.gemm_int8`
-at its address; every address of Y must arrive exactly once.
+the result stream (a `verif.streams.StreamSink` under random back-pressure, with a
+`StreamMonitor` on the stream rules) is checked for equality with `golden.gemm_int8` at its
+address; every address of Y must arrive exactly once and nothing after. Random operands and
+back-pressure come from ``ACCELGEN_SEED`` (`verif.seeds`).
 """
 
 import json
 import os
-import random
 
 import cocotb
 import numpy as np
 import pytest
 import torch
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-import golden
 from gen.host.layout import pack_activations, pack_weights
+from verif import golden, seeds
+from verif.streams import (StreamBus, StreamMonitor, StreamSink, log_seed, reset, start_clock,
+                           wait_until)
 
 CLOCK_NS = 10
+#: Simulated-time bound of every test here: no test can hang.
+TEST_TIMEOUT_MS = 100
 
 
 def _params():
@@ -41,6 +45,12 @@ def random_requant(rng, n, k):
     return bias, mult, shift
 
 
+def _decode(payload):
+    """An output beat: (address, INT8 value)."""
+    value = payload & 0xFF
+    return payload >> 8, value - 256 if value > 127 else value
+
+
 class TB:
     """Clock, reset, buffer loading and a back-pressured output sink for one DUT."""
 
@@ -48,33 +58,26 @@ class TB:
         self.dut = dut
         self.params = _params()
         self.rows, self.cols = self.params["rows"], self.params["cols"]
-        self.rng = random.Random(seed)
-        self.ready_probability = ready_probability
-        self.outputs = []
-        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
-        cocotb.start_soon(self._sink())
+        start_clock(dut.clk, CLOCK_NS)
+        out = StreamBus(dut, "o")
+        self.sink = StreamSink(out, dut.clk, ready_probability=ready_probability,
+                               rng=seeds.rng(f"gemm sink {seed}"))
+        self.monitor = StreamMonitor(out, dut.clk)
+
+    @property
+    def ready_probability(self):
+        return self.sink.ready_probability
+
+    @ready_probability.setter
+    def ready_probability(self, value):
+        self.sink.ready_probability = value
 
     async def reset(self):
         dut = self.dut
-        for name in ("start", "act_wr__en", "wgt_wr__en", "param_wr__en", "o__ready"):
+        for name in ("start", "act_wr__en", "wgt_wr__en", "param_wr__en"):
             getattr(dut, name).value = 0
-        dut.rst.value = 1
-        for _ in range(3):
-            await RisingEdge(dut.clk)
-        dut.rst.value = 0
+        await reset(dut.clk, dut.rst, 3)
         await RisingEdge(dut.clk)
-
-    async def _sink(self):
-        dut = self.dut
-        while True:
-            await RisingEdge(dut.clk)
-            ready = self.rng.random() < self.ready_probability
-            dut.o__ready.value = int(ready)
-            await ReadOnly()
-            if ready and int(dut.o__valid.value):
-                payload = int(dut.o__payload.value)
-                value = payload & 0xFF
-                self.outputs.append((payload >> 8, value - 256 if value > 127 else value))
 
     async def write(self, port, words):
         dut = self.dut
@@ -94,33 +97,32 @@ class TB:
                                       for b, mm, s in zip(bias, mult, shift)])
 
     async def run(self, m, k, n, max_cycles=2_000_000):
+        """Start a job and wait (at most ``max_cycles``) for done: (error, cycles)."""
         dut = self.dut
-        self.outputs = []
+        self.sink.clear()
         dut.m_size.value, dut.k_size.value, dut.n_size.value = m, k, n
         dut.start.value = 1
-        for cycle in range(max_cycles):
-            await RisingEdge(dut.clk)
-            if cycle == 0:
-                dut.start.value = 0
-            await ReadOnly()
-            if int(dut.done.value):
-                break
-        else:
-            raise AssertionError(f"no done after {max_cycles} cycles")
+        await RisingEdge(dut.clk)
+        dut.start.value = 0
+        await ReadOnly()
+        if not int(dut.done.value):
+            await wait_until(dut.clk, lambda: int(dut.done.value), timeout_cycles=max_cycles,
+                             what=f"done of the {m}x{k}x{n} job")
         error, cycles = int(dut.error.value), int(dut.cycles.value)
         await RisingEdge(dut.clk)
         return error, cycles
 
     def collect(self, m, n):
-        """Y from the recorded outputs; each address must arrive exactly once."""
+        """Y from the received outputs; each address must arrive exactly once."""
         y = np.full((m, n), 999, dtype=np.int64)
         seen = set()
-        for addr, value in self.outputs:
-            assert addr < m * n, f"output address {addr} outside {m}x{n}"
-            assert addr not in seen, f"output address {addr} written twice"
+        while self.sink.beats:
+            addr, value = _decode(self.sink.beats.popleft())
+            assert addr < m * n, f"output address {addr} outside {m}x{n} ({seeds.describe()})"
+            assert addr not in seen, f"output address {addr} written twice ({seeds.describe()})"
             seen.add(addr)
             y[addr // n, addr % n] = value
-        assert len(seen) == m * n, f"{m * n - len(seen)} outputs missing"
+        assert len(seen) == m * n, f"{m * n - len(seen)} outputs missing ({seeds.describe()})"
         return y
 
 
@@ -136,7 +138,10 @@ async def check_gemm(tb, a, w, bias, mult, shift):
     mismatches = np.argwhere(got != expected)
     assert len(mismatches) == 0, (
         f"{m}x{k}x{n}: {len(mismatches)} mismatches, first at {tuple(mismatches[0])}: "
-        f"got {got[tuple(mismatches[0])]}, expected {expected[tuple(mismatches[0])]}")
+        f"got {got[tuple(mismatches[0])]}, expected {expected[tuple(mismatches[0])]} "
+        f"({seeds.describe()})")
+    # Nothing after the last output of the job.
+    await tb.sink.expect_quiet(16)
     return cycles
 
 
@@ -149,23 +154,26 @@ def _shapes(rows, cols):
     ]
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
 async def random_shapes_and_values(dut):
+    log_seed(dut)
     tb = TB(dut, ready_probability=0.6, seed=1)
     await tb.reset()
-    rng = np.random.default_rng(1)
+    rng = seeds.np_rng("gemm 1")
     for m, k, n in _shapes(tb.rows, tb.cols):
         a = rng.integers(-128, 128, (m, k))
         w = rng.integers(-128, 128, (k, n))
         await check_gemm(tb, a, w, *random_requant(rng, n, k))
+    tb.monitor.check_valid_independent()
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
 async def extreme_values(dut):
     """All-(-128) and all-127 operands (largest accumulators), zeros, and alternating signs."""
+    log_seed(dut)
     tb = TB(dut, ready_probability=0.5, seed=2)
     await tb.reset()
-    rng = np.random.default_rng(2)
+    rng = seeds.np_rng("gemm 2")
     m, k, n = tb.rows * 2 + 1, 40, tb.cols + 2
     cases = [
         (np.full((m, k), -128), np.full((k, n), -128)),
@@ -178,22 +186,25 @@ async def extreme_values(dut):
         await check_gemm(tb, a, w, *random_requant(rng, n, k))
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
 async def back_pressure_extremes(dut):
     """An output stream that is almost never ready, then always ready."""
-    rng = np.random.default_rng(3)
+    log_seed(dut)
+    rng = seeds.np_rng("gemm 3")
     tb = TB(dut, ready_probability=0.05, seed=3)
     await tb.reset()
     m, k, n = tb.rows + 1, 2, tb.cols * 2 - 1
     a, w = rng.integers(-128, 128, (m, k)), rng.integers(-128, 128, (k, n))
     await check_gemm(tb, a, w, *random_requant(rng, n, k))
+    tb.monitor.check_valid_independent()
     tb.ready_probability = 1.0
     await check_gemm(tb, a, w, *random_requant(rng, n, k))
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
 async def refuses_bad_jobs(dut):
     """A zero size, or a job larger than the buffers, ends at once with the error flag."""
+    log_seed(dut)
     tb = TB(dut, ready_probability=1.0, seed=4)
     await tb.reset()
     p = tb.params
@@ -205,18 +216,19 @@ async def refuses_bad_jobs(dut):
     error, _ = await tb.run(tb.rows, too_many_k, 1)
     assert error == 1, "activation buffer overflow not reported"
     # The error flag clears with the next good job.
-    rng = np.random.default_rng(4)
+    rng = seeds.np_rng("gemm 4")
     a, w = rng.integers(-128, 128, (2, 3)), rng.integers(-128, 128, (3, 2))
     await check_gemm(tb, a, w, *random_requant(rng, 2, 3))
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
 async def cycles_match_the_cycle_model(dut):
     """With the output always ready, a job takes exactly what gen.perf predicts."""
     from gen.cycles import gemm_cycles as predicted_cycles
+    log_seed(dut)
     tb = TB(dut, ready_probability=1.0, seed=5)
     await tb.reset()
-    rng = np.random.default_rng(5)
+    rng = seeds.np_rng("gemm 5")
     r, c = tb.rows, tb.cols
     # Dividing shapes and shapes whose last tile is padded (the tail depends on how much).
     for m, k, n in [(r, 1, c), (2 * r, 3, c), (r, 40, 2 * c), (3 * r, 2, 2 * c),
@@ -225,7 +237,8 @@ async def cycles_match_the_cycle_model(dut):
         a, w = rng.integers(-128, 128, (m, k)), rng.integers(-128, 128, (k, n))
         cycles = await check_gemm(tb, a, w, *random_requant(rng, n, k))
         assert cycles == predicted_cycles(m, k, n, r, c), (
-            f"{m}x{k}x{n}: {cycles} cycles, model says {predicted_cycles(m, k, n, r, c)}")
+            f"{m}x{k}x{n}: {cycles} cycles, model says {predicted_cycles(m, k, n, r, c)} "
+            f"({seeds.describe()})")
 
 
 CONFIGS = [
@@ -237,5 +250,5 @@ CONFIGS = [
 @pytest.mark.parametrize("params", CONFIGS, ids=lambda p: f"{p['rows']}x{p['cols']}")
 def test_gemm_accelerator(params):
     from gen.hw.accelerator import GemmAccelerator
-    from sim import run_cocotb
-    run_cocotb(GemmAccelerator(**params), "gemm_accelerator", "test_gemm_accelerator", params)
+    from verif.sim import run_cocotb
+    run_cocotb(GemmAccelerator(**params), "gemm_accelerator", "verif.test_gemm_accelerator", params)

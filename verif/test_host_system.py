@@ -1,5 +1,14 @@
 """End to end through the host link: the driver a user runs against a board, here over the
-simulated serial line of the full HostSystem (UART, protocol engine, accelerator, buffers)."""
+simulated serial line of the full HostSystem (UART, protocol engine, accelerator, buffers).
+
+Also the shipped design: `gen/configs/default.yaml` through `gen.config.load_config` and
+`gen.design.prepare_design`, its HostSystem exactly as `gen build` generates it, a few GEMMs
+(one that no array dimension divides) bit-exact against `golden.gemm_int8` and the device's
+cycle count equal to `gen.cycles.gemm_cycles`.
+
+The host link is a UART, not a stream: the driver's waits are bounded (replies time out, polls
+are counted) and every test has a simulated-time bound. Random operands from ``ACCELGEN_SEED``.
+"""
 
 import json
 import os
@@ -8,10 +17,10 @@ import cocotb
 import numpy as np
 import pytest
 import torch
-from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge, Timer
 
-import golden
+from verif import golden, seeds
+from verif.streams import log_seed, start_clock
 from gen.host.driver import DeviceError, Driver
 from gen.host.layout import LayoutError
 from gen.host.transports import CocotbUartTransport
@@ -19,12 +28,15 @@ from gen.hw.host_bridge import Buffer, REPLY_UNKNOWN
 
 CLOCK_NS = 8          # the accelerator clock
 HOST_CLOCK_NS = 26    # the host link clock: unrelated to the accelerator's, as on a board
+#: Simulated-time bound of every test here: no test can hang.
+TEST_TIMEOUT_MS = 400
 
 
 async def setup(dut):
     params = json.loads(os.environ["DUT_PARAMS"])
-    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
-    cocotb.start_soon(Clock(dut.host_clk, HOST_CLOCK_NS, unit="ns").start())
+    log_seed(dut)
+    start_clock(dut.clk, CLOCK_NS)
+    start_clock(dut.host_clk, HOST_CLOCK_NS)
     dut.uart_rx.value = 1
     dut.rst.value = 1
     dut.host_rst.value = 1
@@ -47,14 +59,14 @@ def expected(a, w, bias, mult, shift):
                             ).numpy()
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
 async def gemm_through_the_driver(dut):
     params, _, driver = await setup(dut)
     info = await driver.info()
     assert (info.rows, info.cols) == (params["rows"], params["cols"])
     assert info.act_depth == params["act_depth"] and info.out_depth == params["out_depth"]
 
-    rng = np.random.default_rng(11)
+    rng = seeds.np_rng("host system 11")
     cases = [
         (7, 9, 10),                                # nothing divides the 3x4 array
         (params["rows"] * 2, 12, params["cols"] * 2),
@@ -65,7 +77,8 @@ async def gemm_through_the_driver(dut):
         mult = rng.integers(2 ** 29, 2 ** 31, n)
         shift = np.full(n, 36)
         run = await driver.gemm(a, w, bias, mult, shift, poll_interval=poll)
-        np.testing.assert_array_equal(run.y, expected(a, w, bias, mult, shift))
+        np.testing.assert_array_equal(run.y, expected(a, w, bias, mult, shift),
+                                      err_msg=f"{m}x{k}x{n} ({seeds.describe()})")
         assert run.cycles > 0
     # Extremes: the largest accumulators, saturating both ways.
     m, k, n = 5, 16, 6
@@ -77,7 +90,7 @@ async def gemm_through_the_driver(dut):
                                                    np.full(n, 2 ** 31 - 1), np.full(n, 20)))
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
 async def refusals(dut):
     params, transport, driver = await setup(dut)
     await driver.info()
@@ -103,11 +116,48 @@ async def refusals(dut):
     assert (await driver.info()).rows == params["rows"]
 
 
+@cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
+async def default_config_gemms(dut):
+    """The shipped design: GEMMs bit-exact, cycles as `gen.cycles.gemm_cycles` predicts."""
+    from gen.cycles import gemm_cycles
+    from verif.test_gemm_accelerator import random_requant
+    params, _, driver = await setup(dut)
+    info = await driver.info()
+    r, c = params["rows"], params["cols"]
+    assert (info.rows, info.cols) == (r, c)
+    assert (info.act_depth, info.out_depth) == (params["act_depth"], params["out_depth"])
+    rng = seeds.np_rng("host system default config")
+    # Dividing, nothing divides the array (padded last tiles both ways), one output.
+    for m, k, n in [(2 * r, 24, 2 * c), (r + 5, 20, c + 3), (1, 5, 1)]:
+        a, w = rng.integers(-128, 128, (m, k)), rng.integers(-128, 128, (k, n))
+        bias, mult, shift = random_requant(rng, n, k)
+        run = await driver.gemm(a, w, bias, mult, shift, poll_interval=poll)
+        np.testing.assert_array_equal(run.y, expected(a, w, bias, mult, shift),
+                                      err_msg=f"{m}x{k}x{n} ({seeds.describe()})")
+        assert run.cycles == gemm_cycles(m, k, n, r, c), (
+            f"{m}x{k}x{n}: {run.cycles} cycles, gen.cycles.gemm_cycles says "
+            f"{gemm_cycles(m, k, n, r, c)}")
+        dut._log.info("default %dx%d, GEMM %dx%dx%d: %d cycles (model %d)", r, c, m, k, n,
+                      run.cycles, gemm_cycles(m, k, n, r, c))
+
+
 PARAMS = dict(rows=3, cols=4, act_depth=256, wgt_depth=256, param_depth=32, out_depth=512,
               uart_divisor=8)
 
 
 def test_host_system():
     from gen.hw.system import HostSystem
-    from sim import run_cocotb
-    run_cocotb(HostSystem(**PARAMS), "host_system", "test_host_system", PARAMS)
+    from verif.sim import run_cocotb
+    run_cocotb(HostSystem(**PARAMS), "host_system", "verif.test_host_system", PARAMS,
+               testcase=["gemm_through_the_driver", "refusals"])
+
+
+def test_default_config():
+    """gen/configs/default.yaml as shipped, simulated as `gen build` generates it."""
+    from gen.config import DEFAULT_CONFIG, load_config
+    from gen.design import prepare_design
+    from verif.sim import run_cocotb
+    design = prepare_design(load_config(DEFAULT_CONFIG), progress=lambda line: None)
+    params = design.system_params
+    run_cocotb(design.system(), "host_system", "verif.test_host_system", params,
+               testcase="default_config_gemms")

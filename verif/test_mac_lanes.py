@@ -1,6 +1,7 @@
 """MacLanes against `golden_mac.mac_sum`: random sums of random lengths (including one beat),
 INT8 extremes and long -128 * -128 sums, odd and even lane counts, packing on and off, random
-gaps between beats (with garbage on the idle inputs) and back-to-back sums. Also checks the
+gaps between beats (with garbage on the idle inputs; `verif.streams.StreamSource`, seeded by
+``ACCELGEN_SEED``) and back-to-back sums. Also checks the
 timing contract: `done` exactly `latency` cycles after the `last` beat, `acc` held until the
 next sum's first beat reaches the accumulators.
 
@@ -9,14 +10,16 @@ One Verilator build holds every configuration (UNITS): the MacLanes instances sh
 
 import json
 import os
-import random
 
 import cocotb
 import torch
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
 
-import golden_mac
+from verif import golden_mac, seeds
+from verif.streams import StreamBus, StreamSource, log_seed, start_clock
+
+CLOCK_NS = 10
 
 
 def _params():
@@ -28,7 +31,8 @@ def _to_signed(value, bits):
 
 
 class TB:
-    """Drives beats at falling edges and samples at the rising edge's read-only phase.
+    """Drives beats (a `verif.streams.StreamSource`) after rising edges and samples at the
+    rising edge's read-only phase; random from ``ACCELGEN_SEED``.
 
     A beat driven before rising edge ``n`` is taken at edge ``n``; its result is visible after
     edge ``n + latency - 1`` (``latency`` cycles after the cycle it was driven in).
@@ -40,8 +44,12 @@ class TB:
         self.units = params["units"]           # name -> lanes
         self.lanes = max(self.units.values())  # width of the shared word
         self.latency = params["latency"]
-        self.rng = random.Random(seed)
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        self.rng = seeds.rng(f"mac lanes {seed}")
+        log_seed(dut)
+        start_clock(dut.clk, CLOCK_NS)
+        # The input pipe: valid only (no ready), its payload on four ports.
+        self.bus = StreamBus(dut, valid="valid", ready=False,
+                             fields={name: name for name in ("x", "w", "first", "last")})
 
     async def reset(self):
         dut = self.dut
@@ -73,42 +81,46 @@ class TB:
         return word
 
     async def run(self, sums, gap_probability):
-        """Feed ``sums`` (a list of (x [T], w [T, lanes]) tensors) and check every result."""
-        dut, rng, lanes, latency = self.dut, self.rng, self.lanes, self.latency
+        """Feed ``sums`` (a list of (x [T], w [T, lanes]) tensors) and check every result.
+
+        The beats go through a `StreamSource` on the valid-only input (``x``, ``w``, ``first``,
+        ``last`` as fields; garbage on them while ``valid`` is 0); it reports the cycle each
+        beat was taken in. Times here are of rising edges, in ns.
+        """
+        dut, latency = self.dut, self.latency
+        period = CLOCK_NS
         expected = [golden_mac.mac_sum(x, w).tolist() for x, w in sums]
-        beats = []   # (x, w word, first, last, sum index)
+        beats, meta = [], []   # field values; (first, last, sum index)
         for index, (x, w) in enumerate(sums):
             xs, ws = x.tolist(), w.tolist()
             for t in range(len(xs)):
-                beats.append((xs[t], self._word(ws[t]), t == 0, t == len(xs) - 1, index))
+                beats.append({"x": xs[t], "w": self._word(ws[t]), "first": int(t == 0),
+                              "last": int(t == len(xs) - 1)})
+                meta.append((t == 0, t == len(xs) - 1, index))
+        first_edge, last_edge = {}, {}   # sum index -> time of the edge that took the beat
+        taken = []
 
-        first_edge, last_edge, done_edges = {}, {}, []
+        def on_accept(beat, time_ns):
+            first, last, index = meta[len(taken)]
+            taken.append(time_ns)
+            if first:
+                first_edge[index] = time_ns + period
+            if last:
+                last_edge[index] = time_ns + period
+
+        source = StreamSource(self.bus, dut.clk, gap_probability=gap_probability, rng=self.rng,
+                              idle="random", on_accept=on_accept)
+        source.send_nowait(beats)
+        done_edges = []
         results = {}
         held = None          # (sum index, values) that acc must keep showing
-        edge = 0
-        position = 0
-        while position < len(beats) or len(done_edges) < len(sums):
-            # Drive the inputs for the coming edge (we are just after a falling edge).
-            if position < len(beats) and rng.random() >= gap_probability:
-                x, word, first, last, index = beats[position]
-                dut.valid.value = 1
-                position += 1
-                if first:
-                    first_edge[index] = edge + 1
-                if last:
-                    last_edge[index] = edge + 1
-            else:
-                # Idle: garbage everywhere except valid.
-                x, word = rng.randrange(-128, 128), rng.getrandbits(8 * lanes)
-                first, last = rng.random() < 0.5, rng.random() < 0.5
-                dut.valid.value = 0
-            dut.x.value = x & 0xFF
-            dut.w.value = word
-            dut.first.value = int(first)
-            dut.last.value = int(last)
+        bound = int(len(beats) / max(0.05, 1 - gap_probability) * 2) + 100 * latency + 1000
+        for _ in range(bound):
+            if not source.queue and len(done_edges) == len(sums):
+                break
             await RisingEdge(dut.clk)
-            edge += 1
             await ReadOnly()
+            edge = get_sim_time("ns")
             outputs = self.outputs()
             dones = {name: done for name, (done, _) in outputs.items()}
             assert len(set(dones.values())) == 1, f"edge {edge}: done differs: {dones}"
@@ -116,27 +128,32 @@ class TB:
                 index = len(done_edges)
                 assert index < len(sums), f"edge {edge}: done without a pending sum"
                 done_edges.append(edge)
-                assert edge == last_edge.get(index, -1) + latency - 1, (
-                    f"sum {index}: done after edge {edge}, last beat taken at edge "
-                    f"{last_edge.get(index)}, latency {latency}")
+                assert edge == last_edge.get(index, -1) + (latency - 1) * period, (
+                    f"sum {index}: done after edge {edge} ns, last beat taken at edge "
+                    f"{last_edge.get(index)} ns, latency {latency} ({seeds.describe()})")
                 for name, (_, acc) in outputs.items():
                     want = expected[index][:self.units[name]]
                     assert acc == want, (f"{name}, sum {index} ({len(sums[index][0])} beats): "
-                                         f"got {acc}, expected {want}")
+                                         f"got {acc}, expected {want} ({seeds.describe()})")
                 results[index] = outputs
                 held = (index, {name: acc for name, (_, acc) in outputs.items()})
             elif held is not None:
                 index, values = held
                 # The next sum's first beat overwrites acc after edge first + latency - 1.
                 nxt = first_edge.get(index + 1)
-                if nxt is None or edge < nxt + latency - 1:
+                if nxt is None or edge < nxt + (latency - 1) * period:
                     assert {name: acc for name, (_, acc) in outputs.items()} == values, (
                         f"edge {edge}: acc changed from sum {index}'s result before the next "
-                        f"sum's first beat reached it")
+                        f"sum's first beat reached it ({seeds.describe()})")
                 else:
                     held = None
-            await FallingEdge(dut.clk)
-        dut.valid.value = 0
+        else:
+            raise AssertionError(f"{len(done_edges)} of {len(sums)} sums done, "
+                                 f"{len(source.queue)} beats not sent after {bound} cycles "
+                                 f"({seeds.describe()})")
+        await RisingEdge(dut.clk)
+        source.clear()
+        source.stop()
         assert len(results) == len(sums)
 
 
@@ -167,28 +184,28 @@ def extreme_sums(rng, lanes):
     return sums
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=50, timeout_unit="ms")
 async def random_sums_with_gaps(dut):
     tb = TB(dut, seed=1)
     await tb.reset()
     await tb.run(random_sums(tb.rng, tb.lanes, 150, 40), gap_probability=0.3)
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=50, timeout_unit="ms")
 async def back_to_back_random_sums(dut):
     tb = TB(dut, seed=2)
     await tb.reset()
     await tb.run(random_sums(tb.rng, tb.lanes, 150, 12), gap_probability=0.0)
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=50, timeout_unit="ms")
 async def extremes(dut):
     tb = TB(dut, seed=3)
     await tb.reset()
     await tb.run(extreme_sums(tb.rng, tb.lanes), gap_probability=0.05)
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=50, timeout_unit="ms")
 async def longest_extreme_sum(dut):
     """The longest -128 * -128 sum an INT32 accumulator takes (131071 * 2^14 <= 2^31 - 1),
     then the most negative one. The body beats are all equal, so the inputs are held
@@ -222,7 +239,7 @@ async def longest_extreme_sum(dut):
         for name, (done, acc) in tb.outputs().items():
             assert done, f"{name}: no done {latency} cycles after the last beat"
             want = expected.tolist()[:tb.units[name]]
-            assert acc == want, f"{name}: {length} beats of {xv} * {wv}: got {acc}"
+            assert acc == want, f"{name}: {length} beats of {xv} * {wv}: got {acc}, want {want}"
         await FallingEdge(dut.clk)
 
 
@@ -278,8 +295,8 @@ def mac_lanes_top():
 
 
 def test_mac_lanes():
-    from sim import run_cocotb
+    from verif.sim import run_cocotb
     top = mac_lanes_top()
-    run_cocotb(top, "mac_lanes_top", "test_mac_lanes",
+    run_cocotb(top, "mac_lanes_top", "verif.test_mac_lanes",
                {"units": {name: lanes for name, (lanes, _, _) in UNITS.items()},
                 "latency": top.latency})

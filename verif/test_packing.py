@@ -16,17 +16,23 @@ extreme operands (every input changing every cycle), as the other RTL tests do.
 
 import json
 import os
-import random
+import select
 import subprocess
+import time
 
 import cocotb
 import numpy as np
 import pytest
 import torch
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-import golden_mac
+from verif import golden_mac, seeds
+from verif.streams import log_seed, start_clock
+
+#: Wall-clock bounds (seconds) of the harness build and of one plan's exhaustive pass: a
+#: harness that stops writing fails the test instead of hanging it.
+BUILD_TIMEOUT_S = 900
+PASS_TIMEOUT_S = 600
 
 #: plan -> (bits of w0 and w1, product bits). x is INT8 in every plan.
 PLANS = {"dsp": (8, 16), "wp487": (8, 16), "ecp5": (4, 12)}
@@ -151,7 +157,7 @@ def packing_pairs():
 def build_harness(top):
     """Verilate ``top`` with the C++ harness (once per Verilog text); returns the binary."""
     from gen.rtl import content_hash, emit_verilog
-    from sim import SIM_BUILD, verilator_env
+    from verif.sim import SIM_BUILD, verilator_env
 
     root = verilator_env()
     text = emit_verilog(top, "packing_pairs")
@@ -167,8 +173,26 @@ def build_harness(top):
          "-O2", "-Wno-fatal", "--x-assign", "fast", "--x-initial", "fast",
          "--top-module", "packing_pairs", "-Mdir", str(build_dir),
          "-CFLAGS", "-O2", "-o", "Vpacking_pairs", "packing_pairs.v", "harness.cpp"],
-        cwd=build_dir, check=True, capture_output=True, text=True)
+        cwd=build_dir, check=True, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     return binary
+
+
+def _read(fd, count, deadline, what):
+    """Up to ``count`` bytes from ``fd`` (fewer only at end of file); fails at ``deadline``."""
+    chunks, got = [], 0
+    while got < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{what}: the harness wrote {got} of {count} bytes in time "
+                                 f"(limit {PASS_TIMEOUT_S} s)")
+        if not select.select([fd], [], [], min(left, 5))[0]:
+            continue
+        data = os.read(fd, min(count - got, 1 << 20))
+        if not data:
+            break
+        chunks.append(data)
+        got += len(data)
+    return b"".join(chunks)
 
 
 @pytest.fixture(scope="module")
@@ -185,11 +209,13 @@ def test_every_triple(harness, plan):
     total = 1 << (8 + 2 * w_bits)
     chunk = 1 << 16
     proc = subprocess.Popen([str(binary), plan, str(latency)], stdout=subprocess.PIPE)
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + PASS_TIMEOUT_S
     checked = 0
     try:
         while checked < total:
             count = min(chunk, total - checked)
-            raw = proc.stdout.read(4 * count)
+            raw = _read(fd, 4 * count, deadline, plan)
             assert len(raw) == 4 * count, f"{plan}: harness stopped after {checked} triples"
             got = torch.from_numpy(np.frombuffer(raw, dtype="<u2").astype(np.int64))
             got = _signed(got, product_bits).reshape(count, 2)
@@ -202,8 +228,10 @@ def test_every_triple(harness, plan):
                     f"w1={int(w1[k])}: got (p0, p1) = {tuple(got[k].tolist())}, expected "
                     f"{tuple(expected[k].tolist())}")
             checked += count
-        assert proc.stdout.read() == b"", f"{plan}: harness wrote more than {total} triples"
-        assert proc.wait() == 0, f"{plan}: harness exited with {proc.returncode}"
+        assert _read(fd, 1, deadline, plan) == b"", (
+            f"{plan}: harness wrote more than {total} triples")
+        assert proc.wait(timeout=max(1, deadline - time.monotonic())) == 0, (
+            f"{plan}: harness exited with {proc.returncode}")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -214,13 +242,15 @@ def test_every_triple(harness, plan):
 
 # -- random and extremes under cocotb ----------------------------------------------------------
 
-@cocotb.test()
+@cocotb.test(timeout_time=5, timeout_unit="ms")
 async def random_and_extremes(dut):
     """Every operand of every plan changes every cycle: random values on even cycles, values
-    drawn from the extremes on odd ones; checked ``latency`` cycles later."""
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    drawn from the extremes on odd ones (from ``ACCELGEN_SEED``); checked ``latency`` cycles
+    later."""
+    log_seed(dut)
+    start_clock(dut.clk, 10)
     latency = _params()["latency"]
-    rng = random.Random(11)
+    rng = seeds.rng("packing random_and_extremes")
     dut.rst.value = 1
     for _ in range(2):
         await RisingEdge(dut.clk)
@@ -251,10 +281,12 @@ async def random_and_extremes(dut):
             expected = golden_mac.products(x, [w0, w1], 8, w_bits).tolist()
             got = [int(_signed(torch.tensor(int(getattr(dut, f"{plan}_{p}").value)),
                                product_bits)) for p in ("p0", "p1")]
-            assert got == expected, f"{plan}: x={x} w0={w0} w1={w1}: got {got}, expected {expected}"
+            assert got == expected, (f"{plan}: x={x} w0={w0} w1={w1}: got {got}, expected "
+                                     f"{expected} ({seeds.describe()})")
 
 
 def test_random_and_extremes():
-    from sim import run_cocotb
+    from verif.sim import run_cocotb
     top = packing_pairs()
-    run_cocotb(top, "packing_pairs", "test_packing", {"plans": PLANS, "latency": top.latency})
+    run_cocotb(top, "packing_pairs", "verif.test_packing",
+               {"plans": PLANS, "latency": top.latency})

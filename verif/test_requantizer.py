@@ -1,14 +1,15 @@
 """Requantizer against `golden.requantize`: every shift 1..62, extreme accumulators, biases and
-multipliers, random input gaps and random output back-pressure; order kept (tags)."""
+multipliers, random input gaps (garbage on the idle payload) and random output back-pressure;
+order kept (tags); nothing extra after the last result; stimuli from ``ACCELGEN_SEED``."""
 
 import random
 
 import cocotb
 import torch
-from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge
 
-import golden
+from verif import golden, seeds
+from verif.streams import (StreamBus, StreamMonitor, StreamSink, StreamSource, log_seed, reset,
+                           start_clock)
 
 TAG_BITS = 16
 
@@ -35,61 +36,42 @@ def vectors(seed=0):
     return out
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=50, timeout_unit="ms")
 async def matches_golden_under_back_pressure(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    rng = random.Random(7)
+    log_seed(dut)
+    start_clock(dut.clk, 10)
     dut.i__valid.value = 0
     dut.o__ready.value = 0
-    dut.rst.value = 1
-    for _ in range(2):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
+    await reset(dut.clk, dut.rst, 2)
 
-    cases = vectors()
+    cases = vectors(seeds.derive("requantizer vectors"))
     acc = torch.tensor([c[0] for c in cases]) + torch.tensor([c[1] for c in cases])
     expected = golden.requantize(acc, torch.tensor([c[2] for c in cases]),
                                  torch.tensor([c[3] for c in cases])).tolist()
-    received = []
-
-    async def sink():
-        while len(received) < len(cases):
-            await RisingEdge(dut.clk)
-            ready = rng.random() < 0.6
-            dut.o__ready.value = int(ready)
-            await ReadOnly()
-            if ready and int(dut.o__valid.value):
-                payload = int(dut.o__payload.value)
-                value = payload & 0xFF
-                received.append((payload >> 8, value - 256 if value > 127 else value))
-
-    sink_task = cocotb.start_soon(sink())
-    index, offering = 0, False
-    while index < len(cases):
-        # A compliant source: once valid is raised it stays up, payload fixed, until taken.
-        if not offering and rng.random() < 0.8:
-            a, b, mult, shift = cases[index]
-            dut.i__payload.value = ((a & 0xFFFFFFFF) | (b & 0xFFFFFFFF) << 32 | mult << 64 |
-                                    shift << 95 | (index % 2 ** TAG_BITS) << 101)
-            offering = True
-        dut.i__valid.value = int(offering)
-        await ReadOnly()
-        taken = offering and int(dut.i__ready.value)
-        await RisingEdge(dut.clk)
-        if taken:
-            index, offering = index + 1, False
-    dut.i__valid.value = 0
-    await sink_task
+    i_bus, o_bus = StreamBus(dut, "i"), StreamBus(dut, "o")
+    StreamMonitor(i_bus, dut.clk)          # our own source keeps the rules too
+    monitor = StreamMonitor(o_bus, dut.clk)
+    sink = StreamSink(o_bus, dut.clk, ready_probability=0.6, rng=seeds.rng("requantizer sink"))
+    source = StreamSource(i_bus, dut.clk, gap_probability=0.2, idle="random",
+                          rng=seeds.rng("requantizer source"))
+    await source.send([(a & 0xFFFFFFFF) | (b & 0xFFFFFFFF) << 32 | mult << 64 | shift << 95 |
+                       (index % 2 ** TAG_BITS) << 101
+                       for index, (a, b, mult, shift) in enumerate(cases)])
+    received = [(payload >> 8, (payload & 0xFF) - 256 if payload & 0x80 else payload & 0xFF)
+                for payload in await sink.recv(len(cases))]
+    await sink.expect_quiet(32)
+    monitor.check_valid_independent()
     for position, (tag, value) in enumerate(received):
         assert tag == position % 2 ** TAG_BITS, f"output {position} carries tag {tag}"
         a, b, mult, shift = cases[position]
         assert value == expected[position], (
-            f"acc={a} bias={b} M={mult} S={shift}: got {value}, expected {expected[position]}")
+            f"acc={a} bias={b} M={mult} S={shift}: got {value}, expected {expected[position]} "
+            f"({seeds.describe()})")
 
 
 def test_requantizer():
     from amaranth.hdl import unsigned
     from gen.hw.requant import Requantizer
-    from sim import run_cocotb
-    run_cocotb(Requantizer(tag_shape=unsigned(TAG_BITS)), "requantizer", "test_requantizer",
+    from verif.sim import run_cocotb
+    run_cocotb(Requantizer(tag_shape=unsigned(TAG_BITS)), "requantizer", "verif.test_requantizer",
                {"tag_bits": TAG_BITS})

@@ -2,20 +2,19 @@
 
 Rows of random lengths 1..max_length (max_length itself, 17 and other lengths that are not
 powers of two), all-equal rows, INT8 extremes, length-1 rows, all streamed back to back with
-random input gaps and random output back-pressure; a protocol monitor on the output stream; the
+random input gaps and random output back-pressure (`verif.streams`, seeded by ``ACCELGEN_SEED``);
+a protocol monitor on the output stream; nothing extra after each batch; the
 cycles per row against `IntSoftmax.row_cycles`; over-long rows (truncated, `error` raised)."""
 
 import json
 import os
-import random
 
 import cocotb
 import torch
-from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge
-from cocotb.utils import get_sim_time
 
-import golden_softmax
+from verif import golden_softmax, seeds
+from verif.streams import (StreamBus, StreamMonitor, StreamSink, StreamSource, log_seed, reset,
+                           start_clock)
 
 MAX_LENGTH = 40          # not a power of two: the buffer and its counters end off a boundary
 PERIOD_NS = 10
@@ -65,86 +64,70 @@ def random_rows(n_max, rng, count):
 
 
 class TB:
-    """Clock, reset, a compliant score source, a probability sink and an output monitor."""
+    """Clock, reset, a compliant score source, a probability sink and an output monitor
+    (`verif.streams`), all random from ``ACCELGEN_SEED``."""
 
     def __init__(self, dut, seed):
         self.dut = dut
-        self.rng = random.Random(seed)
-        self.gap_p = 0.0
+        self.rng = seeds.rng(f"softmax tb {seed}")
         self.ready_range = (1.0, 1.0)
         self.starts = []          # cycle of each row's first accepted score
-        cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+        start_clock(dut.clk, PERIOD_NS)
+        self.source = StreamSource(StreamBus(dut, "i"), dut.clk, rng=self.rng)
+        self.sink = StreamSink(StreamBus(dut, "o"), dut.clk, rng=self.rng, on_beat=self._on_beat)
 
-    @staticmethod
-    def cycle():
-        return int(get_sim_time("ns")) // PERIOD_NS
+    @property
+    def gap_p(self):
+        return self.source.gap_probability
+
+    @gap_p.setter
+    def gap_p(self, value):
+        self.source.gap_probability = value
+
+    def _on_beat(self, payload, time_ns):
+        if payload >> 7:          # a row ends: the next one sees another ready probability
+            self.sink.ready_probability = self.rng.uniform(*self.ready_range)
+
+    def monitor(self):
+        """Stream rules on ``o``: a held transfer keeps valid and payload until it is taken."""
+        return StreamMonitor(StreamBus(self.dut, "o"), self.dut.clk)
 
     async def reset(self):
         self.dut.i__valid.value = 0
         self.dut.o__ready.value = 0
-        self.dut.rst.value = 1
-        for _ in range(3):
-            await RisingEdge(self.dut.clk)
-        self.dut.rst.value = 0
+        self.source.clear()
+        await reset(self.dut.clk, self.dut.rst, 3)
 
-    async def send(self, rows):
-        dut = self.dut
-        for row in rows:
-            for k, value in enumerate(row):
-                while self.rng.random() < self.gap_p:
-                    dut.i__valid.value = 0
-                    await RisingEdge(dut.clk)
-                # Once valid is up it stays up, payload fixed, until the unit takes it.
-                dut.i__payload.value = (value & 0xFF) | (int(k == len(row) - 1) << 8)
-                dut.i__valid.value = 1
-                while True:
-                    await ReadOnly()
-                    taken, cycle = int(dut.i__ready.value), self.cycle()
-                    await RisingEdge(dut.clk)
-                    if taken:
-                        break
-                if k == 0:
-                    self.starts.append(cycle)
-        dut.i__valid.value = 0
-
-    async def receive(self, n_rows):
-        dut = self.dut
+    async def receive(self, n_rows, max_beats):
+        """``n_rows`` rows (each ends with the ``last`` flag); at most ``max_beats`` beats."""
         rows, current = [], []
-        ready_p = self.rng.uniform(*self.ready_range)
-        while len(rows) < n_rows:
-            await RisingEdge(dut.clk)
-            ready = self.rng.random() < ready_p
-            dut.o__ready.value = int(ready)
-            await ReadOnly()
-            if ready and int(dut.o__valid.value):
-                payload = int(dut.o__payload.value)
-                current.append(payload & 0x7F)
-                if payload >> 7:
-                    rows.append(current)
-                    current = []
-                    ready_p = self.rng.uniform(*self.ready_range)
+        for _ in range(max_beats):
+            if len(rows) == n_rows:
+                break
+            payload, = await self.sink.recv(1)
+            current.append(payload & 0x7F)
+            if payload >> 7:
+                rows.append(current)
+                current = []
+        assert len(rows) == n_rows and not current, (
+            f"{len(rows)} of {n_rows} rows after {max_beats} beats ({seeds.describe()})")
         return rows
 
-    async def monitor(self):
-        """Stream rules on ``o``: a held transfer keeps valid and payload until it is taken."""
-        dut = self.dut
-        held = None
-        while True:
-            await RisingEdge(dut.clk)
-            await ReadOnly()
-            if held is not None:
-                assert int(dut.o__valid.value) == 1, "o.valid dropped before o.ready"
-                assert int(dut.o__payload.value) == held, "o.payload changed while waiting"
-            valid, ready = int(dut.o__valid.value), int(dut.o__ready.value)
-            held = int(dut.o__payload.value) if valid and not ready else None
-
     async def run(self, rows, expected_rows=None):
-        self.starts = []
-        sink = cocotb.start_soon(self.receive(len(rows) if expected_rows is None
-                                              else expected_rows))
-        await self.send(rows)
-        got = await sink
-        await RisingEdge(self.dut.clk)     # leave the read-only phase the sink ended in
+        self.source.accepted_times.clear()
+        beats, firsts = [], []
+        for row in rows:
+            firsts.append(len(beats))
+            beats += [(value & 0xFF) | (int(k == len(row) - 1) << 8)
+                      for k, value in enumerate(row)]
+        self.sink.ready_probability = self.rng.uniform(*self.ready_range)
+        self.source.send_nowait(beats)
+        got = await self.receive(len(rows) if expected_rows is None else expected_rows,
+                                 max_beats=len(beats))
+        await self.source.wait_idle()
+        await self.sink.expect_quiet(8)
+        times = self.source.accepted_times
+        self.starts = [times[i] // PERIOD_NS for i in firsts]
         return got
 
 
@@ -152,16 +135,18 @@ def check(rows, got):
     assert len(got) == len(rows)
     for index, (row, out) in enumerate(zip(rows, got)):
         expected = golden_softmax.int_softmax(torch.tensor(row)).tolist()
-        assert out == expected, f"row {index} (n={len(row)}) {row}: got {out}, expected {expected}"
+        assert out == expected, (f"row {index} (n={len(row)}) {row}: got {out}, expected "
+                                 f"{expected} ({seeds.describe()})")
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=20, timeout_unit="ms")
 async def rows_match_golden_with_gaps_and_back_pressure(dut):
     torch.set_num_threads(1)
     n_max = params()["max_length"]
-    rng = random.Random(11)
+    log_seed(dut)
+    rng = seeds.rng("softmax rows 11")
     tb = TB(dut, seed=5)
-    cocotb.start_soon(tb.monitor())
+    monitor = tb.monitor()
     await tb.reset()
     assert int(dut.error.value) == 0
 
@@ -174,14 +159,16 @@ async def rows_match_golden_with_gaps_and_back_pressure(dut):
     tb.gap_p, tb.ready_range = 0.0, (0.3, 1.0)
     check(rows[200:], await tb.run(rows[200:]))
     assert int(dut.error.value) == 0, "error raised by rows within max_length"
+    monitor.check_valid_independent()
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=20, timeout_unit="ms")
 async def cycles_per_row_follow_the_formula(dut):
     from gen.hw.softmax import IntSoftmax
     n_max = params()["max_length"]
     unit = IntSoftmax(n_max)
-    rng = random.Random(3)
+    log_seed(dut)
+    rng = seeds.rng("softmax rows 3")
     tb = TB(dut, seed=9)
     await tb.reset()
     lengths = [1, 2, 17, n_max, 3, n_max - 1, 1, 16, n_max]
@@ -190,17 +177,19 @@ async def cycles_per_row_follow_the_formula(dut):
     check(rows, got)
     measured = [b - a for a, b in zip(tb.starts, tb.starts[1:])]
     expected = [unit.row_cycles(n) for n in lengths[:-1]]
-    assert measured == expected, f"cycles per row {measured}, formula {expected}"
+    assert measured == expected, (f"cycles per row {measured}, formula {expected} "
+                                  f"({seeds.describe()})")
     dut._log.info("cycles per row (n: cycles): %s",
                   ", ".join(f"{n}: {c}" for n, c in zip(lengths, measured)))
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=20, timeout_unit="ms")
 async def overlong_rows_are_truncated_and_flagged(dut):
     n_max = params()["max_length"]
-    rng = random.Random(4)
+    log_seed(dut)
+    rng = seeds.rng("softmax rows 4")
     tb = TB(dut, seed=2)
-    cocotb.start_soon(tb.monitor())
+    tb.monitor()
     await tb.reset()
     tb.ready_range = (0.3, 1.0)
     normal = [[rng.randrange(-128, 128) for _ in range(17)]]
@@ -222,5 +211,6 @@ async def overlong_rows_are_truncated_and_flagged(dut):
 
 def test_softmax():
     from gen.hw.softmax import IntSoftmax
-    from sim import run_cocotb
-    run_cocotb(IntSoftmax(MAX_LENGTH), "int_softmax", "test_softmax", {"max_length": MAX_LENGTH})
+    from verif.sim import run_cocotb
+    run_cocotb(IntSoftmax(MAX_LENGTH), "int_softmax", "verif.test_softmax",
+               {"max_length": MAX_LENGTH})
