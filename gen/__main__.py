@@ -54,7 +54,14 @@ def cmd_check(args):
     return 0
 
 
+def _check_out(args):
+    from .artifacts import check_writable_folder
+    from .design import RTL_OUT
+    check_writable_folder(args.out or RTL_OUT, "--out")
+
+
 def cmd_generate(args):
+    _check_out(args)
     design = _design(args)
     design.generate(args.out, progress=_log)
     return 0
@@ -67,6 +74,7 @@ def cmd_build(args):
     from flows.report import make_report, write_report
     from .artifacts import build_lock, sha256_file
     start = time.monotonic()
+    _check_out(args)
     design = _design(args)
     _log(f"[check] {design.config.name} fits {design.board.name} by estimate "
          f"({design.estimate.as_dict()})")
@@ -307,7 +315,10 @@ def main(argv=None):
             p.set_defaults(unavailable=str(exc))
         commands[name] = _module_command(module, "run")
 
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:          # --help, or a flag refused in one line
+        return exit.code
     if getattr(args, "unavailable", None):
         print(f"error: {args.command} is unavailable: {args.unavailable}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic", "sha256_file", "build_lock", "read_json"]
+__all__ = ["write_atomic", "sha256_file", "build_lock", "read_json", "check_writable_folder"]
 
 
 def write_atomic(path, data):
@@ -67,3 +67,19 @@ def build_lock(folder, progress=print):
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def check_writable_folder(path, what="--out"):
+    """``path`` is, or can be made, a folder we can write into; checked before long work."""
+    from .errors import UserError
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what}: {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{what}: cannot write to {path} ({exc.strerror or exc})") from None
+    return path

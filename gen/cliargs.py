@@ -4,7 +4,7 @@
 import argparse
 import math
 
-__all__ = ["seed", "count", "positive_float", "MAX_SEED"]
+__all__ = ["seed", "count", "positive_float", "nonnegative_float", "MAX_SEED"]
 
 MAX_SEED = 2 ** 32 - 1
 
@@ -43,4 +43,15 @@ def positive_float(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{value:g} must be a finite number above 0")
+    return value
+
+
+def nonnegative_float(text):
+    """A finite number, 0 or above."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{value:g} must be a finite number, 0 or above")
     return value

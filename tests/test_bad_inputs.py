@@ -331,3 +331,45 @@ def test_edited_weight_files_are_refused_naming_the_field(tmp_path, edit, field)
     with pytest.raises(UserError, match=f"field '{field}'") as info:
         CompressedMatrix.load(path)
     _one_clear_line(info.value, names=str(path))
+
+
+def test_a_damaged_model_cache_is_rebuilt_with_a_warning(tmp_path, capsys):
+    from gen.sparse.vit import load_cached_state, save_cached_state, TinyViT, state_sha256
+    model = TinyViT()
+    weights, meta = tmp_path / "m.pt", tmp_path / "m.json"
+    save_cached_state(model, {"sha256": state_sha256(model)}, weights, meta)
+    assert load_cached_state(weights, meta) is not None
+    for damage in (lambda: weights.write_bytes(weights.read_bytes()[:200]),
+                   lambda: meta.write_text("{\"sha256\": "),
+                   lambda: meta.write_text('{"sha256": "0"}')):
+        save_cached_state(model, {"sha256": state_sha256(model)}, weights, meta)
+        damage()
+        assert load_cached_state(weights, meta) is None
+        assert "is damaged" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["prune", "--seed", "-1"], "argument --seed: -1 is outside"),
+    (["prune", "--block", "0"], "argument --block: 0 must be 1 .. 64"),
+    (["prune", "--tolerance", "nan"], "argument --tolerance"),
+    (["build", "--seed", "x"], "argument --seed: 'x' is not an integer seed"),
+    (["workloads", "resnet50", "--batch", "0"], "argument --batch"),
+])
+def test_flags_are_checked_in_every_command(capsys, argv, expected):
+    from gen.__main__ import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and err.count("\n") == 0, err
+
+
+def test_output_folders_are_checked_before_long_work(tmp_path, capsys):
+    from gen.__main__ import main
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for argv in (["prune", "--out", str(blocker)], ["prune", "--cache", str(blocker / "x")],
+                 ["alloc", "--out", str(blocker)]):
+        start = __import__("time").monotonic()
+        assert main(argv) == 2
+        assert __import__("time").monotonic() - start < 10, argv    # before training or search
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and str(blocker) in err, err

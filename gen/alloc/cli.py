@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 
 from .. import cliargs
+from ..artifacts import check_writable_folder
 from ..config import AUTO_FIELDS
 from ..errors import UserError
 from .problems import (DEPLOYMENTS, OBJECTIVES, max_pes_at, pipelined_problem,
@@ -158,7 +159,7 @@ def run(args):
         check_name(args.name, "--name")
     out = Path(args.out) if args.out else None
     if out is not None:
-        _check_out(out)
+        check_writable_folder(out)
     start = time.monotonic()
     allocation, result, workload = allocate(
         args.network, board, deployment=args.deployment, dataflow=args.dataflow,
@@ -167,7 +168,7 @@ def run(args):
         host_baud=args.baud)
     out = out or (Path("rtl_out") / "alloc" /
                   f"{workload.name}-{board.name}-{allocation.deployment}")
-    _check_out(out)
+    check_writable_folder(out)
     summary = summarize(allocation, result, workload, board)
     for line in summary["lines"]:
         print(line)
@@ -192,19 +193,6 @@ def run(args):
               "assignment is a report, not a buildable config")
     print(f"[alloc] done in {time.monotonic() - start:.1f}s")
     return 0
-
-
-def _check_out(out):
-    """``out`` is (or can be made) a folder we can write, before any long work."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out: {out} exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"--out: cannot write to {out} ({exc.strerror or exc})") from None
 
 
 def design_config(name, board, clock_mhz, decoded, baud=None):

@@ -11,22 +11,24 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import UserError
+from .. import cliargs
+from ..artifacts import check_writable_folder
 
 __all__ = ["add_arguments", "run", "main"]
 
 
 def add_arguments(parser):
     """Add the ``prune`` options to an argparse parser."""
-    parser.add_argument("--seed", type=int, default=0, help="seed of data split, init, training")
-    parser.add_argument("--block", type=int, default=8,
+    parser.add_argument("--seed", type=cliargs.seed, default=0,
+                        help="seed of data split, init, training")
+    parser.add_argument("--block", type=cliargs.count(1, 64), default=8,
                         help="column block B = the kernel's lane count (default 8)")
     parser.add_argument("--out", default="rtl_out/prune", help="output folder")
     parser.add_argument("--cache", default="rtl_out/models",
                         help="folder of cached float and pruned models")
     parser.add_argument("--quick", action="store_true",
                         help="few epochs and a coarse search (for tests; lower accuracy)")
-    parser.add_argument("--tolerance", type=float, default=1.0,
+    parser.add_argument("--tolerance", type=cliargs.nonnegative_float, default=1.0,
                         help="accuracy points the pruned model may lose on the validation set")
     return parser
 
@@ -94,8 +96,8 @@ def run(args):
     from .vit import evaluate, load_digits_split
 
     torch.set_num_threads(1)
-    if args.block < 1:
-        raise UserError(f"--block must be >= 1, got {args.block}")
+    check_writable_folder(args.out, "--out")
+    check_writable_folder(args.cache, "--cache")
     start = time.monotonic()
     settings = PruneSettings.for_mode(args.quick, block=args.block, tolerance=args.tolerance)
     float_model, info, result = load_or_prune(args.seed, settings, quick=args.quick,

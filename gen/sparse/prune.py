@@ -41,8 +41,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .vit import (HEAD_DIM, HEADS, TOKENS, TinyViT, evaluate, load_digits_split, load_or_train,
-                  setup_torch, state_sha256, train)
+from .vit import (HEAD_DIM, HEADS, TOKENS, TinyViT, evaluate, load_cached_state,
+                  load_digits_split, load_or_train, save_cached_state, setup_torch, state_sha256,
+                  train)
 
 __all__ = ["PruneSettings", "PruneResult", "prune", "load_or_prune", "mask_stats",
            "kept_features"]
@@ -301,21 +302,22 @@ def load_or_prune(seed=0, settings=None, quick=False, cache_dir="rtl_out/models"
     tag = hashlib.sha256(key.encode()).hexdigest()[:12]
     cache = Path(cache_dir)
     weights, meta = cache / f"vit_pruned_{tag}.pt", cache / f"vit_pruned_{tag}.json"
-    if weights.exists() and meta.exists():
-        model = TinyViT()
-        model.load_state_dict(torch.load(weights, weights_only=True))
-        model.eval()
-        m = json.loads(meta.read_text())
-        if m.get("sha256") == state_sha256(model):
+    cached = load_cached_state(weights, meta, progress)
+    if cached is not None:
+        model, m = cached
+        try:
+            result = PruneResult(model, settings, m["accuracy"], m["history"], m["ratios"],
+                                 m["seconds"], m["stats"])
+        except KeyError:
+            (progress or print)(f"warning: the cached pruned model {meta} lacks fields; "
+                                f"rebuilding it")
+        else:
             if progress:
                 progress(f"[prune] loaded {weights}")
-            return float_model, info, PruneResult(model, settings, m["accuracy"], m["history"],
-                                                  m["ratios"], m["seconds"], m["stats"])
+            return float_model, info, result
     result = prune(float_model, data, settings, seed=seed, progress=progress)
-    cache.mkdir(parents=True, exist_ok=True)
-    torch.save(result.model.state_dict(), weights)
-    meta.write_text(json.dumps({"key": json.loads(key), "sha256": state_sha256(result.model),
-                                "accuracy": result.accuracy, "history": result.history,
-                                "ratios": result.ratios, "seconds": result.seconds,
-                                "stats": result.stats}, indent=1))
+    save_cached_state(result.model, {"key": json.loads(key), "sha256": state_sha256(result.model),
+                                     "accuracy": result.accuracy, "history": result.history,
+                                     "ratios": result.ratios, "seconds": result.seconds,
+                                     "stats": result.stats}, weights, meta)
     return float_model, info, result

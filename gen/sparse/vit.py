@@ -15,6 +15,7 @@ mask). An unpruned model has ``gamma = 1`` and all-ones masks, so it is an ordin
 """
 
 import hashlib
+import io
 import json
 import math
 import time
@@ -25,9 +26,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..artifacts import write_atomic
+
 __all__ = ["TOKENS", "DIM", "HEADS", "HEAD_DIM", "FFN", "LAYERS", "MATRICES", "Digits",
            "load_digits_split", "MaskedLinear", "EncoderLayer", "TinyViT", "train", "evaluate",
-           "load_or_train", "state_sha256", "setup_torch"]
+           "load_or_train", "state_sha256", "setup_torch", "load_cached_state",
+           "save_cached_state"]
 
 TOKENS = 17
 DIM = 64
@@ -256,6 +260,37 @@ def state_sha256(model):
     return h.hexdigest()
 
 
+def load_cached_state(weights, meta, progress=None):
+    """``(model, info)`` from a cache entry, or None: missing, or damaged (truncated, not JSON,
+    a state that does not load or does not hash to the recorded sha256), which is said in one
+    warning line and then rebuilt by the caller."""
+    if not (weights.exists() and meta.exists()):
+        return None
+    try:
+        info = json.loads(meta.read_text())
+        model = TinyViT()
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        model.eval()
+        ok = isinstance(info, dict) and info.get("sha256") == state_sha256(model)
+    except Exception as exc:        # torch raises many kinds for a damaged file
+        ok, why = False, f"{type(exc).__name__}: {str(exc)[:80]}"
+    else:
+        why = "its sha256 does not match"
+    if ok:
+        return model, info
+    warn = progress or print
+    warn(f"warning: the cached model {weights} is damaged ({why}); rebuilding it")
+    return None
+
+
+def save_cached_state(model, info, weights, meta):
+    """Write a cache entry atomically: the state first, then the JSON that vouches for it."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    write_atomic(weights, buffer.getvalue())
+    write_atomic(meta, json.dumps(info, indent=1))
+
+
 def load_or_train(seed=0, cache_dir="rtl_out/models", quick=False, progress=None):
     """The trained float model for ``seed``: loaded from ``cache_dir`` or trained and saved there.
 
@@ -270,16 +305,12 @@ def load_or_train(seed=0, cache_dir="rtl_out/models", quick=False, progress=None
     # The recipe is part of the name, so changing it never reuses a stale cache.
     stem = f"vit_digits_seed{seed}_e{epochs}_v{RECIPE_VERSION}"
     weights, meta = cache / f"{stem}.pt", cache / f"{stem}.json"
+    cached = load_cached_state(weights, meta, progress)
+    if cached is not None:
+        if progress:
+            progress(f"[train] loaded {weights}")
+        return cached
     model = TinyViT()
-    if weights.exists() and meta.exists():
-        model.load_state_dict(torch.load(weights, weights_only=True))
-        model.eval()
-        info = json.loads(meta.read_text())
-        if info.get("sha256") == state_sha256(model):
-            if progress:
-                progress(f"[train] loaded {weights}")
-            return model, info
-        model = TinyViT()
     if progress:
         progress(f"[train] training the float ViT, {epochs} epochs, seed {seed}")
     start = time.monotonic()
@@ -287,9 +318,7 @@ def load_or_train(seed=0, cache_dir="rtl_out/models", quick=False, progress=None
     info = {"seed": seed, "epochs": epochs, "train_seconds": round(time.monotonic() - start, 1),
             "val_accuracy": evaluate(model, data.val), "test_accuracy": evaluate(model, data.test),
             "sha256": state_sha256(model)}
-    cache.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), weights)
-    meta.write_text(json.dumps(info, indent=1))
+    save_cached_state(model, info, weights, meta)
     if progress:
         progress(f"[train] {info['train_seconds']}s, val {info['val_accuracy']:.1f}%, "
                  f"test {info['test_accuracy']:.1f}%, saved {weights}")
