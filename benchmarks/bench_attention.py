@@ -1,4 +1,3 @@
-# amaranth: UnusedElaboratable=no
 """Sparse attention kernel benchmark: cycles dense vs sparse, resources, memory footprint.
 
     python benchmarks/bench_attention.py [--full] [--skip-synth] [--skip-xilinx] [--fmax]
@@ -7,8 +6,9 @@
    recipe, default the quick one from the shared cache): per encoder layer, the cycles of its
    attention (Q, K, V, per-head scores / softmax / context, output projection) and FFN on the
    kernel, sparse vs the same layer dense (every word and feature kept), next to the MACs
-   removed. The cycles come from `gen.hw.attention_layout`'s model, which
-   `verif/test_attention.py` checks to be EXACT against the Verilator simulation (every op).
+   removed. The cycles come from the cycle model (`gen.cycles`, through the kernel's
+   `AttentionGeometry` and `gen.hw.attention_layout`), which `verif/test_attention.py` checks
+   to be EXACT against the Verilator simulation (every op); no hardware is built for them.
 2. Memory footprint of the six matrices per layer, compressed vs dense (spec section 3).
 3. yosys `synth_ecp5` + `stat` of the kernel for the ViT (B=8, T=17, D=64, H=4, FFN 128):
    MULT18X18D, DP16KD, LUT4 and flip-flops, with dense weight capacity and with the capacity
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "verif")]
+sys.path[:0] = [str(REPO)]
 
 VIT = dict(lanes=8, tokens=17, dim=64, heads=4, ffn=128)
 
@@ -45,12 +45,12 @@ def quantized_layers(full):
     return qvit.layers, result
 
 
-def cycle_table(kernel, layers):
+def cycle_table(geometry, layers):
     from gen.hw.attention_layout import quantized_layer_program
     rows = []
     for layer in layers:
-        sparse = quantized_layer_program(kernel, layer)
-        dense = quantized_layer_program(kernel, layer, dense=True)
+        sparse = quantized_layer_program(geometry, layer)
+        dense = quantized_layer_program(geometry, layer, dense=True)
         for part in ("attention", "ffn"):
             rows.append({
                 "layer": layer.index, "part": part,
@@ -180,23 +180,24 @@ def main():
                         help="also place and route out of context (several minutes)")
     args = parser.parse_args()
 
-    from gen.hw.attention import SparseAttentionKernel
+    from gen.hw.attention import AttentionGeometry, SparseAttentionKernel
     from gen.hw.attention_layout import capacity_for
     from gen.hw.packing import XILINX_DSP48E2
 
     layers, result = quantized_layers(args.full)
     report = {"config": VIT, "recipe": "full" if args.full else "quick",
               "prune_ratios": result.ratios, "accuracy": result.accuracy}
-    dense_kernel = SparseAttentionKernel(**VIT)
+    # Geometries for the tables; kernels are built only where they are synthesized.
+    dense_geometry = AttentionGeometry(**VIT)
     capacity = capacity_for(*layers)
-    sparse_kernel = SparseAttentionKernel(**VIT, capacity=capacity)
+    pattern_geometry = AttentionGeometry(**VIT, capacity=capacity)
 
     print(f"\n== cycles of one encoder layer (B={VIT['lanes']}, T={VIT['tokens']}, "
           f"D={VIT['dim']}, H={VIT['heads']}, FFN {VIT['ffn']}); model = simulation, "
           f"checked exactly by verif/test_attention.py ==")
     print(f"{'layer':>5} {'part':>10} {'dense cyc':>10} {'sparse cyc':>10} {'cyc kept':>9} "
           f"{'dense MACs':>11} {'sparse MACs':>11} {'MACs kept':>9}")
-    table = cycle_table(sparse_kernel, layers)
+    table = cycle_table(pattern_geometry, layers)
     for row in table:
         print(f"{row['layer']:>5} {row['part']:>10} {row['dense_cycles']:>10} "
               f"{row['sparse_cycles']:>10} {row['sparse_cycles'] / row['dense_cycles']:>9.3f} "
@@ -215,38 +216,42 @@ def main():
         print(f"layer {layer.index}: dense {dense} B, compressed {comp} B "
               f"({comp / dense:.3f}); words kept: {words}")
     report["footprint"] = fp
-    print(f"kernel weight memory: dense capacity {dense_kernel.wmem_depth} words, "
-          f"pattern capacity {sparse_kernel.wmem_depth} words of "
-          f"{sparse_kernel.weight_word_layout.size} bits "
-          f"({dense_kernel.wmem_depth * dense_kernel.weight_word_layout.size // 8} B -> "
-          f"{sparse_kernel.wmem_depth * sparse_kernel.weight_word_layout.size // 8} B)")
-    report["wmem_words"] = {"dense": dense_kernel.wmem_depth, "pattern": sparse_kernel.wmem_depth}
+    dense_bytes = dense_geometry.wmem_depth * dense_geometry.weight_word_layout.size // 8
+    pattern_bytes = pattern_geometry.wmem_depth * pattern_geometry.weight_word_layout.size // 8
+    print(f"kernel weight memory: dense capacity {dense_geometry.wmem_depth} words, "
+          f"pattern capacity {pattern_geometry.wmem_depth} words of "
+          f"{pattern_geometry.weight_word_layout.size} bits "
+          f"({dense_bytes} B -> {pattern_bytes} B)")
+    report["wmem_words"] = {"dense": dense_geometry.wmem_depth,
+                            "pattern": pattern_geometry.wmem_depth}
 
     if not args.skip_synth:
         print("\n== yosys synth_ecp5 + stat ==")
         report["ecp5"] = {}
-        for label, kernel in (("dense capacity", dense_kernel),
-                              ("pattern capacity", sparse_kernel)):
+        for label, geometry in (("dense capacity", dense_geometry),
+                                ("pattern capacity", pattern_geometry)):
+            kernel = SparseAttentionKernel(geometry)
             res = ecp5_resources(kernel, "sparse_attention", "ecp5_" + label.split()[0])
             report["ecp5"][label] = res
-            print(f"{label:>17}: {res}  (kernel.multipliers = {kernel.multipliers})")
+            print(f"{label:>17}: {res}  (geometry.multipliers = {geometry.multipliers})")
 
     if not args.skip_xilinx:
         print("\n== DSP48E2 under synth_xilinx -family xcup (-run :map_luts) ==")
         report["dsp48e2"] = {}
         for packing in (False, True):
-            kernel = SparseAttentionKernel(**VIT, capacity=capacity, ports=XILINX_DSP48E2,
-                                           packing=packing)
-            dsps, source = xilinx_dsps(kernel, "sparse_attention",
+            geometry = AttentionGeometry(**VIT, capacity=capacity, ports=XILINX_DSP48E2,
+                                         packing=packing)
+            dsps, source = xilinx_dsps(SparseAttentionKernel(geometry), "sparse_attention",
                                        "xcup_" + ("packed" if packing else "unpacked"))
             report["dsp48e2"]["packed" if packing else "unpacked"] = dsps
             print(f"{'packed' if packing else 'unpacked':>9}: {dsps} DSP48E2 [{source}] "
-                  f"(kernel.multipliers = {kernel.multipliers}: MAC lanes "
-                  f"{kernel.multipliers - 5} + requantizer 4 + softmax 1)")
+                  f"(geometry.multipliers = {geometry.multipliers}: MAC lanes "
+                  f"{geometry.mac_multipliers} + requantizer 4 + softmax 1)")
 
     if args.fmax:
         print("\n== nextpnr-ecp5 --85k --out-of-context, target 125 MHz ==")
-        report["fmax_mhz"] = fmax(sparse_kernel, "sparse_attention", "pnr_pattern")
+        report["fmax_mhz"] = fmax(SparseAttentionKernel(pattern_geometry), "sparse_attention",
+                                  "pnr_pattern")
         print(f"Fmax: {report['fmax_mhz']} MHz")
 
     out = REPO / "rtl_out" / "bench" / ("attention_full.json" if args.full else "attention.json")

@@ -8,17 +8,31 @@ them and owns the tail constants that were measured against the RTL.
 GEMM engine (``gen/hw/gemm.py``, output stationary)
     :func:`gemm_cycles` is the per-tile recurrence, :func:`gemm_cycles_closed_form` its
     vectorized closed form (equal on every shape, ``tests/test_cost.py``).
+
+Sparse attention kernel (``gen/hw/attention/``) and integer softmax unit (``gen/hw/softmax.py``)
+    :func:`attention_mac_op_cycles` (one linear, scores or context op from its groups' beat
+    counts), :func:`attention_softmax_op_cycles` (one softmax op) and
+    :func:`softmax_row_cycles` (one row through ``IntSoftmax``), all exact. The section at the
+    end of this file; ``AttentionGeometry.mac_op_cycles`` / ``softmax_op_cycles`` and
+    ``gen.hw.attention_layout`` call them.
 """
 
 import math
 
 import numpy as np
 
+from .hw.attention.mac import OPERAND_STAGES
+from .hw.mac_lanes import MAC_LANES_LATENCY
 from .hw.multiplier import MULTIPLIER_LATENCY
 from .hw.requant import REQUANT_LATENCY
+from .hw.softmax import EMIT_LATENCY as SOFTMAX_EMIT_LATENCY
+from .hw.softmax import EXP_STAGES as SOFTMAX_EXP_STAGES
+from .hw.softmax import QUOTIENT_BITS as SOFTMAX_QUOTIENT_BITS
 
 __all__ = ["GEMM_TAIL_CYCLES", "padded_tail_slots", "ideal_gemm_cycles", "gemm_cycles",
-           "gemm_cycles_closed_form"]
+           "gemm_cycles_closed_form", "ATTENTION_FIRST_GROUP_CYCLES", "ATTENTION_DRAIN_STAGES",
+           "ATTENTION_FINISH_CYCLES", "ATTENTION_SOFTMAX_OP_CYCLES", "softmax_row_cycles",
+           "attention_mac_op_cycles", "attention_softmax_op_cycles"]
 
 #: Drain output register, requantizer input acceptance, two registered completion stages and
 #: the finishing cycle; the requantizer's latency overlaps the padding slots the drain skips
@@ -96,3 +110,62 @@ def gemm_cycles_closed_form(m, k, n, rows, cols):
     copy = np.where(k <= a, copy_b, np.where(d <= k, copy_a1, copy_a2))
     return (copy + rows * cols + GEMM_TAIL_CYCLES +
             np.maximum(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols), 0))
+
+
+# =============================================================================================
+# Sparse attention kernel (gen/hw/attention) and integer softmax unit (gen/hw/softmax)
+# =============================================================================================
+# Both are exact: verif/test_attention.py checks every op of random and trained layers against
+# Verilator's cycle count, verif/test_softmax.py and tests/test_softmax_unit.py the softmax rows.
+
+
+#: The first group of a MAC op lasts at least 2 cycles: its last beat waits one cycle after the
+#: walk starts (the sequencer's pacing counter starts at B - 1).
+ATTENTION_FIRST_GROUP_CYCLES = 2
+#: The lane drain's registers before a value reaches the requantizer: the copy of the sums into
+#: the shift chain, and the output register.
+ATTENTION_DRAIN_STAGES = 2
+#: After an op's last part goes idle: the two registered idle stages and the finishing cycle
+#: (as in the GEMM engine).
+ATTENTION_FINISH_CYCLES = 3
+#: A softmax op beyond its rows: accept, first read, last write and the idle detection.
+ATTENTION_SOFTMAX_OP_CYCLES = 8
+
+
+def softmax_row_cycles(n):
+    """Cycles a row of ``n`` scores occupies ``IntSoftmax`` (input always valid, output always
+    ready), first score accepted to the next row's first score accepted.
+
+    Receive ``n``, sum ``n + EXP_STAGES``, divide ``QUOTIENT_BITS`` (one quotient bit per
+    cycle), emit ``n + EMIT_LATENCY``: ``3 n + 28``.
+    """
+    return 3 * n + SOFTMAX_EXP_STAGES + SOFTMAX_QUOTIENT_BITS + SOFTMAX_EMIT_LATENCY
+
+
+def attention_mac_op_cycles(steps, lanes, last_lanes=None, *, mac_latency=MAC_LANES_LATENCY):
+    """Exact cycles (``cycles`` increments) of one MAC op (linear, scores, context).
+
+    ``steps[g]`` is the beat count ``max(count, 1)`` of group ``g`` in issue order; ``lanes``
+    is B; ``last_lanes`` (default B) how many lanes of the final group are written (columns
+    ``< n_hi``). The last beat of a group waits B cycles after the previous group's (the
+    drain's pace), the first group's at least :data:`ATTENTION_FIRST_GROUP_CYCLES`; then the
+    tail: the operand stages, the MAC latency, the drain up to the last written lane, the
+    requantizer and the result write register, or the drain of all B lanes if that ends
+    later; then the completion detection.
+    """
+    steps = [max(1, int(s)) for s in steps]
+    if not steps:
+        raise ValueError("a MAC op has at least one group")
+    b = int(lanes)
+    last_lanes = b if last_lanes is None else int(last_lanes)
+    written = last_lanes + ATTENTION_DRAIN_STAGES + REQUANT_LATENCY + 1
+    drained = b + ATTENTION_DRAIN_STAGES
+    tail = OPERAND_STAGES + mac_latency + max(written, drained) + ATTENTION_FINISH_CYCLES
+    return max(steps[0], ATTENTION_FIRST_GROUP_CYCLES) + sum(max(s, b) for s in steps[1:]) + tail
+
+
+def attention_softmax_op_cycles(rows, length):
+    """Exact cycles of a softmax op over ``rows`` rows of ``length`` scores: one
+    :func:`softmax_row_cycles` per row (the rows do not overlap) and
+    :data:`ATTENTION_SOFTMAX_OP_CYCLES`."""
+    return rows * softmax_row_cycles(length) + ATTENTION_SOFTMAX_OP_CYCLES

@@ -1,15 +1,20 @@
-# amaranth: UnusedElaboratable=no
 """Packing plans, their refusals, and a quick Amaranth-simulator check of the packed pair and
 the MAC lanes (the exhaustive and cocotb proofs are verif/test_packing.py and
-verif/test_mac_lanes.py)."""
+verif/test_mac_lanes.py).
 
+Components built only for their parameters are elaborated afterwards, so that none is left
+unused (Amaranth's UnusedElaboratable warning stays on)."""
+
+import gc
 import random
+import warnings
 
 import pytest
+from amaranth.hdl import Fragment, UnusedElaboratable
 from amaranth.sim import Simulator
 
 from gen.errors import UserError
-from gen.hw.mac_lanes import MacLanes
+from gen.hw.mac_lanes import MAC_LANES_LATENCY, MacLanes, lane_multipliers, resolve_packing
 from gen.hw.packing import (ECP5_MULT18X18D, XILINX_DSP48E2, MultiplierPorts,
                             PackedMultiplierPair, packing_plan)
 
@@ -83,9 +88,15 @@ def test_bad_ports():
 
 
 def test_pair_refuses_what_the_plan_cannot_pack():
-    with pytest.raises(UserError, match=r"PackedMultiplierPair: .*25-bit port.*packing=False"):
-        PackedMultiplierPair(ECP5_MULT18X18D, 8, 8)
-    assert PackedMultiplierPair(ECP5_MULT18X18D, 8, 4).latency == 3
+    # A refused pair is marked as used: collecting it must not warn.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnusedElaboratable)
+        with pytest.raises(UserError, match=r"PackedMultiplierPair: .*25-bit port.*packing=False"):
+            PackedMultiplierPair(ECP5_MULT18X18D, 8, 8)
+        gc.collect()
+    pair = PackedMultiplierPair(ECP5_MULT18X18D, 8, 4)
+    assert pair.latency == 3
+    Fragment.get(pair, None)
 
 
 def test_mac_lanes_parameters():
@@ -95,7 +106,17 @@ def test_mac_lanes_parameters():
     assert (plain.multipliers, plain.products_per_multiplier, plain.latency) == (5, 1, 4)
     auto = MacLanes(16)   # ECP5 by default: "auto" resolves to one product per MULT18X18D
     assert not auto.packing and auto.multipliers == 16
-    assert MacLanes(16, ports=XILINX_DSP48E2).multipliers == 8
+    dsp = MacLanes(16, ports=XILINX_DSP48E2)
+    assert dsp.multipliers == 8
+    for lanes in (packed, plain, auto, dsp):
+        Fragment.get(lanes, None)
+    # The same figures without hardware (what AttentionGeometry uses).
+    assert MAC_LANES_LATENCY == 4
+    assert resolve_packing(XILINX_DSP48E2, "auto")[1] and not resolve_packing(ECP5_MULT18X18D,
+                                                                             "auto")[1]
+    assert (lane_multipliers(5, True), lane_multipliers(5, False)) == (3, 5)
+    with pytest.raises(UserError, match=r"MacLanes\(packing=True\): .*25-bit port"):
+        resolve_packing(ECP5_MULT18X18D, True)
     with pytest.raises(UserError, match=r"MacLanes\(packing=True\): .*25-bit port"):
         MacLanes(8, ports=ECP5_MULT18X18D, packing=True)
     for bad, match in ((0, "at least 1 lane"), (2.5, "must be an integer")):

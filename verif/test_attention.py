@@ -1,34 +1,36 @@
-# amaranth: UnusedElaboratable=no
 """SparseAttentionKernel against `golden_attention` (equality), under Verilator.
 
 One small build (B=4, T=7, D=12, H=2 so d=6 straddles words, FFN 10; unpacked ECP5 lanes) runs
 random layers with random sparsity patterns (all kept, pruned rows, pruned blocks, blocks of
 0-2 words, whole matrices pruned, heads with pruned Q/K features, -128/127 extremes, fewer
 tokens than generated) through the full descriptor program of `gen.hw.attention_layout`, with
-gaps on the load and descriptor streams and random back-pressure on the read stream; every
-intermediate matrix read back must equal the golden, and every op's measured cycles must EQUAL
-the layout's cycle model. A second build (the tiny ViT's B=8, T=17, D=64, H=4, FFN 128, lanes
-packed in pairs on DSP48E2-sized multipliers) runs both pruned, quantized encoder layers of the
-trained model on digit images when `gen.sparse` provides it (skipped with the reason otherwise).
+random gaps on the load, descriptor and read-address streams and random back-pressure on the
+read results (`verif.streams`: a protocol monitor on the results, nothing extra after each
+read, every wait bounded; stimuli from ``ACCELGEN_SEED``); every intermediate matrix read back
+must equal the golden, and every op's measured cycles must EQUAL the cycle model
+(`gen.cycles`, through the geometry). A second build (the tiny ViT's B=8, T=17, D=64, H=4,
+FFN 128, lanes packed in pairs on DSP48E2-sized multipliers) runs both pruned, quantized
+encoder layers of the trained model on digit images. The testbenches use only the kernel's `AttentionGeometry`; the
+hardware is built once per build, by the pytest runner.
 """
 
 import json
 import os
-import random
 
 import cocotb
 import numpy as np
 import pytest
 import torch
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-import golden_attention as golden
-
-# (First line: kernels are also built only for their layouts and cycle model, never
-# elaborated, so Amaranth's unused-elaboratable warning is off for this file.)
+from verif import golden_attention as golden
+from verif import seeds
+from verif.streams import (StreamBus, StreamMonitor, StreamSink, StreamSource, log_seed, reset,
+                           start_clock, wait_until)
 
 CLOCK_NS = 10
+#: Bound of the wait for one op's ``done`` (the largest op of the ViT build takes about 20 000).
+DONE_TIMEOUT_CYCLES = 200_000
 
 SMALL = dict(lanes=4, tokens=7, dim=12, heads=2, ffn=10)
 # The ViT build packs lane pairs onto 27x18 (DSP48E2) multipliers, so that the packed MAC
@@ -40,111 +42,90 @@ def _params():
     return json.loads(os.environ["DUT_PARAMS"])
 
 
-def _kernel(params):
-    """The kernel of a JSON-able ``params`` (``packing=True`` selects DSP48E2 ports)."""
-    from gen.hw.attention import SparseAttentionKernel
+def _geometry(params):
+    """The kernel geometry of a JSON-able ``params`` (``packing=True`` selects DSP48E2 ports).
+
+    The testbenches need only the geometry (layouts, memory map, cycle model); the hardware is
+    built once, by the pytest runner, to be emitted."""
+    from gen.hw.attention import AttentionGeometry
     from gen.hw.packing import XILINX_DSP48E2
     params = dict(params)
     if params.get("packing") is True:
         params["ports"] = XILINX_DSP48E2
-    return SparseAttentionKernel(**params)
+    return AttentionGeometry(**params)
 
 
-def _signed8(v):
-    return v - 256 if v > 127 else v
+def _kernel(params):
+    from gen.hw.attention import SparseAttentionKernel
+    return SparseAttentionKernel(_geometry(params))
 
 
 class TB:
-    """Clock, reset, the load / descriptor sources (with gaps) and the read port (back-pressure)."""
+    """Clock, reset and the kernel's streams through `verif.streams`, random from
+    ``ACCELGEN_SEED``: sources with random gaps on ``load``, ``desc`` and ``rd_addr`` (garbage
+    on their payloads while ``valid`` is 0), a sink with random back-pressure and a protocol
+    monitor on ``rd_data``. Every wait is bounded (the transactors' ``timeout_cycles``)."""
 
-    def __init__(self, dut, kernel, seed=0, gap=0.3, ready=0.6):
-        self.dut, self.kernel = dut, kernel
-        self.rng = random.Random(seed)
-        self.gap, self.ready = gap, ready
-        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    def __init__(self, dut, geometry, seed=0, gap=0.3, ready=0.6):
+        self.dut, self.geometry = dut, geometry
+        log_seed(dut)
+        start_clock(dut.clk, CLOCK_NS)
+        self.sources = {name: StreamSource(StreamBus(dut, name), dut.clk, gap_probability=gap,
+                                           rng=seeds.rng(f"attention {seed} {name}"),
+                                           idle="random")
+                        for name in ("load", "desc", "rd_addr")}
+        self.sink = StreamSink(StreamBus(dut, "rd_data"), dut.clk, ready_probability=ready,
+                               rng=seeds.rng(f"attention {seed} rd_data"))
+        self.monitor = StreamMonitor(StreamBus(dut, "rd_data"), dut.clk)
 
     async def reset(self):
-        dut = self.dut
-        for name in ("load__valid", "desc__valid", "rd_addr__valid", "rd_data__ready"):
-            getattr(dut, name).value = 0
-        dut.rst.value = 1
-        for _ in range(3):
-            await RisingEdge(dut.clk)
-        dut.rst.value = 0
-        await RisingEdge(dut.clk)
-
-    async def _send(self, name, payloads):
-        """A compliant source: valid stays up with a fixed payload until taken; random gaps."""
-        dut = self.dut
-        valid = getattr(dut, f"{name}__valid")
-        payload = getattr(dut, f"{name}__payload")
-        ready = getattr(dut, f"{name}__ready")
-        for word in payloads:
-            while self.rng.random() < self.gap:
-                valid.value = 0
-                await RisingEdge(dut.clk)
-            valid.value = 1
-            payload.value = word
-            while True:
-                await ReadOnly()
-                taken = int(ready.value)
-                await RisingEdge(dut.clk)
-                if taken:
-                    break
-        valid.value = 0
+        await reset(self.dut.clk, self.dut.rst, 3)
+        await RisingEdge(self.dut.clk)
 
     async def load(self, beats):
         from gen.hw.attention_layout import pack_fields
-        layout = self.kernel.load_layout
-        await self._send("load", [pack_fields(layout, {"target": t, "addr": a, "data": d})
-                                  for t, a, d in beats])
+        layout = self.geometry.load_layout
+        await self.sources["load"].send(
+            [pack_fields(layout, {"target": t, "addr": a, "data": d}) for t, a, d in beats])
 
     async def load_matrix(self, region, x):
         from gen.hw.attention import TARGET_AMEM
         from gen.hw.attention_layout import pack_activation_words
-        base, _, stride = self.kernel.amem_map[region]
-        words = pack_activation_words(x, self.kernel.lanes, stride)
+        base, _, stride = self.geometry.amem_map[region]
+        words = pack_activation_words(x, self.geometry.lanes, stride)
         await self.load([(TARGET_AMEM, base + n, w) for n, w in enumerate(words)])
 
-    async def run(self, fields):
-        """Issue one descriptor, wait for ``done``; returns the op's measured cycles."""
+    async def run(self, fields, *, timeout_cycles=DONE_TIMEOUT_CYCLES):
+        """Issue one descriptor, wait for ``done`` (bounded); returns the op's measured
+        cycles (the increments of ``cycles``)."""
         from gen.hw.attention_layout import pack_fields
         dut = self.dut
         await ReadOnly()
         before = int(dut.cycles.value)
         await RisingEdge(dut.clk)
-        await self._send("desc", [pack_fields(self.kernel.descriptor_layout, fields)])
-        await RisingEdge(dut.done)
-        await ReadOnly()
-        cycles = int(dut.cycles.value) - before
+        # Waiting for done starts before the descriptor is offered: an op may finish within
+        # a few cycles of being taken.
+        done = cocotb.start_soon(wait_until(dut.clk, lambda: int(dut.done.value),
+                                            timeout_cycles=timeout_cycles,
+                                            what=f"done of op {fields.get('op')}"))
+        await self.sources["desc"].send([pack_fields(self.geometry.descriptor_layout, fields)])
+        await done
+        cycles = int(dut.cycles.value) - before       # still in done's read-only phase
         await RisingEdge(dut.clk)
         return cycles
 
     async def read_words(self, addrs):
-        dut = self.dut
-        got = []
-
-        async def sink():
-            while len(got) < len(addrs):
-                await RisingEdge(dut.clk)
-                ready = self.rng.random() < self.ready
-                dut.rd_data__ready.value = int(ready)
-                await ReadOnly()
-                if ready and int(dut.rd_data__valid.value):
-                    got.append(int(dut.rd_data__payload.value))
-
-        task = cocotb.start_soon(sink())
-        await self._send("rd_addr", addrs)
-        await task
-        await RisingEdge(dut.clk)
-        dut.rd_data__ready.value = 0
+        """amem words at ``addrs``, in order; nothing more may arrive."""
+        await self.sources["rd_addr"].send(addrs)
+        got = await self.sink.recv(len(addrs))
+        await self.sink.expect_quiet(16)
         return got
 
     async def read_matrix(self, region, rows, cols, signed=True):
         from gen.hw.attention_layout import unpack_activation_words
-        base, _, stride = self.kernel.amem_map[region]
+        base, _, stride = self.geometry.amem_map[region]
         words = await self.read_words([base + n for n in range(rows * stride)])
-        return unpack_activation_words(words, rows, cols, self.kernel.lanes, signed, stride)
+        return unpack_activation_words(words, rows, cols, self.geometry.lanes, signed, stride)
 
 
 def _requant_for(rng, n, k, target=100):
@@ -159,14 +140,14 @@ def _requant_for(rng, n, k, target=100):
     return bias, mult, shift
 
 
-def random_layer(rng, kernel, kind):
+def random_layer(rng, geometry, kind):
     """Random dense matrices (zeros where pruned) for the pattern ``kind``."""
     from gen.hw.attention import MATRICES
-    b, heads = kernel.lanes, kernel.heads
-    d = kernel.dim // heads
+    b, heads = geometry.lanes, geometry.heads
+    d = geometry.dim // heads
     mats = {}
     for name in MATRICES:
-        k, n = kernel.matrix_shape(name)
+        k, n = geometry.matrix_shape(name)
         if kind == "extreme":
             w = rng.choice([-128, 127], (k, n))
         else:
@@ -202,9 +183,9 @@ def random_layer(rng, kernel, kind):
     return mats
 
 
-def _compress(kernel, mats):
+def _compress(geometry, mats):
     from gen.hw.attention_layout import BlockSparse
-    return {name: BlockSparse.from_dense(m["w"], kernel.lanes, m["bias"], m["mult"], m["shift"])
+    return {name: BlockSparse.from_dense(m["w"], geometry.lanes, m["bias"], m["mult"], m["shift"])
             for name, m in mats.items()}
 
 
@@ -218,9 +199,9 @@ async def run_layer(tb, mats, x, x2, score_rq, ctx_rq, tokens, compressed=None, 
     """Load, run both programs, read back and compare with the golden; returns the program
     and per-op cycles."""
     from gen.hw.attention_layout import layer_program
-    kernel = tb.kernel
-    compressed = compressed or _compress(kernel, mats)
-    prog = layer_program(kernel, compressed, tokens=tokens, score_requant=score_rq,
+    geometry = tb.geometry
+    compressed = compressed or _compress(geometry, mats)
+    prog = layer_program(geometry, compressed, tokens=tokens, score_requant=score_rq,
                          context_requant=ctx_rq, kept_features=kept_features)
     await tb.load(prog.loads)
     await tb.load_matrix("x", x)
@@ -236,9 +217,9 @@ async def run_layer(tb, mats, x, x2, score_rq, ctx_rq, tokens, compressed=None, 
     dense = mats or {name: {"w": c.to_dense(), "bias": c.bias, "mult": c.mult,
                             "shift": c.shift} for name, c in compressed.items()}
     ref = golden.layer(torch.from_numpy(x), torch.from_numpy(x2), _torch_mats(dense),
-                       kernel.heads, score_rq, ctx_rq)
-    t, dim, ffn = tokens, kernel.dim, kernel.ffn
-    last = kernel.heads - 1
+                       geometry.heads, score_rq, ctx_rq)
+    t, dim, ffn = tokens, geometry.dim, geometry.ffn
+    last = geometry.heads - 1
     # In op order, so that the first mismatch names the first wrong op. S and P hold the last
     # head's; the others are checked through O.
     checks = [("q", ref["q"], t, dim, True), ("kt", ref["k"].T, dim, t, True),
@@ -253,7 +234,8 @@ async def run_layer(tb, mats, x, x2, score_rq, ctx_rq, tokens, compressed=None, 
         want = want.numpy()
         bad = np.argwhere(got != want)
         assert len(bad) == 0, (f"{region}: {len(bad)} mismatches, first at {tuple(bad[0])}: "
-                               f"got {got[tuple(bad[0])]}, expected {want[tuple(bad[0])]}")
+                               f"got {got[tuple(bad[0])]}, expected {want[tuple(bad[0])]} "
+                               f"({seeds.describe()})")
     return prog, cycles
 
 
@@ -262,25 +244,25 @@ def _check_cycles(prog, cycles, where):
         model = prog.op_cycles(index)
         op = (prog.attention + prog.ffn)[index]
         assert measured == model, (f"{where}: op {index} ({op['op']}) took {measured} cycles, "
-                                   f"the model says {model}")
+                                   f"the model says {model} ({seeds.describe()})")
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=20, timeout_unit="ms")
 async def random_sparsity_patterns(dut):
     params = _params()
-    kernel = _kernel(params)
-    tb = TB(dut, kernel, seed=1)
+    geometry = _geometry(params)
+    tb = TB(dut, geometry, seed=1)
     await tb.reset()
-    rng = np.random.default_rng(1)
-    t, dim = kernel.tokens, kernel.dim
-    d = dim // kernel.heads
+    rng = seeds.np_rng("attention random patterns")
+    t, dim = geometry.tokens, geometry.dim
+    d = dim // geometry.heads
     score_rq = (int(rng.integers(2 ** 29, 2 ** 31)),
                 int(np.round(np.log2(d * 6000 * 2 ** 30 / 60))))
     ctx_rq = (int(rng.integers(2 ** 29, 2 ** 31)), int(np.round(np.log2(12800 * 2 ** 30 / 100))))
     for kind, tokens in [("dense", t), ("rows", t), ("blocks", t), ("random", t - 2),
                          ("ultra", t), ("empty", t), ("heads", t), ("extreme", t),
                          ("random", 1)]:
-        mats = random_layer(rng, kernel, kind)
+        mats = random_layer(rng, geometry, kind)
         if kind == "extreme":
             x = rng.choice([-128, 127], (tokens, dim))
             x2 = rng.choice([-128, 127], (tokens, dim))
@@ -290,18 +272,19 @@ async def random_sparsity_patterns(dut):
         prog, cycles = await run_layer(tb, mats, x, x2, score_rq, ctx_rq, tokens)
         _check_cycles(prog, cycles, f"{kind}, T={tokens}")
         dut._log.info(f"{kind} T={tokens}: {sum(cycles)} cycles, model {prog.cycles()}")
+    tb.monitor.check_valid_independent()
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=20, timeout_unit="ms")
 async def extreme_back_pressure(dut):
     """A read stream that is almost never ready and long gaps on every input stream."""
     params = _params()
-    kernel = _kernel(params)
-    tb = TB(dut, kernel, seed=2, gap=0.8, ready=0.05)
+    geometry = _geometry(params)
+    tb = TB(dut, geometry, seed=2, gap=0.8, ready=0.05)
     await tb.reset()
-    rng = np.random.default_rng(2)
-    mats = random_layer(rng, kernel, "random")
-    t, dim = kernel.tokens, kernel.dim
+    rng = seeds.np_rng("attention back-pressure")
+    mats = random_layer(rng, geometry, "random")
+    t, dim = geometry.tokens, geometry.dim
     x, x2 = rng.integers(-128, 128, (t, dim)), rng.integers(-128, 128, (t, dim))
     prog, cycles = await run_layer(tb, mats, x, x2, (2 ** 30, 22), (2 ** 30, 38), t,
                                    check_all=True)
@@ -313,20 +296,21 @@ async def extreme_back_pressure(dut):
                                                                o_base=z_op["o_base"])):
         assert await tb.run(empty) <= 4, "an empty op took time"
     assert np.array_equal(await tb.read_matrix("z", t, dim), z), "an empty op wrote"
+    tb.monitor.check_valid_independent()
 
 
-@cocotb.test()
+@cocotb.test(timeout_time=100, timeout_unit="ms")
 async def trained_vit_layer(dut):
     """The pruned, quantized encoder layers of the trained tiny ViT on digit images."""
     from gen.sparse.quantize import load_quantized_layer
     params = _params()
-    kernel = _kernel(params)
-    tb = TB(dut, kernel, seed=3, gap=0.1, ready=0.8)
+    geometry = _geometry(params)
+    tb = TB(dut, geometry, seed=3, gap=0.1, ready=0.8)
     await tb.reset()
     folder = os.environ["VIT_DIR"]
     io = np.load(os.path.join(folder, "layer_io.npz"))
     for index in range(int(io["layers"])):
-        layer = load_quantized_layer(folder, index, block=kernel.lanes)
+        layer = load_quantized_layer(folder, index, block=geometry.lanes)
         for image in range(int(io["images"])):
             x = io[f"x_{index}_{image}"].astype(np.int64)
             x2 = io[f"x2_{index}_{image}"].astype(np.int64)
@@ -338,24 +322,22 @@ async def trained_vit_layer(dut):
             _check_cycles(prog, cycles, f"layer {index}, image {image}")
             dut._log.info(f"layer {index} image {image}: {sum(cycles)} cycles "
                           f"(model {prog.cycles()}), words {prog.words}")
+    tb.monitor.check_valid_independent()
 
 
 # -- pytest runners ---------------------------------------------------------------------------
 
 def test_attention_random():
-    from sim import run_cocotb
-    run_cocotb(_kernel(SMALL), "sparse_attention", "test_attention", SMALL,
+    from verif.sim import run_cocotb
+    run_cocotb(_kernel(SMALL), "sparse_attention", "verif.test_attention", SMALL,
                testcase=["random_sparsity_patterns", "extreme_back_pressure"])
 
 
 def test_attention_trained_vit(tmp_path):
-    try:
-        from gen.sparse.prune import load_or_prune
-        from gen.sparse.quantize import quantize_model
-        from gen.sparse.vit import load_digits_split
-    except ImportError as error:
-        pytest.skip(f"gen.sparse cannot provide the trained model yet: {error}")
-    from sim import run_cocotb
+    from gen.sparse.prune import load_or_prune
+    from gen.sparse.quantize import quantize_model
+    from gen.sparse.vit import load_digits_split
+    from verif.sim import run_cocotb
     torch.set_num_threads(1)
     # The quick-trained, quick-pruned model from the shared cache (trained on first use).
     _, _, result = load_or_prune(seed=0, quick=True)
@@ -380,44 +362,82 @@ def test_attention_trained_vit(tmp_path):
                 assert np.array_equal(ref[key].numpy(), io["trace"][key.upper()]), (
                     f"layer {index}: golden_attention and gen.sparse.quantize disagree on {key}")
     np.savez(tmp_path / "layer_io.npz", **arrays)
+    geometry = _geometry(VIT)
+    assert geometry.packing and geometry.multipliers == 4 + 4 + 1
     kernel = _kernel(VIT)
-    assert kernel.packing and kernel.multipliers == 4 + 4 + 1
-    run_cocotb(kernel, "sparse_attention", "test_attention", VIT,
+    assert kernel.geometry == geometry
+    run_cocotb(kernel, "sparse_attention", "verif.test_attention", VIT,
                testcase="trained_vit_layer", extra_env={"VIT_DIR": str(tmp_path)})
 
 
 def test_layout_refuses_patterns_the_kernel_was_not_generated_for():
     from gen.errors import UserError
     from gen.hw.attention_layout import BlockSparse, layer_program
-    rng = np.random.default_rng(4)
+    rng = seeds.np_rng("attention layout refusals")
     small = dict(SMALL, capacity={"q": 10})
-    kernel = _kernel(small)
-    mats = random_layer(rng, kernel, "dense")
-    comp = _compress(kernel, mats)
+    geometry = _geometry(small)
+    mats = random_layer(rng, geometry, "dense")
+    comp = _compress(geometry, mats)
     with pytest.raises(UserError, match="q keeps .* weight words, the kernel holds 10"):
-        layer_program(kernel, comp, tokens=7, score_requant=(1, 1), context_requant=(1, 1))
+        layer_program(geometry, comp, tokens=7, score_requant=(1, 1), context_requant=(1, 1))
     mats["q"]["w"][:] = 0
     mats["q"]["w"][:2, :] = 1       # 2 rows x 3 blocks = 6 words: fits
-    comp = _compress(kernel, mats)
-    prog = layer_program(kernel, comp, tokens=7, score_requant=(1, 1), context_requant=(1, 1))
+    comp = _compress(geometry, mats)
+    prog = layer_program(geometry, comp, tokens=7, score_requant=(1, 1), context_requant=(1, 1))
     assert prog.words["q"] == 6
     wrong_block = dict(comp, k=BlockSparse.from_dense(mats["k"]["w"], 2, mats["k"]["bias"],
                                                       mats["k"]["mult"], mats["k"]["shift"]))
     with pytest.raises(UserError, match="block width 2"):
-        layer_program(kernel, wrong_block, tokens=7, score_requant=(1, 1), context_requant=(1, 1))
+        layer_program(geometry, wrong_block, tokens=7, score_requant=(1, 1), context_requant=(1, 1))
     wrong_shape = dict(comp, v=BlockSparse.from_dense(np.ones((12, 8)), 4, np.zeros(8),
                                                       np.ones(8), np.ones(8)))
     with pytest.raises(UserError, match="shape"):
-        layer_program(kernel, wrong_shape, tokens=7, score_requant=(1, 1), context_requant=(1, 1))
+        layer_program(geometry, wrong_shape, tokens=7, score_requant=(1, 1), context_requant=(1, 1))
     with pytest.raises(UserError, match="tokens"):
-        layer_program(kernel, comp, tokens=8, score_requant=(1, 1), context_requant=(1, 1))
+        layer_program(geometry, comp, tokens=8, score_requant=(1, 1), context_requant=(1, 1))
 
 
 def test_kernel_refuses_bad_parameters():
     from gen.errors import UserError
+    from gen.hw.attention import SparseAttentionKernel
     for bad, match in [(dict(lanes=1), "lanes"), (dict(heads=5), "multiple of heads"),
                        (dict(capacity={"q": 10 ** 6}), "capacity of q"),
                        (dict(capacity={"qq": 1}), "unknown matrices"),
                        (dict(ffn=2 ** 17), "overflow")]:
+        # The geometry validates; the kernel refuses through it (and is not left unused).
         with pytest.raises(UserError, match=match):
-            _kernel(dict(SMALL, **bad))
+            _geometry(dict(SMALL, **bad))
+        with pytest.raises(UserError, match=match):
+            SparseAttentionKernel(**dict(SMALL, **bad))
+
+
+def test_geometry_without_hardware():
+    """The geometry alone gives the memory map, the multipliers and the cycle model."""
+    import dataclasses
+
+    from gen.hw.attention import AttentionGeometry
+    geometry = _geometry(SMALL)
+    auto = AttentionGeometry(**SMALL, packing="auto")      # ECP5: resolves to unpacked
+    assert geometry == auto and hash(geometry) == hash(auto) and not auto.packing
+    assert geometry.multipliers == 4 + 4 + 1 and _geometry(VIT).multipliers == 4 + 4 + 1
+    for regions, depth in ((geometry.wmem_map, geometry.wmem_depth),
+                           (geometry.pmem_map, geometry.pmem_depth),
+                           (geometry.qmem_map, geometry.qmem_depth)):
+        end = 0
+        for base, size in sorted(regions.values()):
+            assert base == end, regions
+            end += size
+        assert end == depth
+    end = 0
+    for base, rows, stride in sorted(geometry.amem_map.values()):
+        assert base == end
+        end += rows * stride
+    assert end == geometry.amem_depth
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        geometry.lanes = 8
+    with pytest.raises(TypeError):
+        geometry.capacity["q"] = 1
+    # One group of 1 beat, all lanes written: max(1, 2) + 6 operand stages + 4 (MAC) +
+    # (4 + 2 + 11 + 1) + 3; a softmax op of 7 rows of 7 scores: 7 * (3 * 7 + 28) + 8.
+    assert geometry.mac_op_cycles([1]) == 2 + 6 + 4 + 18 + 3
+    assert geometry.softmax_op_cycles(7, 7) == 7 * 49 + 8

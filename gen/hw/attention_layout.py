@@ -1,5 +1,8 @@
 """Host side of :mod:`gen.hw.attention`: memory images, descriptor programs and the cycle model.
 
+Everything here works from an :class:`~gen.hw.attention.AttentionGeometry` (or a kernel, whose
+``geometry`` is used): no hardware is constructed.
+
 :func:`layer_program` turns the compressed matrices of one encoder layer (``CompressedMatrix``
 of ``gen.sparse.format``, or anything with the same fields, e.g. :class:`BlockSparse`) into the
 load beats of the kernel's weight, pointer and parameter memories and the descriptors of the
@@ -8,10 +11,9 @@ layer's attention (Q, K^T, V; per head scores -> softmax -> context; output proj
 generated for (shape, block width, or more weight words than a matrix's capacity).
 
 The cycle model (:meth:`LayerProgram.cycles`) is exact for every op (checked against the
-simulation by ``verif/test_attention.py``): MAC ops by
-:meth:`~gen.hw.attention.SparseAttentionKernel.mac_op_cycles`, softmax ops by
-:meth:`~gen.hw.attention.SparseAttentionKernel.softmax_op_cycles` (``IntSoftmax.row_cycles`` per
-row plus 8).
+simulation by ``verif/test_attention.py``): MAC ops by :func:`gen.cycles.attention_mac_op_cycles`,
+softmax ops by :func:`gen.cycles.attention_softmax_op_cycles` (``softmax_row_cycles`` per row
+plus 8), through the geometry's ``mac_op_cycles`` and ``softmax_op_cycles``.
 """
 
 from dataclasses import dataclass, field
@@ -19,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UserError
-from .attention import (MATRICES, OP_CONTEXT, OP_LINEAR, OP_SCORES, OP_SOFTMAX, TARGET_PMEM,
-                        TARGET_QMEM, TARGET_WMEM)
+from .attention.geometry import (MATRICES, OP_CONTEXT, OP_LINEAR, OP_SCORES, OP_SOFTMAX,
+                                 TARGET_PMEM, TARGET_QMEM, TARGET_WMEM, as_geometry)
 
 __all__ = ["BlockSparse", "LayerProgram", "layer_program", "quantized_layer_program",
            "capacity_for", "pack_fields", "pack_params",
@@ -163,6 +165,8 @@ class LayerProgram:
 
     Members
     -------
+    geometry : AttentionGeometry
+        The kernel's.
     loads : list of (target, addr, data)
         Weight words, index lists, block pointers and requantization parameters.
     attention, ffn : list of dict
@@ -177,7 +181,7 @@ class LayerProgram:
     words : dict
         Weight words loaded per matrix.
     """
-    kernel: object
+    geometry: object
     tokens: int
     loads: list = field(default_factory=list)
     attention: list = field(default_factory=list)
@@ -187,7 +191,7 @@ class LayerProgram:
     words: dict = field(default_factory=dict)
 
     def descriptor_words(self, part):
-        layout = self.kernel.descriptor_layout
+        layout = self.geometry.descriptor_layout
         return [pack_fields(layout, fields) for fields in getattr(self, part)]
 
     def op_cycles(self, index):
@@ -195,10 +199,10 @@ class LayerProgram:
         op = (self.attention + self.ffn)[index]
         steps = self.mac_steps[index]
         if op["op"] == OP_SOFTMAX:
-            return self.kernel.softmax_op_cycles(op["rows"], op["n_hi"])
-        b = self.kernel.lanes
+            return self.geometry.softmax_op_cycles(op["rows"], op["n_hi"])
+        b = self.geometry.lanes
         last_lanes = min(b, op["n_hi"] - (op["c_hi"] - 1) * b)
-        return self.kernel.mac_op_cycles(steps, last_lanes)
+        return self.geometry.mac_op_cycles(steps, last_lanes)
 
     def cycles(self, part=None):
         """Model cycles of ``"attention"``, ``"ffn"`` or (None) both."""
@@ -214,24 +218,24 @@ class LayerProgram:
         n_att = len(self.attention)
         indices = {"attention": range(n_att), "ffn": range(n_att, len(ops)),
                    None: range(len(ops))}[part]
-        b = self.kernel.lanes
+        b = self.geometry.lanes
         return sum(sum(self.mac_steps[i]) * b for i in indices if self.mac_steps[i] is not None)
 
 
-def _check_matrix(kernel, name, matrix):
+def _check_matrix(geometry, name, matrix):
     shape = tuple(int(v) for v in matrix.shape)
-    if shape != kernel.matrix_shape(name):
+    if shape != geometry.matrix_shape(name):
         raise UserError(f"a sparsity pattern the kernel was not generated for: matrix {name} "
-                        f"has shape {shape}, the kernel's is {kernel.matrix_shape(name)}")
-    if int(matrix.block) != kernel.lanes:
+                        f"has shape {shape}, the kernel's is {geometry.matrix_shape(name)}")
+    if int(matrix.block) != geometry.lanes:
         raise UserError(f"a sparsity pattern the kernel was not generated for: matrix {name} "
-                        f"has block width {matrix.block}, the kernel has {kernel.lanes} lanes; "
-                        f"compress with block={kernel.lanes} or generate with lanes="
+                        f"has block width {matrix.block}, the kernel has {geometry.lanes} lanes; "
+                        f"compress with block={geometry.lanes} or generate with lanes="
                         f"{matrix.block}")
     words = _words(matrix)
-    if words > kernel.capacity[name]:
+    if words > geometry.capacity[name]:
         raise UserError(f"a sparsity pattern the kernel was not generated for: matrix {name} "
-                        f"keeps {words} weight words, the kernel holds {kernel.capacity[name]}; "
+                        f"keeps {words} weight words, the kernel holds {geometry.capacity[name]}; "
                         f"prune more or generate the kernel with capacity {name}={words}")
     k, n = shape
     for field_name in ("bias", "mult", "shift"):
@@ -248,13 +252,14 @@ def _check_matrix(kernel, name, matrix):
         raise UserError(f"matrix {name}: requantization outside 0 <= M < 2^31, 1 <= S <= 62")
 
 
-def layer_program(kernel, matrices, *, tokens, score_requant, context_requant,
+def layer_program(geometry, matrices, *, tokens, score_requant, context_requant,
                   kept_features=None, dense=False):
     """Memory images and descriptors of one encoder layer.
 
     Parameters
     ----------
-    kernel : SparseAttentionKernel
+    geometry : AttentionGeometry
+        The kernel's (a ``SparseAttentionKernel`` stands for its ``geometry``).
     matrices : dict
         ``{name: CompressedMatrix}`` for every name of :data:`~gen.hw.attention.MATRICES`.
     tokens : int
@@ -269,15 +274,16 @@ def layer_program(kernel, matrices, *, tokens, score_requant, context_requant,
         Build the program of the dense layer instead (every block full, every feature kept):
         the baseline of the cycle estimate. Its loads are not meaningful.
     """
-    b, heads, dim = kernel.lanes, kernel.heads, kernel.dim
+    geometry = as_geometry(geometry)
+    b, heads, dim = geometry.lanes, geometry.heads, geometry.dim
     d = dim // heads
-    if not 1 <= tokens <= kernel.tokens:
-        raise UserError(f"{tokens} tokens: the kernel was generated for 1..{kernel.tokens}")
+    if not 1 <= tokens <= geometry.tokens:
+        raise UserError(f"{tokens} tokens: the kernel was generated for 1..{geometry.tokens}")
     missing = [name for name in MATRICES if name not in matrices]
     if missing:
         raise UserError(f"layer_program needs matrices {missing}")
     for name in MATRICES:
-        _check_matrix(kernel, name, matrices[name])
+        _check_matrix(geometry, name, matrices[name])
     if dense:
         kept_features = [list(range(d)) for _ in range(heads)]
     elif kept_features is None:
@@ -288,10 +294,11 @@ def layer_program(kernel, matrices, *, tokens, score_requant, context_requant,
         if any(not 0 <= int(f) < d for f in feats):
             raise UserError(f"kept_features of head {h} must lie in 0..{d - 1}")
 
-    prog = LayerProgram(kernel=kernel, tokens=tokens,
+    prog = LayerProgram(geometry=geometry, tokens=tokens,
                         kept_features=[list(map(int, f)) for f in kept_features])
-    wword = kernel.weight_word_layout
-    wmap, pmap, qmap, amap = kernel.wmem_map, kernel.pmem_map, kernel.qmem_map, kernel.amem_map
+    wword = geometry.weight_word_layout
+    wmap, pmap = geometry.wmem_map, geometry.pmem_map
+    qmap, amap = geometry.qmem_map, geometry.amem_map
     counts = {}
     for name in MATRICES:
         mat = matrices[name]
@@ -309,7 +316,7 @@ def layer_program(kernel, matrices, *, tokens, score_requant, context_requant,
                     wword, {"value": value, "word": int(k) // b, "lane": int(k) % b})))
                 addr += 1
             prog.loads.append((TARGET_PMEM, pbase + c, pack_fields(
-                kernel.pointer_layout, {"start": start, "count": len(rows)})))
+                geometry.pointer_layout, {"start": start, "count": len(rows)})))
             cnt.append(len(rows))
         counts[name] = cnt
         prog.words[name] = addr - wbase
@@ -347,7 +354,7 @@ def layer_program(kernel, matrices, *, tokens, score_requant, context_requant,
         return base, stride
 
     def linear(name, src, dst, relu=False, transpose=False):
-        k, n = kernel.matrix_shape(name)
+        k, n = geometry.matrix_shape(name)
         a_base, a_stride = region(src)
         o_base, o_stride = region(dst)
         blocks = _ceil_div(n, b)
@@ -392,9 +399,9 @@ def layer_program(kernel, matrices, *, tokens, score_requant, context_requant,
     return prog
 
 
-def quantized_layer_program(kernel, layer, tokens=None, dense=False):
+def quantized_layer_program(geometry, layer, tokens=None, dense=False):
     """:func:`layer_program` of a ``gen.sparse.quantize.QuantizedEncoderLayer``."""
-    return layer_program(kernel, layer.matrices(), tokens=tokens or layer.tokens,
+    return layer_program(geometry, layer.matrices(), tokens=tokens or layer.tokens,
                          score_requant=(int(layer.scores_mult), int(layer.scores_shift)),
                          context_requant=(int(layer.context_mult), int(layer.context_shift)),
                          kept_features=[[int(f) for f in feats]
@@ -403,6 +410,6 @@ def quantized_layer_program(kernel, layer, tokens=None, dense=False):
 
 
 def capacity_for(*layers):
-    """Per matrix, the most weight words any of ``layers`` keeps: the ``capacity`` to
-    generate a kernel for exactly this sparsity pattern."""
+    """Per matrix, the most weight words any of ``layers`` keeps: the ``capacity`` of an
+    :class:`~gen.hw.attention.AttentionGeometry` for exactly this sparsity pattern."""
     return {name: max(_words(layer.matrices()[name]) for layer in layers) for name in MATRICES}

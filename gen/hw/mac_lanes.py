@@ -21,10 +21,38 @@ from .multiplier import MULTIPLIER_LATENCY
 from .packing import (ECP5_MULT18X18D, MultiplierPorts, PackedMultiplierPair, packing_plan,
                       pipelined_product)
 
-__all__ = ["MacLanes", "OPERAND_BITS", "ACC_BITS"]
+__all__ = ["MacLanes", "OPERAND_BITS", "ACC_BITS", "PRODUCT_LATENCY", "MAC_LANES_LATENCY",
+           "resolve_packing", "lane_multipliers"]
 
 OPERAND_BITS = 8
 ACC_BITS = 32
+#: Cycles from a beat to its products: the multiplier, then one fabric register (the unpacking,
+#: or on unpaired lanes a plain register: the DSP output may sit far from the accumulator).
+PRODUCT_LATENCY = MULTIPLIER_LATENCY + 1
+#: Cycles from a beat being taken to ``acc`` including it (and ``done`` on ``last``): the
+#: products, then the accumulator register.
+MAC_LANES_LATENCY = PRODUCT_LATENCY + 1
+
+
+def resolve_packing(ports, packing):
+    """``(plan, packed)`` of MacLanes' ``ports`` and ``packing`` request, without hardware.
+
+    ``packing`` is True, False or ``"auto"``; True raises ``UserError`` if ``ports`` cannot take
+    two INT8 products, ``"auto"`` packs exactly when they can.
+    """
+    if not isinstance(ports, MultiplierPorts):
+        raise UserError(f"MacLanes ports must be a MultiplierPorts, not {ports!r}")
+    if packing not in (True, False, "auto"):
+        raise UserError(f"MacLanes packing must be True, False or 'auto', not {packing!r}")
+    plan = packing_plan(ports, OPERAND_BITS, OPERAND_BITS)
+    if packing is True and not plan.can_pack:
+        raise UserError(f"MacLanes(packing=True): {plan.reason}")
+    return plan, plan.can_pack and packing is not False
+
+
+def lane_multipliers(lanes, packed):
+    """Hardware multipliers of ``lanes`` lanes (with packing an odd last lane has its own)."""
+    return (lanes + 1) // 2 if packed else lanes
 
 
 class MacLanes(wiring.Component):
@@ -61,20 +89,17 @@ class MacLanes(wiring.Component):
 
     def __init__(self, lanes, *, ports=ECP5_MULT18X18D, packing="auto"):
         try:
-            self._lanes = operator.index(lanes)
-        except TypeError:
-            raise UserError(f"MacLanes lanes must be an integer, not {lanes!r}") from None
-        if self._lanes < 1:
-            raise UserError(f"MacLanes needs at least 1 lane, not {self._lanes}")
-        if not isinstance(ports, MultiplierPorts):
-            raise UserError(f"MacLanes ports must be a MultiplierPorts, not {ports!r}")
-        if packing not in (True, False, "auto"):
-            raise UserError(f"MacLanes packing must be True, False or 'auto', not {packing!r}")
+            try:
+                self._lanes = operator.index(lanes)
+            except TypeError:
+                raise UserError(f"MacLanes lanes must be an integer, not {lanes!r}") from None
+            if self._lanes < 1:
+                raise UserError(f"MacLanes needs at least 1 lane, not {self._lanes}")
+            self._plan, self._packing = resolve_packing(ports, packing)
+        except UserError:
+            self._MustUse__silence = True    # a refused component is not a forgotten one
+            raise
         self._ports = ports
-        self._plan = packing_plan(ports, OPERAND_BITS, OPERAND_BITS)
-        if packing is True and not self._plan.can_pack:
-            raise UserError(f"MacLanes(packing=True): {self._plan.reason}")
-        self._packing = self._plan.can_pack and packing is not False
         super().__init__({
             "valid": In(1),
             "first": In(1),
@@ -105,19 +130,17 @@ class MacLanes(wiring.Component):
     @property
     def multipliers(self):
         """Hardware multipliers used (an odd last lane has one of its own)."""
-        return (self._lanes + 1) // 2 if self._packing else self._lanes
+        return lane_multipliers(self._lanes, self._packing)
 
     @property
     def product_latency(self):
-        """Cycles from a beat to its products: the multiplier, then one fabric register
-        (the unpacking, or on unpaired lanes a plain register: the DSP output may sit far
-        from the accumulator)."""
-        return MULTIPLIER_LATENCY + 1
+        """Cycles from a beat to its products (:data:`PRODUCT_LATENCY`)."""
+        return PRODUCT_LATENCY
 
     @property
     def latency(self):
-        """Cycles from a beat being taken to ``acc`` including it (and ``done`` on ``last``)."""
-        return self.product_latency + 1
+        """Cycles from a beat being taken to ``acc`` including it (:data:`MAC_LANES_LATENCY`)."""
+        return MAC_LANES_LATENCY
 
     def elaborate(self, platform):
         m = Module()

@@ -245,9 +245,13 @@ class PackedMultiplierPair(wiring.Component):
     """
 
     def __init__(self, ports=XILINX_DSP48E2, shared_bits=8, packed_bits=8, *, offset=None):
-        self._plan = packing_plan(ports, shared_bits, packed_bits, offset)
-        if not self._plan.can_pack:
-            raise UserError(f"PackedMultiplierPair: {self._plan.reason}")
+        try:
+            self._plan = packing_plan(ports, shared_bits, packed_bits, offset)
+            if not self._plan.can_pack:
+                raise UserError(f"PackedMultiplierPair: {self._plan.reason}")
+        except UserError:
+            self._MustUse__silence = True    # a refused component is not a forgotten one
+            raise
         width = self._plan.product_bits
         super().__init__({
             "x": In(signed(self._plan.shared_bits)),

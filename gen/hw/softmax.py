@@ -25,17 +25,22 @@ from ..errors import UserError
 from ..numeric import EXP2_LUT
 from .multiplier import MULTIPLIER_LATENCY, PipelinedMultiplier
 
-__all__ = ["IntSoftmax", "EXP2_LUT", "MAX_LENGTH_LIMIT", "score_layout", "prob_layout"]
+__all__ = ["IntSoftmax", "EXP2_LUT", "MAX_LENGTH_LIMIT", "QUOTIENT_BITS", "EXP_STAGES",
+           "EMIT_LATENCY", "SOFTMAX_MULTIPLIERS", "check_max_length", "score_layout",
+           "prob_layout"]
 
 #: Largest supported row buffer; keeps ``sum <= 2^31`` so that ``r >= 1``.
 MAX_LENGTH_LIMIT = 2 ** 16
 
-# floor(2^31 / sum) < 2^17 because sum >= 2^15: the divider only produces quotient bits 16..0.
-_QUOTIENT_BITS = 17
-# Registers from issuing a buffer read to e_j: read data, score register, t register, e register.
-_EXP_STAGES = 4
-# e_j -> multiplier (MULTIPLIER_LATENCY registers) -> rounded, clamped output register.
-_EMIT_LATENCY = _EXP_STAGES + MULTIPLIER_LATENCY + 1
+#: floor(2^31 / sum) < 2^17 because sum >= 2^15: the divider only produces quotient bits 16..0,
+#: one per cycle.
+QUOTIENT_BITS = 17
+#: Registers from issuing a buffer read to e_j: read data, score register, t register, e register.
+EXP_STAGES = 4
+#: e_j -> multiplier (MULTIPLIER_LATENCY registers) -> rounded, clamped output register.
+EMIT_LATENCY = EXP_STAGES + MULTIPLIER_LATENCY + 1
+#: Multipliers inside IntSoftmax (the ``e_j * r`` product, one PipelinedMultiplier).
+SOFTMAX_MULTIPLIERS = 1
 
 
 def score_layout():
@@ -48,7 +53,8 @@ def prob_layout():
     return data.StructLayout({"value": unsigned(7), "last": 1})
 
 
-def _check_max_length(max_length):
+def check_max_length(max_length):
+    """``max_length`` as an int in ``1 .. MAX_LENGTH_LIMIT``, else ``UserError``."""
     if isinstance(max_length, bool):
         raise UserError(f"softmax max_length must be an integer, not {max_length!r}")
     try:
@@ -84,12 +90,13 @@ class IntSoftmax(wiring.Component):
 
     With the input always valid and the output always ready, a row of ``n`` scores occupies
     the unit for ``row_cycles(n) = 3 n + 28`` cycles (first score accepted to first score of the
-    next row accepted); ``o`` stalls and input gaps add cycle for cycle.
+    next row accepted; the model is :func:`gen.cycles.softmax_row_cycles`); ``o`` stalls and
+    input gaps add cycle for cycle.
     """
 
     def __init__(self, max_length):
         try:
-            self._max_length = _check_max_length(max_length)
+            self._max_length = check_max_length(max_length)
         except UserError:
             self._MustUse__silence = True    # a refused component is not a forgotten one
             raise
@@ -112,23 +119,22 @@ class IntSoftmax(wiring.Component):
     @property
     def divider_cycles(self):
         """Cycles of the restoring divider (one quotient bit each)."""
-        return _QUOTIENT_BITS
+        return QUOTIENT_BITS
 
     @property
     def emit_latency(self):
         """Cycles from issuing a buffer read to the probability on ``o`` (without stalls)."""
-        return _EMIT_LATENCY
+        return EMIT_LATENCY
 
     def row_cycles(self, n):
-        """Cycles a row of ``n`` scores occupies the unit (input always valid, output always ready).
-
-        Receive ``n``, sum ``n + _EXP_STAGES``, divide ``divider_cycles``, emit
-        ``n + emit_latency``: ``3 n + 28``.
-        """
+        """Cycles a row of ``n`` scores occupies the unit (input always valid, output always
+        ready): :func:`gen.cycles.softmax_row_cycles` for ``n`` in ``1 .. max_length``."""
+        # gen.cycles imports this module's constants, so it is imported here, not at the top.
+        from ..cycles import softmax_row_cycles
         n = operator.index(n)
         if not 1 <= n <= self._max_length:
             raise ValueError(f"row length {n} outside 1 .. {self._max_length}")
-        return 3 * n + _EXP_STAGES + _QUOTIENT_BITS + _EMIT_LATENCY
+        return softmax_row_cycles(n)
 
     def elaborate(self, platform):
         m = Module()
@@ -142,9 +148,9 @@ class IntSoftmax(wiring.Component):
         maximum = Signal(signed(8))
         rd_ptr = Signal(range(n_max + 1))
         total = Signal(unsigned(self.sum_bits))
-        recip = Signal(unsigned(_QUOTIENT_BITS))  # r = floor(2^31 / total)
+        recip = Signal(unsigned(QUOTIENT_BITS))  # r = floor(2^31 / total)
         remainder = Signal(unsigned(self.sum_bits + 1))
-        step = Signal(range(_QUOTIENT_BITS))
+        step = Signal(range(QUOTIENT_BITS))
         error = Signal()
         m.d.comb += self.error.eq(error)
 
@@ -162,8 +168,8 @@ class IntSoftmax(wiring.Component):
         # no time for logic). Stage 3: t = max - s. Stage 4: e = LUT[t & 15] >> (t >> 4).
         # valid[k] / last[k] belong to stage k + 1; the output register (stage 7) holds its own
         # last flag in the payload.
-        valid = [Signal(name=f"valid_{k}") for k in range(1, _EMIT_LATENCY + 1)]
-        last = [Signal(name=f"last_{k}") for k in range(1, _EMIT_LATENCY)]
+        valid = [Signal(name=f"valid_{k}") for k in range(1, EMIT_LATENCY + 1)]
+        last = [Signal(name=f"last_{k}") for k in range(1, EMIT_LATENCY)]
         score = Signal(signed(8))
         dist = Signal(unsigned(8))
         lut_value = Signal(unsigned(16))
@@ -180,9 +186,9 @@ class IntSoftmax(wiring.Component):
                 dist.eq((maximum - score)[0:8]),
                 exp.eq(lut_value >> dist[4:8]),
             ]
-            for k in range(1, _EMIT_LATENCY):
+            for k in range(1, EMIT_LATENCY):
                 # Only the emit phase carries e_j on into the multiplier.
-                enter = valid[k - 1] & emitting if k == _EXP_STAGES else valid[k - 1]
+                enter = valid[k - 1] & emitting if k == EXP_STAGES else valid[k - 1]
                 m.d.sync += valid[k].eq(enter)
                 if k < len(last):
                     m.d.sync += last[k].eq(last[k - 1])
@@ -190,7 +196,7 @@ class IntSoftmax(wiring.Component):
                 m.d.sync += rd_ptr.eq(rd_ptr + 1)
 
         # Stages 5-6: p = e * r on one 16 x 17 bit multiplier (fits an 18x18 port pair).
-        m.submodules.mult = mult = PipelinedMultiplier(unsigned(16), unsigned(_QUOTIENT_BITS))
+        m.submodules.mult = mult = PipelinedMultiplier(unsigned(16), unsigned(QUOTIENT_BITS))
         m.d.comb += [mult.a.eq(exp), mult.b.eq(recip), mult.en.eq(advance)]
         # Stage 7: (p + 2^23) >> 24 is at most 128 (p <= 2^31); clamp to 127.
         rounded = Signal(unsigned(9))
@@ -224,12 +230,12 @@ class IntSoftmax(wiring.Component):
             with m.State("SUM"):
                 m.d.comb += pass_active.eq(1)
                 # Nothing stalls here: the output is empty between rows.
-                e_valid = valid[_EXP_STAGES - 1]
+                e_valid = valid[EXP_STAGES - 1]
                 with m.If(e_valid):
                     m.d.sync += total.eq(total + exp)
-                    with m.If(last[_EXP_STAGES - 1]):
+                    with m.If(last[EXP_STAGES - 1]):
                         # The division starts from remainder 2^31 >> 17 = 2^14 < sum.
-                        m.d.sync += [remainder.eq(1 << (31 - _QUOTIENT_BITS)), step.eq(0)]
+                        m.d.sync += [remainder.eq(1 << (31 - QUOTIENT_BITS)), step.eq(0)]
                         m.next = "DIVIDE"
             with m.State("DIVIDE"):
                 # Restoring division of 2^31 (whose low 17 bits are zero) by the sum.
@@ -240,7 +246,7 @@ class IntSoftmax(wiring.Component):
                     recip.eq(Cat(bit, recip[:-1])),
                     step.eq(step + 1),
                 ]
-                with m.If(step == _QUOTIENT_BITS - 1):
+                with m.If(step == QUOTIENT_BITS - 1):
                     m.d.sync += rd_ptr.eq(0)
                     m.next = "EMIT"
             with m.State("EMIT"):

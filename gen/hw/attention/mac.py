@@ -1,0 +1,465 @@
+"""The MAC path of the sparse attention kernel: sequencer, operand pipeline with the MAC lanes,
+lane drain and result writer (linear, scores and context ops).
+
+Every block RAM output goes into a register before any logic: ECP5 block RAM has a slow
+clock-to-output (about 6 ns), so no adder or multiplexer may follow it in the same cycle.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..mac_lanes import ACC_BITS, MAC_LANES_LATENCY, MacLanes
+from ..requant import RequantParams
+from .control import job_signature
+from .geometry import OP_LINEAR, as_geometry, bits, ceil_div
+from .memory import ByteWrite, banked_read_signature
+
+__all__ = ["OPERAND_STAGES", "Beat", "GroupTag", "ResultTag", "times_constant",
+           "requant_input_signature", "requant_output_signature",
+           "MacSequencer", "MacDatapath", "LaneDrain", "ResultWriter"]
+
+#: Registers from a beat to the MAC structure's operands (see :class:`MacDatapath`).
+OPERAND_STAGES = 6
+
+
+def times_constant(value, constant):
+    """``value * constant`` as shifts and adds (no multiplier)."""
+    if constant == 0:
+        return 0
+    terms = [value << bit for bit in range(constant.bit_length()) if constant >> bit & 1]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+class Beat(data.StructLayout):
+    """One beat of the MAC structure: the wmem word, the broadcast operand's row start, the
+    per-lane operand's column, and the group's ``first`` / ``last`` / ``zero`` (no words)."""
+    def __init__(self, geometry):
+        super().__init__({
+            "waddr": unsigned(geometry.waddr_bits),
+            "a_row": unsigned(geometry.aaddr_bits),
+            "b_col": unsigned(geometry.aaddr_bits),
+            "first": 1,
+            "last":  1,
+            "zero":  1,
+        })
+
+
+class GroupTag(data.StructLayout):
+    """Where a group's B sums land: first output column, output word, and the row's lane
+    (``i % B``, the lane of a transposed write)."""
+    def __init__(self, geometry):
+        super().__init__({
+            "n_base": unsigned(geometry.dim_bits + 1),
+            "word":   unsigned(geometry.aaddr_bits),
+            "i_lane": unsigned(geometry.lane_bits),
+        })
+
+
+class ResultTag(data.StructLayout):
+    """The amem word and byte lane of one requantized value."""
+    def __init__(self, geometry):
+        super().__init__({"word": unsigned(geometry.aaddr_bits),
+                          "lane": unsigned(geometry.lane_bits)})
+
+
+def requant_input_signature(geometry):
+    """The :class:`~gen.hw.requant.Requantizer`'s input with a :class:`ResultTag` (as bits:
+    the requantizer carries its tag as a plain shape)."""
+    return stream.Signature(data.StructLayout({
+        "acc": signed(ACC_BITS), "params": RequantParams(),
+        "tag": unsigned(ResultTag(geometry).size)}))
+
+
+def requant_output_signature(geometry):
+    """The :class:`~gen.hw.requant.Requantizer`'s output with a :class:`ResultTag` (as bits)."""
+    return stream.Signature(data.StructLayout({
+        "value": signed(8), "tag": unsigned(ResultTag(geometry).size)}))
+
+
+class MacSequencer(wiring.Component):
+    """Walks the groups (row ``i``, column block ``c``) of a MAC op and issues their beats.
+
+    A group's inner loop is its block's kept rows (linear, from the block pointer in pmem) or
+    an index list (scores: kept features, context: keys). The drain takes B cycles per group,
+    so a group's last beat is held until B cycles after the previous group's.
+
+    Parameters
+    ----------
+    geometry : AttentionGeometry
+
+    Members
+    -------
+    job : ``In(job_signature(...))``
+        MAC ops with work.
+    ptr_rd : ``In(memory.ReadPort.Signature(...))``
+        pmem's read port (block pointers).
+    beats : ``Out(stream.Signature(Beat, always_ready=True))``
+        One beat per cycle at most; there is no back-pressure.
+    tags : ``Out(stream.Signature(GroupTag))``
+        The group's tag with its last beat, into a queue at least :attr:`tags_in_flight` deep
+        (so never full).
+    busy : ``Out(1)``
+        Beats remain to be issued.
+    """
+
+    def __init__(self, geometry):
+        self._geometry = g = as_geometry(geometry)
+        super().__init__({
+            "job":    In(job_signature(g)),
+            "ptr_rd": In(memory.ReadPort.Signature(addr_width=g.paddr_bits,
+                                                   shape=g.pointer_layout)),
+            "beats":  Out(stream.Signature(Beat(g), always_ready=True)),
+            "tags":   Out(stream.Signature(GroupTag(g))),
+            "busy":   Out(1),
+        })
+
+    @property
+    def tags_in_flight(self):
+        """Most groups between their last beat and their sums (groups are >= B cycles apart,
+        the first >= 2): the depth the tag queue needs."""
+        return ceil_div(OPERAND_STAGES + MAC_LANES_LATENCY, self._geometry.lanes) + 2
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._geometry
+        b = g.lanes
+        d = self.job.running
+        seq_run = Signal()
+        i_left = Signal(g.dim_bits)              # rows after this one
+        i_word = Signal(g.aaddr_bits)            # i // B (for transposed output)
+        i_lane = Signal(g.lane_bits)             # i % B
+        c = Signal(g.block_bits)
+        a_row = Signal(g.aaddr_bits)             # a_base + i * a_stride
+        b_col = Signal(g.aaddr_bits)             # b_base + c
+        o_row = Signal(g.aaddr_bits)             # o_base + i * o_stride
+        o_tcol = Signal(g.aaddr_bits)            # o_base + c * B * o_stride (transposed)
+        n_base = Signal(g.dim_bits + 1)          # c * B
+        since_last = Signal(bits(b))             # cycles since the last beat of a group, to B
+        count = Signal(g.count_bits)             # inner-loop length of the current group
+        waddr = Signal(g.waddr_bits)             # wmem address of the next beat
+        linear = Signal()
+        m.d.comb += linear.eq(d.op == OP_LINEAR)
+
+        # The group's flags are registers, set when the group is entered, so that the beat
+        # decision (which enables most of the sequencer) starts from flip-flops.
+        zero = Signal()              # the group has no words: one beat with a zero operand
+        left = Signal(g.count_bits)  # beats after the current one (count - 1 - s)
+        first = Signal()             # the next beat is the group's first
+        last_block = Signal()        # c is the last block of the row
+        c_next = Signal(g.block_bits)    # the block of the next group
+        p_next = Signal(g.paddr_bits)    # its pointer's pmem address
+        is_last = Signal()
+        beat = Signal()
+        group_begins = Signal()      # the first cycle of a group (its beats may be held)
+        last_group = Signal()
+        m.d.comb += [
+            is_last.eq(zero | (left == 0)),
+            beat.eq(seq_run & ~(is_last & (since_last < b))),
+            last_group.eq(last_block & (i_left == 0)),
+        ]
+
+        # Block pointers: the first group's is read at start; the next group's in the first
+        # cycle of the current one. A group lasts at least 2 cycles (B >= 2, and the first
+        # group's last beat waits one cycle), so the pointer is on pmem's read port when the
+        # group ends and is taken into `count` / `waddr` then.
+        start = self.job.desc
+        m.d.comb += [
+            self.ptr_rd.addr.eq(Mux(self.job.start, start.ptr_base + start.c_lo, p_next)),
+            self.ptr_rd.en.eq(self.job.start | (seq_run & group_begins)),
+        ]
+        next_count = Signal(g.count_bits)
+        next_waddr = Signal(g.waddr_bits)
+        m.d.comb += [
+            next_count.eq(Mux(linear, self.ptr_rd.data.count, d.list_len)),
+            next_waddr.eq(Mux(linear, self.ptr_rd.data.start, d.list_base)),
+        ]
+
+        def enter_group(c_new):
+            """Updates when the group of block ``c_new`` (a register) becomes current."""
+            wraps = c_new + 1 == d.c_hi
+            c_after = Mux(wraps, d.c_lo, c_new + 1)
+            return [
+                count.eq(next_count), waddr.eq(next_waddr),
+                zero.eq(next_count == 0), left.eq(next_count - 1), first.eq(1),
+                last_block.eq(wraps),
+                c_next.eq(c_after), p_next.eq(d.ptr_base + c_after),
+            ]
+
+        # The walk starts the cycle after start (pointer read in flight, `running` registered).
+        launch = Signal()
+        m.d.sync += launch.eq(self.job.start)
+        with m.If(launch):
+            m.d.sync += enter_group(d.c_lo)
+            m.d.sync += [
+                seq_run.eq(1),
+                i_left.eq(d.rows - 1), i_word.eq(0), i_lane.eq(0),
+                c.eq(d.c_lo),
+                a_row.eq(d.a_base), b_col.eq(d.b_base + d.c_lo),
+                o_row.eq(d.o_base), o_tcol.eq(d.o_base),
+                n_base.eq(times_constant(d.c_lo, b)),
+                since_last.eq(b - 1),
+            ]
+        with m.Elif(beat):
+            with m.If(is_last):
+                m.d.sync += enter_group(c_next)
+                m.d.sync += [since_last.eq(1), c.eq(c_next)]
+                with m.If(last_group):
+                    m.d.sync += seq_run.eq(0)
+                with m.Elif(last_block):
+                    m.d.sync += [
+                        n_base.eq(times_constant(d.c_lo, b)),
+                        b_col.eq(d.b_base + d.c_lo),
+                        i_left.eq(i_left - 1),
+                        a_row.eq(a_row + d.a_stride), o_row.eq(o_row + d.o_stride),
+                        o_tcol.eq(d.o_base),
+                    ]
+                    with m.If(i_lane == b - 1):
+                        m.d.sync += [i_lane.eq(0), i_word.eq(i_word + 1)]
+                    with m.Else():
+                        m.d.sync += i_lane.eq(i_lane + 1)
+                with m.Else():
+                    m.d.sync += [n_base.eq(n_base + b), b_col.eq(b_col + 1),
+                                 o_tcol.eq(o_tcol + times_constant(d.o_stride, b))]
+            with m.Else():
+                m.d.sync += [left.eq(left - 1), first.eq(0), waddr.eq(waddr + 1)]
+        with m.If(~launch & ~(beat & is_last) & (since_last < b)):
+            m.d.sync += since_last.eq(since_last + 1)
+        m.d.sync += group_begins.eq(launch | (beat & is_last))
+
+        m.d.comb += [
+            self.beats.valid.eq(beat),
+            self.beats.payload.waddr.eq(waddr),
+            self.beats.payload.a_row.eq(a_row),
+            self.beats.payload.b_col.eq(b_col),
+            self.beats.payload.first.eq(first),
+            self.beats.payload.last.eq(is_last),
+            self.beats.payload.zero.eq(zero),
+            # The tag waits in a queue from the group's last beat to its sums.
+            self.tags.valid.eq(beat & is_last),
+            self.tags.payload.n_base.eq(n_base),
+            self.tags.payload.word.eq(Mux(d.transpose, o_tcol + i_word, o_row + c)),
+            self.tags.payload.i_lane.eq(i_lane),
+            self.busy.eq(seq_run | launch),
+        ]
+        return m
+
+
+class MacDatapath(wiring.Component):
+    """Beats in, sums out: the operand pipeline and the MAC lanes.
+
+    The pipeline has :data:`OPERAND_STAGES` registers from a beat to the MAC structure's
+    operands: 1 wmem read, 1b its banks' outputs registered, 2 the word registered, 3 amem
+    reads (broadcast row + ``k // B`` on port A, per-lane row ``offset(k) + c`` on port B),
+    4 their banks' outputs registered, 5 lane select -> MAC operands.
+
+    Parameters
+    ----------
+    geometry : AttentionGeometry
+
+    Members
+    -------
+    beats : ``In(stream.Signature(Beat, always_ready=True))``
+    job : ``In(job_signature(...))``
+        MAC ops: a linear op's per-lane operand is the weight word itself, that of scores and
+        context an amem word (the weight word holds its offset).
+    wmem_rd, amem_rd, amem_rd1 : ``In(banked_read_signature(...))``
+        wmem's read port; amem's port A (broadcast operand) and port B (per-lane operand).
+    sums : ``Out(stream.Signature(ArrayLayout(signed(32), B), always_ready=True))``
+        A group's B sums, one transfer per group; held only for that cycle.
+    """
+
+    def __init__(self, geometry):
+        self._geometry = g = as_geometry(geometry)
+        word = unsigned(8 * g.lanes)
+        super().__init__({
+            "beats":    In(stream.Signature(Beat(g), always_ready=True)),
+            "job":      In(job_signature(g)),
+            "wmem_rd":  In(banked_read_signature(g.waddr_bits, g.weight_word_layout)),
+            "amem_rd":  In(banked_read_signature(g.aaddr_bits, word)),
+            "amem_rd1": In(banked_read_signature(g.aaddr_bits, word)),
+            "sums":     Out(stream.Signature(data.ArrayLayout(signed(ACC_BITS), g.lanes),
+                                             always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._geometry
+        b = g.lanes
+        m.submodules.lanes = mac = MacLanes(b, ports=g.ports, packing=g.packing)
+
+        beat = self.beats.payload
+        flags = data.StructLayout({"valid": 1, "first": 1, "last": 1, "zero": 1})
+        st1, st1b, st2, st3, st4, st5 = (Signal(flags, name=f"st{n}")
+                                         for n in ("1", "1b", "2", "3", "4", "5"))
+        st1_a_row, st1b_a_row, st2_a_row = (Signal(g.aaddr_bits, name=f"st{n}_a_row")
+                                            for n in ("1", "1b", "2"))
+        st1_b_col, st1b_b_col, st2_b_col = (Signal(g.aaddr_bits, name=f"st{n}_b_col")
+                                            for n in ("1", "1b", "2"))
+        st2_word = Signal(g.word_bits)
+        st2_lane, st3_lane, st4_lane = (Signal(g.lane_bits, name=f"st{n}_lane")
+                                        for n in (2, 3, 4))
+        # Data registers need no reset (the flags say what is valid).
+        st2_value, st3_value, st4_value = (Signal(8 * b, name=f"st{n}_value", reset_less=True)
+                                           for n in (2, 3, 4))
+        m.d.comb += self.wmem_rd.addr.eq(beat.waddr)
+        m.d.sync += [
+            st1.valid.eq(self.beats.valid), st1.first.eq(beat.first), st1.last.eq(beat.last),
+            st1.zero.eq(beat.zero), st1_a_row.eq(beat.a_row), st1_b_col.eq(beat.b_col),
+            st1b.eq(st1), st1b_a_row.eq(st1_a_row), st1b_b_col.eq(st1_b_col),
+            st2.eq(st1b), st2_a_row.eq(st1b_a_row), st2_b_col.eq(st1b_b_col),
+            st2_word.eq(self.wmem_rd.data.word), st2_lane.eq(self.wmem_rd.data.lane),
+            st2_value.eq(self.wmem_rd.data.value),
+            st3.eq(st2), st3_lane.eq(st2_lane), st3_value.eq(st2_value),
+            st4.eq(st3), st4_lane.eq(st3_lane), st4_value.eq(st3_value),
+            st5.eq(st4),
+        ]
+        m.d.comb += [
+            self.amem_rd.addr.eq(st2_a_row + st2_word),
+            self.amem_rd1.addr.eq(st2_b_col + st2_value[:g.aaddr_bits]),
+        ]
+        x_reg = Signal(signed(8), reset_less=True)
+        w_reg = Signal(8 * b, reset_less=True)
+        m.d.sync += [
+            x_reg.eq(Mux(st4.zero, 0, self.amem_rd.data.word_select(st4_lane, 8))),
+            w_reg.eq(Mux(self.job.running.op == OP_LINEAR, st4_value, self.amem_rd1.data)),
+        ]
+        m.d.comb += [
+            mac.valid.eq(st5.valid), mac.first.eq(st5.first), mac.last.eq(st5.last),
+            mac.x.eq(x_reg), mac.w.eq(w_reg),
+            self.sums.valid.eq(mac.done),
+            self.sums.payload.eq(mac.acc),
+        ]
+        return m
+
+
+class LaneDrain(wiring.Component):
+    """A group's B sums into the requantizer, one value per cycle, with their parameters.
+
+    The sums are copied into a shift chain when they arrive; each value's requantization
+    parameters are read from qmem (its output column's, or the op's one selection); values
+    outside the op's column range ``[n_lo, n_hi)`` are dropped. The drain never stalls: the
+    requantizer's output is always taken (:class:`ResultWriter`), so its input is always ready.
+
+    Parameters
+    ----------
+    geometry : AttentionGeometry
+
+    Members
+    -------
+    sums : ``In(stream.Signature(ArrayLayout(signed(32), B), always_ready=True))``
+    tags : ``In(stream.Signature(GroupTag))``
+        The group's tag, taken with its sums.
+    job : ``In(job_signature(...))``
+        MAC ops (``transpose``, ``o_stride``, ``n_lo``, ``n_hi``, ``per_channel``,
+        ``q_base`` of the running one).
+    param_rd : ``In(memory.ReadPort.Signature(...))``
+        qmem's read port.
+    o : ``Out(requant_input_signature(...))``
+        Accumulator, parameters and the :class:`ResultTag` of its amem byte.
+    busy : ``Out(1)``
+        A group waits or drains.
+    """
+
+    def __init__(self, geometry):
+        self._geometry = g = as_geometry(geometry)
+        super().__init__({
+            "sums":     In(stream.Signature(data.ArrayLayout(signed(ACC_BITS), g.lanes),
+                                            always_ready=True)),
+            "tags":     In(stream.Signature(GroupTag(g))),
+            "job":      In(job_signature(g)),
+            "param_rd": In(memory.ReadPort.Signature(addr_width=g.qaddr_bits,
+                                                     shape=RequantParams())),
+            "o":        Out(requant_input_signature(g)),
+            "busy":     Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._geometry
+        b = g.lanes
+        d = self.job.running
+        chain = [Signal(signed(ACC_BITS), name=f"chain_{l}", reset_less=True) for l in range(b)]
+        drain_left = Signal(range(b + 1))
+        dr_n = Signal(g.dim_bits + 1)
+        dr_word = Signal(g.aaddr_bits)
+        dr_lane = Signal(g.lane_bits)
+        dr_ilane = Signal(g.lane_bits)
+        send = Signal()
+        head = self.tags.payload
+        m.d.comb += [send.eq(drain_left != 0), self.tags.ready.eq(self.sums.valid)]
+        with m.If(self.sums.valid):
+            m.d.sync += [chain[l].eq(self.sums.payload[l]) for l in range(b)]
+            m.d.sync += [drain_left.eq(b), dr_n.eq(head.n_base), dr_word.eq(head.word),
+                         dr_lane.eq(0), dr_ilane.eq(head.i_lane)]
+        with m.Elif(send):
+            m.d.sync += [chain[l].eq(chain[l + 1]) for l in range(b - 1)]
+            m.d.sync += [drain_left.eq(drain_left - 1), dr_n.eq(dr_n + 1),
+                         dr_lane.eq(dr_lane + 1),
+                         dr_word.eq(dr_word + Mux(d.transpose, d.o_stride, 0))]
+
+        out_valid, out_skip = Signal(), Signal()
+        out_acc = Signal(signed(ACC_BITS), reset_less=True)
+        out_tag = Signal(ResultTag(g))
+        m.d.sync += [
+            out_valid.eq(send),
+            out_skip.eq((dr_n < d.n_lo) | (dr_n >= d.n_hi)),
+            out_acc.eq(chain[0]),
+            out_tag.word.eq(dr_word),
+            out_tag.lane.eq(Mux(d.transpose, dr_ilane, dr_lane)),
+        ]
+        m.d.comb += [
+            self.param_rd.addr.eq(Mux(d.per_channel, d.q_base + dr_n, d.q_base)),
+            self.param_rd.en.eq(send),
+            self.o.valid.eq(out_valid & ~out_skip),
+            self.o.payload.acc.eq(out_acc),
+            self.o.payload.params.eq(self.param_rd.data),
+            self.o.payload.tag.eq(out_tag),
+            self.busy.eq((drain_left != 0) | out_valid | self.tags.valid),
+        ]
+        return m
+
+
+class ResultWriter(wiring.Component):
+    """Requantized values into amem bytes (registered), with the op's optional ReLU.
+
+    Parameters
+    ----------
+    geometry : AttentionGeometry
+
+    Members
+    -------
+    i : ``In(requant_output_signature(...))``
+        Always ready.
+    job : ``In(job_signature(...))``
+        MAC ops: write ``max(value, 0)`` if the running one has ``relu``.
+    write : ``Out(stream.Signature(ByteWrite, always_ready=True))``
+    busy : ``Out(1)``
+        A write is pending.
+    """
+
+    def __init__(self, geometry):
+        self._geometry = g = as_geometry(geometry)
+        super().__init__({
+            "i":     In(requant_output_signature(g)),
+            "job":   In(job_signature(g)),
+            "write": Out(stream.Signature(ByteWrite(g.aaddr_bits, g.lane_bits),
+                                          always_ready=True)),
+            "busy":  Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        value = self.i.payload.value
+        tag = ResultTag(self._geometry)(self.i.payload.tag)
+        m.d.comb += [self.i.ready.eq(1), self.busy.eq(self.write.valid)]
+        m.d.sync += [
+            self.write.valid.eq(self.i.valid),
+            self.write.payload.addr.eq(tag.word),
+            self.write.payload.lane.eq(tag.lane),
+            self.write.payload.value.eq(Mux(self.job.running.relu & value[7], 0, value)),
+        ]
+        return m
