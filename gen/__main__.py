@@ -28,8 +28,12 @@ def _design(args):
 
 def cmd_boards(args):
     from .boards import load_boards
+    from .boards import BOARDS_DIR
     problems = []
     boards = load_boards(problems=problems)
+    if not boards:
+        raise UserError(f"no usable board file in {BOARDS_DIR}" +
+                        (f" ({problems[0]})" if problems else ""))
     print(f"{'board':11s} {'device':10s} {'LUT4':>7s} {'FF':>7s} {'MULT18':>6s} {'BRAM18':>6s}"
           f"  aliases")
     for board in boards.values():

@@ -12,7 +12,15 @@ from .yamlfile import read_yaml
 __all__ = ["Board", "Budget", "Resources", "BOARDS_DIR", "BOARD_SCHEMA", "load_boards",
            "get_board"]
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+def _boards_dir():
+    """``boards/`` of a checkout, else the board files installed as ``gen.board_files``."""
+    checkout = Path(__file__).resolve().parent.parent / "boards"
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "board_files"
+
+
+BOARDS_DIR = _boards_dir()
 
 
 @dataclass(frozen=True)
