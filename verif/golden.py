@@ -1,4 +1,4 @@
-"""PyTorch integer golden models of the numeric contract (see shared DESIGN.md, section 2).
+"""PyTorch integer golden models of the numeric contract (docs/DESIGN.md section 2).
 
 Written from the contract alone: nothing here imports the generator. All arithmetic is int64,
 exactly as the contract writes it, and every result is compared with the RTL by equality.

@@ -1,6 +1,6 @@
 """PyTorch integer golden models of packed products and broadcast multiply-accumulate lanes.
 
-Written from the spec alone (docs/sparse_attention.md section 6, DESIGN.md sections 2 and 4):
+Written from the spec alone (docs/sparse_attention.md section 6, docs/DESIGN.md section 2):
 nothing here imports the generator. Plain int64 products and sums; results are compared with
 the RTL by equality.
 """

@@ -1,6 +1,6 @@
 """Design-space search: discrete per-step action spaces, objectives and constraints as callables.
 
-The search knows nothing of hardware (DESIGN.md section 1): a cost model plugs in as a
+The search knows nothing of hardware (docs/DESIGN.md section 1): a cost model plugs in as a
 :class:`Problem`'s objective and constraint.
 """
 

@@ -1,4 +1,4 @@
-"""INT8 quantization and integer inference of the pruned ViT (spec section 4, DESIGN.md section 2).
+"""INT8 quantization and integer inference of the pruned ViT (spec section 4, docs/DESIGN.md section 2).
 
 Scales (all symmetric, zero point 0):
 
