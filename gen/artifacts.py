@@ -73,6 +73,8 @@ def check_writable_folder(path, what="--out"):
     """``path`` is, or can be made, a folder we can write into; checked before long work."""
     from .errors import UserError
     path = Path(path)
+    if "\0" in str(path):
+        raise UserError(f"{what}: {str(path)!r} holds a NUL byte; no folder can be named so")
     if path.exists() and not path.is_dir():
         raise UserError(f"{what}: {path} exists and is not a folder")
     try:

@@ -60,6 +60,8 @@ def _one_line(exc):
 def read_yaml(path, what="file"):
     """The document in ``path``, parsed strictly; ``what`` names the kind of file in errors."""
     path = Path(path)
+    if "\0" in str(path):
+        raise UserError(f"{what} {str(path)!r}: a file name cannot hold a NUL byte")
     try:
         if not path.exists():
             raise UserError(f"{what} {path} does not exist")

@@ -108,10 +108,13 @@ async def refusals(dut):
     with pytest.raises(LayoutError):
         await driver.gemm(np.zeros((params["out_depth"], 2), dtype=np.int64),
                           np.zeros((2, 2), dtype=np.int64), 0, 1, 1)
-    # A zero-size job ends with the error flag.
-    await driver.start(0, 1, 1)
-    status = await driver.status()
-    assert status.done and status.error and not status.busy
+    # A zero-size job, or one beyond the buffers (here only the output buffer), is refused at
+    # once (protocol version 2; version 1 ran it to an error): nothing starts.
+    for sizes in [(0, 1, 1), (params["out_depth"], 1, 2), (65535, 65535, 65535)]:
+        with pytest.raises(DeviceError):
+            await driver.start(*sizes)
+        status = await driver.status()
+        assert not (status.busy or status.done or status.error), (sizes, status)
     # And the link still works.
     assert (await driver.info()).rows == params["rows"]
 

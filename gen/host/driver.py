@@ -86,8 +86,9 @@ class Driver:
             raise ProtocolError(f"INFO: bad magic {raw[:4]!r}; is this the accelerator?")
         info = DeviceInfo(raw[4], raw[5], raw[6], raw[7], *struct.unpack("<4I", raw[8:24]))
         if info.version != PROTOCOL_VERSION:
-            raise ProtocolError(f"device speaks protocol {info.version}, driver "
-                                f"{PROTOCOL_VERSION}")
+            raise ProtocolError(f"the device speaks protocol version {info.version}, this "
+                                f"driver {PROTOCOL_VERSION}: load a bitstream built by this "
+                                f"version of the generator (gen build), or use its driver")
         self._info = info
         return info
 
@@ -120,13 +121,24 @@ class Driver:
         return bytes(out)
 
     async def start(self, m, k, n):
+        """Start an ``m x k x n`` job; the device refuses it (`DeviceError`) while a job runs,
+        for a zero size, or for sizes beyond its buffers (PROTOCOL.md, START)."""
         await self._transport.write(struct.pack("<BHHH", Command.START, m, k, n))
-        await self._expect_ok("START (is a job still running?)")
+        await self._expect_ok(f"START {m}x{k}x{n} (a job still running, a zero size, or sizes "
+                              f"beyond the device's buffers?)")
+
+    async def abort(self):
+        """Stop the running job (if any) and return the `Status` after it: a job stopped by
+        the abort shows ``done`` and ``error``; its outputs are not valid."""
+        await self._transport.write(bytes([Command.ABORT]))
+        await self._expect_ok("ABORT")
+        return await self.status()
 
     async def status(self):
         await self._transport.write(bytes([Command.STATUS]))
         await self._expect_ok("STATUS")
         bits = (await self._transport.read(1))[0]
+        # Bits 3..7 are reserved (read 0 in version 2) and ignored here.
         return Status(busy=bool(bits & 1), done=bool(bits & 2), error=bool(bits & 4))
 
     async def cycles(self):
@@ -162,7 +174,8 @@ class Driver:
         else:
             raise DeviceError(f"job did not finish after {timeout_polls} polls")
         if status.error:
-            raise DeviceError("device reports an error for the job (size or address overflow)")
+            raise DeviceError("device reports an error for the job (aborted, or an address "
+                              "overflow)")
         cycles = await self.cycles()
         raw = await self.read_output(0, shape.m * shape.n)
         y = np.frombuffer(raw, dtype=np.int8).reshape(shape.m, shape.n).copy()

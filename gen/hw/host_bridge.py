@@ -13,15 +13,21 @@ from .gemm import DIM_WIDTH
 from .requant import RequantParams
 
 __all__ = ["HostBridge", "PROTOCOL_VERSION", "MAGIC", "Command", "Buffer",
-           "REPLY_OK", "REPLY_ERROR", "REPLY_UNKNOWN", "PARAM_WORD_BYTES"]
+           "REPLY_OK", "REPLY_ERROR", "REPLY_UNKNOWN", "PARAM_WORD_BYTES",
+           "DEFAULT_BYTE_TIMEOUT", "ABORT_WAIT_LIMIT", "start_fits"]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAGIC = b"GEMM"
 REPLY_OK = ord("K")
 REPLY_ERROR = ord("E")
 REPLY_UNKNOWN = ord("?")
 #: Bytes of a parameter word on the wire: bias (4), multiplier (4), shift (1).
 PARAM_WORD_BYTES = 9
+#: Host-clock cycles a command may wait for its next byte before it is dropped: 5 ms at the
+#: 25 MHz oscillator (500 byte times at 1 Mbaud, 57 at 115200 baud).
+DEFAULT_BYTE_TIMEOUT = 125_000
+#: Host-clock cycles ABORT waits for the accelerator to stop before it replies anyway.
+ABORT_WAIT_LIMIT = 2 ** 16
 
 
 class Command:
@@ -31,6 +37,7 @@ class Command:
     START = ord("S")
     STATUS = ord("P")
     CYCLES = ord("C")
+    ABORT = ord("A")
 
 
 class Buffer:
@@ -42,8 +49,17 @@ class Buffer:
 
 #: Argument bytes each command takes.
 _ARG_BYTES = {Command.INFO: 0, Command.WRITE: 9, Command.READ: 9, Command.START: 6,
-              Command.STATUS: 0, Command.CYCLES: 0}
+              Command.STATUS: 0, Command.CYCLES: 0, Command.ABORT: 0}
 _INFO_BYTES = 4 + 4 + 16
+
+
+def start_fits(m, k, n, *, rows, cols, act_depth, wgt_depth, param_depth, out_depth):
+    """Whether START ``m, k, n`` passes the device's size check (PROTOCOL.md, START)."""
+    if 0 in (m, k, n):
+        return False
+    m_tiles, n_tiles = -(-m // rows), -(-n // cols)
+    return (m_tiles * k <= act_depth and n_tiles * k <= wgt_depth and
+            n_tiles * cols <= param_depth and m * n <= out_depth)
 
 
 def _addr_width(depth):
@@ -60,7 +76,11 @@ class HostBridge(wiring.Component):
     dataflow_id : int
         Reported by INFO.
     act_depth, wgt_depth, param_depth, out_depth : int
-        Buffer depths in words; accesses beyond them are refused with an error reply.
+        Buffer depths in words; accesses beyond them, and jobs that need more, are refused
+        with an error reply.
+    byte_timeout : int
+        Host-clock cycles a command may wait for its next byte (argument or WRITE data); after
+        that the partial command is dropped without a reply (see PROTOCOL.md).
 
     Members
     -------
@@ -71,13 +91,20 @@ class HostBridge(wiring.Component):
     out_rd : ``In(memory.ReadPort.Signature(...))``
         Reads the output buffer.
     start, m_size, k_size, n_size : ``Out``
-        Job control towards the accelerator.
+        Job control towards the accelerator (``start`` only for sizes that fit the buffers).
+    abort : ``Out(1)``
+        A one-cycle pulse: stop the running job.
     busy, done, error, cycles : ``In``
-        Job status from the accelerator.
+        Job status from the accelerator: ``busy`` a level (a START not yet seen by the
+        accelerator counts), ``done`` a one-cycle pulse at a job's end, ``error`` that job's
+        outcome (valid from ``done`` on).
     """
 
     def __init__(self, *, rows, cols, dataflow_id=0, act_depth, wgt_depth, param_depth,
-                 out_depth):
+                 out_depth, byte_timeout=DEFAULT_BYTE_TIMEOUT):
+        self._byte_timeout = operator.index(byte_timeout)
+        if self._byte_timeout < 2:
+            raise ValueError(f"byte_timeout must be at least 2 cycles, not {byte_timeout}")
         self._rows = operator.index(rows)
         self._cols = operator.index(cols)
         self._dataflow_id = operator.index(dataflow_id)
@@ -100,11 +127,16 @@ class HostBridge(wiring.Component):
             "m_size":   Out(DIM_WIDTH),
             "k_size":   Out(DIM_WIDTH),
             "n_size":   Out(DIM_WIDTH),
+            "abort":    Out(1),
             "busy":     In(1),
             "done":     In(1),
             "error":    In(1),
             "cycles":   In(32),
         })
+
+    @property
+    def byte_timeout(self):
+        return self._byte_timeout
 
     @property
     def word_bytes(self):
@@ -161,9 +193,46 @@ class HostBridge(wiring.Component):
         read_byte = Signal(8)
 
         done_flag = Signal()
-        m.d.sync += self.start.eq(0)     # a one-cycle pulse, registered
+        m.d.sync += [self.start.eq(0), self.abort.eq(0)]    # one-cycle pulses, registered
         with m.If(self.done):
             m.d.sync += done_flag.eq(1)
+
+        # Inter-byte timeout: cycles since the command's last byte was taken (saturating; reset
+        # in IDLE; the internal steps between bytes count too). A command waiting for its next
+        # byte (ARGS, WDATA) is dropped when none has come for `byte_timeout` cycles.
+        quiet = Signal(range(self._byte_timeout))
+        stalled = Signal()
+        m.d.comb += stalled.eq(quiet == self._byte_timeout - 1)
+        with m.If(self.rx.valid & self.rx.ready):
+            m.d.sync += quiet.eq(0)
+        with m.Elif(~stalled):
+            m.d.sync += quiet.eq(quiet + 1)
+
+        # START's size check (PROTOCOL.md): m_tiles = ceil(M/rows) and n_tiles = ceil(N/cols)
+        # by restoring division (17 steps), then m_tiles*K, n_tiles*K and M*N by shift-and-add
+        # (16 steps), then compares with the depths: 36 cycles and no multiplier, against
+        # 60 bits on the line for the command.
+        size_m, size_k, size_n = args[0:16], args[16:32], args[32:48]
+        step = Signal(range(DIM_WIDTH + 2))
+        m_tiles, n_tiles = Signal(DIM_WIDTH + 1), Signal(DIM_WIDTH + 1)
+        m_rem = Signal(max(1, self._rows.bit_length()))
+        n_rem = Signal(max(1, self._cols.bit_length()))
+        act_need, wgt_need, out_need = (Signal(2 * DIM_WIDTH + 1, name=f"{name}_need")
+                                        for name in ("act", "wgt", "out"))
+        k_bits, n_bits = Signal(DIM_WIDTH), Signal(DIM_WIDTH)
+        sizes_ok = Signal()
+
+        def divide_step(quotient, remainder, divisor):
+            # Shift the next dividend bit (the top of `quotient`) into the remainder; the
+            # quotient bit shifts in at the bottom.
+            trial = Signal(len(remainder) + 1)
+            m.d.comb += trial.eq(Cat(quotient[-1], remainder))
+            with m.If(trial >= divisor):
+                m.d.sync += [remainder.eq(trial - divisor), quotient.eq(Cat(1, quotient[:-1]))]
+            with m.Else():
+                m.d.sync += [remainder.eq(trial), quotient.eq(Cat(0, quotient[:-1]))]
+
+        abort_wait = Signal(range(ABORT_WAIT_LIMIT))
 
         m.d.comb += [
             self.tx.payload.eq(reply[0:8]),
@@ -179,6 +248,7 @@ class HostBridge(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.rx.ready.eq(1)
+                m.d.sync += quiet.eq(0)
                 with m.If(self.rx.valid):
                     m.d.sync += [command.eq(self.rx.payload), arg_index.eq(0)]
                     with m.Switch(self.rx.payload):
@@ -196,6 +266,8 @@ class HostBridge(wiring.Component):
                                  arg_index.eq(arg_index + 1)]
                     with m.If(arg_index + 1 == arg_count):
                         m.next = "CHECK_END"
+                with m.Elif(stalled):
+                    m.next = "IDLE"           # cut off: dropped, no reply
 
             with m.State("CHECK_END"):
                 m.d.sync += [access_end.eq(arg_addr + arg_count_words), depth_reg.eq(depth)]
@@ -212,15 +284,28 @@ class HostBridge(wiring.Component):
                         m.d.sync += info_index.eq(0)
                         m.next = "SEND_INFO"
                     with m.Case(Command.STATUS):
-                        send(Cat(Const(REPLY_OK, 8), self.busy, done_flag, self.error), 2)
+                        # Bits 3..7 are reserved and read 0; the error bit belongs to the job
+                        # that ended (done), so a START clears it.
+                        send(Cat(Const(REPLY_OK, 8), self.busy, done_flag,
+                                 self.error & done_flag), 2)
                     with m.Case(Command.CYCLES):
                         send(Cat(Const(REPLY_OK, 8), self.cycles), 5)
                     with m.Case(Command.START):
                         with m.If(self.busy):
                             send(REPLY_ERROR, 1)
                         with m.Else():
-                            m.d.sync += [self.start.eq(1), done_flag.eq(0)]
-                            send(REPLY_OK, 1)
+                            m.d.sync += [
+                                m_tiles.eq(size_m + (self._rows - 1)), m_rem.eq(0),
+                                n_tiles.eq(size_n + (self._cols - 1)), n_rem.eq(0),
+                                step.eq(0),
+                            ]
+                            m.next = "SIZE_DIV"
+                    with m.Case(Command.ABORT):
+                        with m.If(self.busy):
+                            m.d.sync += [self.abort.eq(1), abort_wait.eq(0)]
+                            m.next = "ABORT_WAIT"
+                        with m.Else():
+                            send(REPLY_OK, 1)     # no job: nothing to stop, nothing changes
                     with m.Case(Command.WRITE):
                         # A refused write still consumes its payload so the link stays in
                         # step; the reply after the payload says whether it was stored.
@@ -231,6 +316,50 @@ class HostBridge(wiring.Component):
                             send(REPLY_ERROR, 1)
                         with m.Else():
                             send(REPLY_OK, 1, read=arg_count_words != 0)
+
+            with m.State("SIZE_DIV"):
+                divide_step(m_tiles, m_rem, self._rows)
+                divide_step(n_tiles, n_rem, self._cols)
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == DIM_WIDTH):
+                    m.d.sync += [step.eq(0), act_need.eq(0), wgt_need.eq(0), out_need.eq(0),
+                                 k_bits.eq(size_k), n_bits.eq(size_n)]
+                    m.next = "SIZE_MUL"
+
+            with m.State("SIZE_MUL"):
+                # Most significant multiplier bit first: need = 2 * need + bit * multiplicand.
+                m.d.sync += [
+                    act_need.eq((act_need << 1) + Mux(k_bits[-1], m_tiles, 0)),
+                    wgt_need.eq((wgt_need << 1) + Mux(k_bits[-1], n_tiles, 0)),
+                    out_need.eq((out_need << 1) + Mux(n_bits[-1], size_m, 0)),
+                    k_bits.eq(k_bits << 1),
+                    n_bits.eq(n_bits << 1),
+                    step.eq(step + 1),
+                ]
+                with m.If(step == DIM_WIDTH - 1):
+                    m.next = "SIZE_CMP"
+
+            with m.State("SIZE_CMP"):
+                act_depth, wgt_depth, param_depth, out_depth = self._depths
+                m.d.sync += sizes_ok.eq(
+                    (size_m != 0) & (size_k != 0) & (size_n != 0) &
+                    (act_need <= act_depth) & (wgt_need <= wgt_depth) &
+                    (n_tiles <= param_depth // self._cols) & (out_need <= out_depth))
+                m.next = "START_GO"
+
+            with m.State("START_GO"):
+                with m.If(sizes_ok):
+                    m.d.sync += [self.start.eq(1), done_flag.eq(0)]
+                    send(REPLY_OK, 1)
+                with m.Else():
+                    send(REPLY_ERROR, 1)          # nothing started, nothing changed
+
+            with m.State("ABORT_WAIT"):
+                # Reply once the accelerator has stopped and its end has crossed over, so that
+                # a STATUS after the reply shows it; bounded in case its clock does not run.
+                m.d.sync += abort_wait.eq(abort_wait + 1)
+                with m.If((~self.busy & done_flag) | (abort_wait == ABORT_WAIT_LIMIT - 1)):
+                    send(REPLY_OK, 1)
 
             with m.State("SEND"):
                 m.d.comb += self.tx.valid.eq(1)
@@ -261,6 +390,10 @@ class HostBridge(wiring.Component):
                                  byte_index.eq(byte_index + 1)]
                     with m.If(byte_index + 1 == word_bytes):
                         m.next = "WCOMMIT"
+                with m.Elif(stalled):
+                    # Cut off: the words completed so far are stored, this partial one is not;
+                    # no reply.
+                    m.next = "IDLE"
 
             with m.State("WCOMMIT"):
                 ports = [self.act_wr, self.wgt_wr, self.param_wr]

@@ -6,7 +6,7 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from .accelerator import DATAFLOWS, GemmAccelerator
-from .host_bridge import HostBridge
+from .host_bridge import DEFAULT_BYTE_TIMEOUT, HostBridge
 from .uart import UARTReceiver, UARTTransmitter
 
 __all__ = ["HostSystem"]
@@ -21,6 +21,10 @@ class HostSystem(wiring.Component):
         As in :class:`~gen.hw.accelerator.GemmAccelerator`.
     uart_divisor : int
         ``host`` clock cycles per UART bit.
+    byte_timeout : int
+        ``host`` clock cycles a command may wait for its next byte before it is dropped (see
+        PROTOCOL.md); at least two byte times (``20 * uart_divisor``). The default is 5 ms at
+        a 25 MHz oscillator.
 
     Clock domains: ``sync`` runs the accelerator; ``host`` runs the UART and the protocol
     engine (on a board, the oscillator). The link needs no speed, and keeping its control
@@ -37,17 +41,20 @@ class HostSystem(wiring.Component):
     """
 
     def __init__(self, *, rows, cols, dataflow="output_stationary", act_depth, wgt_depth,
-                 param_depth, out_depth, uart_divisor):
+                 param_depth, out_depth, uart_divisor, byte_timeout=DEFAULT_BYTE_TIMEOUT):
         self._accel_args = dict(rows=rows, cols=cols, dataflow=dataflow, act_depth=act_depth,
                                 wgt_depth=wgt_depth, param_depth=param_depth,
                                 out_depth=out_depth)
         self._uart_divisor = uart_divisor
+        if byte_timeout < 20 * uart_divisor:
+            raise ValueError(f"byte_timeout {byte_timeout} is under two byte times "
+                             f"({20 * uart_divisor} host cycles at divisor {uart_divisor})")
         # Build the parts now so that bad parameters fail here, not at elaboration.
         self._accelerator = GemmAccelerator(**self._accel_args, host_domain="host")
         self._bridge = HostBridge(
             rows=rows, cols=cols, dataflow_id=sorted(DATAFLOWS).index(dataflow),
             act_depth=act_depth, wgt_depth=wgt_depth, param_depth=param_depth,
-            out_depth=out_depth)
+            out_depth=out_depth, byte_timeout=byte_timeout)
         self._receiver = UARTReceiver(uart_divisor)
         self._transmitter = UARTTransmitter(uart_divisor)
         super().__init__({
@@ -92,6 +99,15 @@ class HostSystem(wiring.Component):
             accel.k_size.eq(bridge.k_size),
             accel.n_size.eq(bridge.n_size),
         ]
+        # host -> sync: ABORT the same way (a toggle, one pulse on the accelerator's side).
+        abort_toggle = Signal()
+        with m.If(bridge.abort):
+            m.d.host += abort_toggle.eq(~abort_toggle)
+        abort_toggle_sync = Signal()
+        abort_toggle_seen = Signal()
+        m.submodules.abort_sync = FFSynchronizer(abort_toggle, abort_toggle_sync, o_domain="sync")
+        m.d.sync += abort_toggle_seen.eq(abort_toggle_sync)
+        m.d.comb += accel.abort.eq(abort_toggle_sync != abort_toggle_seen)
 
         # sync -> host: busy and error as levels, done as a toggle, the cycle count as bits
         # (read by the host only when no job runs, so it is stable).
