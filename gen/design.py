@@ -15,7 +15,7 @@ from .errors import UserError
 from .estimate import check_fits, estimate_resources
 from .hw.board_top import BoardTop
 from .hw.gemm import DIM_WIDTH
-from .hw.host_bridge import PARAM_WORD_BYTES, PROTOCOL_VERSION
+from .hw.host_bridge import DEFAULT_BYTE_TIMEOUT, PARAM_WORD_BYTES, PROTOCOL_VERSION
 from .hw.pll import plan_pll
 from .hw.system import HostSystem
 from .hw.uart import MIN_DIVISOR
@@ -92,6 +92,9 @@ class Design:
             "host": {"clock_mhz": self.host_clock_mhz,
                      "baud_requested": c.host.baud, "baud_actual": round(self.baud_actual, 1),
                      "uart_divisor": self.uart_divisor, "protocol_version": PROTOCOL_VERSION,
+                     "byte_timeout_cycles": DEFAULT_BYTE_TIMEOUT,
+                     "byte_timeout_ms": round(DEFAULT_BYTE_TIMEOUT / self.host_clock_mhz / 1e3,
+                                              3),
                      "protocol": "gen/host/PROTOCOL.md"},
             "array": {"rows": c.array.rows, "cols": c.array.cols,
                       "dataflow": c.array.dataflow},
