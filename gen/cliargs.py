@@ -35,23 +35,21 @@ def count(low=1, high=None):
     return parse
 
 
-def positive_float(text):
-    """A finite number above 0."""
+def _finite(text, accept, what):
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be a finite number above 0")
+    if not math.isfinite(value) or not accept(value):
+        raise argparse.ArgumentTypeError(f"{value:g} must be a finite number {what}")
     return value
+
+
+def positive_float(text):
+    """A finite number above 0."""
+    return _finite(text, lambda v: v > 0, "above 0")
 
 
 def nonnegative_float(text):
     """A finite number, 0 or above."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be a finite number, 0 or above")
-    return value
+    return _finite(text, lambda v: v >= 0, "0 or above")

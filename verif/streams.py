@@ -67,6 +67,21 @@ async def reset(clock, rst, cycles=3):
     rst.value = 0
 
 
+async def power_on_system(dut, clock_ns, host_clock_ns):
+    """Start a host system's two clocks, idle its serial input, and reset both domains."""
+    log_seed(dut)
+    start_clock(dut.clk, clock_ns)
+    start_clock(dut.host_clk, host_clock_ns)
+    dut.uart_rx.value = 1
+    dut.rst.value = 1
+    dut.host_rst.value = 1
+    for _ in range(3):
+        await RisingEdge(dut.host_clk)
+    dut.rst.value = 0
+    dut.host_rst.value = 0
+    await RisingEdge(dut.host_clk)
+
+
 async def wait_until(clock, condition, *, timeout_cycles=DEFAULT_TIMEOUT_CYCLES, what="condition"):
     """Wait, edge by edge (sampling in the read-only phase), until ``condition()`` is true.
 

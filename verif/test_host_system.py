@@ -17,10 +17,10 @@ import cocotb
 import numpy as np
 import pytest
 import torch
-from cocotb.triggers import RisingEdge, Timer
+from cocotb.triggers import Timer
 
 from verif import golden, seeds
-from verif.streams import log_seed, start_clock
+from verif.streams import power_on_system
 from gen.host.driver import DeviceError, Driver
 from gen.host.layout import LayoutError
 from gen.host.transports import CocotbUartTransport
@@ -34,17 +34,7 @@ TEST_TIMEOUT_MS = 400
 
 async def setup(dut):
     params = json.loads(os.environ["DUT_PARAMS"])
-    log_seed(dut)
-    start_clock(dut.clk, CLOCK_NS)
-    start_clock(dut.host_clk, HOST_CLOCK_NS)
-    dut.uart_rx.value = 1
-    dut.rst.value = 1
-    dut.host_rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.host_clk)
-    dut.rst.value = 0
-    dut.host_rst.value = 0
-    await RisingEdge(dut.host_clk)
+    await power_on_system(dut, CLOCK_NS, HOST_CLOCK_NS)
     transport = CocotbUartTransport(dut.uart_rx, dut.uart_tx,
                                     bit_time_ns=params["uart_divisor"] * HOST_CLOCK_NS)
     return params, transport, Driver(transport, max_chunk=64)

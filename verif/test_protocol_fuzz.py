@@ -38,7 +38,7 @@ from gen.hw.host_bridge import (MAGIC, PROTOCOL_VERSION, REPLY_ERROR, REPLY_OK, 
                                 Buffer, Command, HostBridge, start_fits)
 from verif import seeds
 from verif.streams import (StreamBus, StreamMonitor, StreamSink, StreamSource, log_seed,
-                           reset, start_clock)
+                           power_on_system, reset, start_clock)
 
 CLOCK_NS = 10
 #: Simulated-time bound of every test here.
@@ -660,17 +660,7 @@ class FuzzTransport:
 async def setup_system(dut):
     from gen.host.driver import Driver
     p = _params()
-    log_seed(dut)
-    start_clock(dut.clk, SYSTEM_CLOCK_NS)
-    start_clock(dut.host_clk, HOST_CLOCK_NS)
-    dut.uart_rx.value = 1
-    dut.rst.value = 1
-    dut.host_rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.host_clk)
-    dut.rst.value = 0
-    dut.host_rst.value = 0
-    await RisingEdge(dut.host_clk)
+    await power_on_system(dut, SYSTEM_CLOCK_NS, HOST_CLOCK_NS)
     transport = FuzzTransport(dut, p["uart_divisor"] * HOST_CLOCK_NS)
     return p, transport, Driver(transport, max_chunk=64)
 

@@ -45,6 +45,20 @@ def plan_pll(input_mhz, output_mhz, *, tolerance_ppm=10000):
         raise UserError(f"clock_mhz: {output_mhz} MHz is outside what the ECP5 PLL makes "
                         f"({OUT_MHZ[0]} to {OUT_MHZ[1]} MHz)")
     best = None
+    for clki_div, clkfb_div, clkop_div, out, vco in _settings(input_mhz):
+        key = (abs(out - output_mhz), abs(vco - 600))
+        if best is None or key < best[0]:
+            best = (key, PllSettings(input_mhz, output_mhz, clki_div, clkfb_div, clkop_div))
+    if best is None or abs(best[1].error_ppm) > tolerance_ppm:
+        near = " or ".join(f"{mhz:g}" for mhz in nearest_clocks(input_mhz, output_mhz))
+        raise UserError(f"clock_mhz: the PLL cannot make {output_mhz} MHz from "
+                        f"{input_mhz} MHz within {tolerance_ppm} ppm; the nearest clocks it "
+                        f"makes are {near} MHz")
+    return best[1]
+
+
+def _settings(input_mhz):
+    """Every divider setting within the PLL's limits: ``(clki, clkfb, clkop, out, vco)``."""
     for clki_div in range(1, 129):
         pfd = input_mhz / clki_div
         if not PFD_MHZ[0] <= pfd <= PFD_MHZ[1]:
@@ -55,34 +69,14 @@ def plan_pll(input_mhz, output_mhz, *, tolerance_ppm=10000):
                 continue
             for clkop_div in range(1, 129):
                 vco = out * clkop_div
-                if not VCO_MHZ[0] <= vco <= VCO_MHZ[1]:
-                    continue
-                key = (abs(out - output_mhz), abs(vco - 600))
-                if best is None or key < best[0]:
-                    best = (key, PllSettings(input_mhz, output_mhz, clki_div, clkfb_div,
-                                             clkop_div))
-    if best is None or abs(best[1].error_ppm) > tolerance_ppm:
-        near = " or ".join(f"{mhz:g}" for mhz in nearest_clocks(input_mhz, output_mhz))
-        raise UserError(f"clock_mhz: the PLL cannot make {output_mhz} MHz from "
-                        f"{input_mhz} MHz within {tolerance_ppm} ppm; the nearest clocks it "
-                        f"makes are {near} MHz")
-    return best[1]
+                if VCO_MHZ[0] <= vco <= VCO_MHZ[1]:
+                    yield clki_div, clkfb_div, clkop_div, out, vco
 
 
 def nearest_clocks(input_mhz, output_mhz):
     """The achievable output clocks just below and just above ``output_mhz`` (one if it lies
     outside the range), rounded to 6 digits, each of which :func:`plan_pll` accepts."""
-    outputs = set()
-    for clki_div in range(1, 129):
-        pfd = input_mhz / clki_div
-        if not PFD_MHZ[0] <= pfd <= PFD_MHZ[1]:
-            continue
-        for clkfb_div in range(1, 81):
-            out = pfd * clkfb_div
-            # A VCO divider exists for every output in range (400..800 MHz / 128 covers it).
-            if OUT_MHZ[0] <= out <= OUT_MHZ[1] and any(
-                    VCO_MHZ[0] <= out * d <= VCO_MHZ[1] for d in range(1, 129)):
-                outputs.add(round(out, 6))
+    outputs = {round(setting[3], 6) for setting in _settings(input_mhz)}
     below = [mhz for mhz in outputs if mhz <= output_mhz]
     above = [mhz for mhz in outputs if mhz > output_mhz]
     return tuple(x for x in (max(below, default=None), min(above, default=None))
