@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from .hw.attention.mac import OPERAND_STAGES
+from .hw.gemm import OPERAND_READ_LATENCY
 from .hw.mac_lanes import MAC_LANES_LATENCY
 from .hw.multiplier import MULTIPLIER_LATENCY
 from .hw.requant import REQUANT_LATENCY
@@ -58,18 +59,21 @@ def ideal_gemm_cycles(m, k, n, rows, cols):
 def gemm_cycles(m, k, n, rows, cols):
     """Cycles from START to done of one GEMM job with the output never stalled.
 
-    Tile t's last beat issues at ``c_t``; the array needs ``R + C`` cycles to finish it in
-    every PE (systolic skew plus the multiplier pipeline); the drain copies the tile at ``x_t``
-    once its chain is free and then needs ``R*C`` cycles; the next tile's last beat may issue
-    only after the copy.
+    Tile t's last beat issues at ``c_t``; its operands leave the buffers
+    ``OPERAND_READ_LATENCY`` cycles later; the array needs ``R + C + MULTIPLIER_LATENCY``
+    cycles to finish it in every PE (systolic skew plus the multiplier pipeline); the drain
+    sees the full hold registers one cycle after that and copies the tile at ``x_t`` once its
+    chain is free, then needs ``R*C`` cycles; the next tile's last beat may issue only after
+    the copy.
     """
     tiles = math.ceil(m / rows) * math.ceil(n / cols)
     latency, drain = rows + cols + MULTIPLIER_LATENCY, rows * cols
+    to_copy = OPERAND_READ_LATENCY + 1 + latency
     issue = k - 1                      # c_0
-    copy = issue + 2 + latency         # x_0
+    copy = issue + to_copy             # x_0
     for _ in range(tiles - 1):
         issue = max(issue + k, copy + 1)
-        copy = max(issue + 2 + latency, copy + drain + 1)
+        copy = max(issue + to_copy, copy + drain + 1)
     return (copy + drain + GEMM_TAIL_CYCLES +
             max(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols), 0))
 
@@ -80,12 +84,13 @@ def gemm_cycles_closed_form(m, k, n, rows, cols):
 
     With tile issue times ``i_t`` and drain copy times ``c_t``, ``d_t = c_t - i_t`` obeys
     ``i_{t+1} = i_t + max(K, d_t + 1)`` and ``d_{t+1} = max(a, d_t + D + 1 - (i_{t+1} - i_t))``
-    with ``a = R + C + MULTIPLIER_LATENCY + 2`` and ``D = R*C``: after at most one transient
-    phase the tiles advance by a constant period, so the last copy time has a closed form.
+    with ``a = R + C + MULTIPLIER_LATENCY + OPERAND_READ_LATENCY + 1`` and ``D = R*C``: after
+    at most one transient phase the tiles advance by a constant period, so the last copy time
+    has a closed form.
     """
     m, k, n, rows, cols = (np.asarray(x, dtype=np.int64) for x in (m, k, n, rows, cols))
     tiles = _ceil_div(m, rows) * _ceil_div(n, cols)
-    a = rows + cols + MULTIPLIER_LATENCY + 2
+    a = rows + cols + MULTIPLIER_LATENCY + OPERAND_READ_LATENCY + 1
     d = rows * cols + 1
     i0 = k - 1
     last = tiles - 1

@@ -1,15 +1,24 @@
-"""The GEMM accelerator: input buffers in block RAM around a dataflow engine."""
+"""The GEMM accelerator: input buffers in block RAM around a dataflow engine.
+
+The operand buffers (`OperandBuffer`, one byte lane per memory) read with the block RAM's output
+register: on ECP5 they are DP16KD instances in ``REGMODE_B = "OUTREG"`` (yosys's block RAM
+mapping, ``share/lattice/brams_16kd.txt``, has no output-register option, and a fabric
+register after the read port stays a fabric register), so the engine's operand registers see a
+flip-flop's clock-to-output instead of the block RAM array's. Everywhere else the same buffer is
+a memory with a register after its read port: identical behaviour, ``OPERAND_READ_LATENCY``
+(2) cycles from address to data.
+"""
 
 import operator
 
-from amaranth.hdl import Module
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .gemm import DIM_WIDTH, OutputStationaryGemm, OutputStream
+from .gemm import DIM_WIDTH, OPERAND_READ_LATENCY, OutputStationaryGemm, OutputStream
 from .requant import RequantParams
 
-__all__ = ["DATAFLOWS", "GemmAccelerator"]
+__all__ = ["DATAFLOWS", "GemmAccelerator", "OperandBuffer", "ParamBuffer", "BRAM_MIN_BITS"]
 
 #: Dataflow name -> engine class. Every engine has the same ports as `OutputStationaryGemm`.
 DATAFLOWS = {
@@ -19,6 +28,168 @@ DATAFLOWS = {
 
 def _addr_width(depth):
     return max(1, (depth - 1).bit_length())
+
+
+#: Below this many bits yosys keeps a memory in LUT RAM (the same threshold as
+#: ``gen.estimate.BRAM_MIN_BITS``); an operand buffer that small stays an inferred memory.
+BRAM_MIN_BITS = 2048
+#: DP16KD data width (one block) and address shift for a byte-lane buffer of up to this depth:
+#: 2048 x 9 (one block), 4096 x 4, 8192 x 2, 16384 x 1 (2, 4, 8 blocks, each a bit slice).
+_DP16KD_BYTE_LANE = ((2048, 9, 8, 3), (4096, 4, 4, 2), (8192, 2, 2, 1), (16384, 1, 1, 0))
+
+
+def _uses_ecp5(platform):
+    return platform is not None and getattr(platform, "family", None) == "ecp5"
+
+
+class OperandBuffer(wiring.Component):
+    """A byte-wide buffer: written from ``write_domain``, read in ``sync`` with a registered
+    output, ``OPERAND_READ_LATENCY`` cycles from ``rd.addr`` to ``rd.data``.
+
+    ``rd.en`` enables the memory read (the data then stays); the output register always
+    follows it. On ECP5, for depths from ``BRAM_MIN_BITS / 8`` to 16384 words, the buffer is
+    DP16KD blocks with the output register inside (port A writes, port B reads,
+    ``REGMODE_B = "OUTREG"``); otherwise an inferred memory and a fabric register.
+    """
+
+    def __init__(self, depth, *, write_domain="sync"):
+        self._depth = operator.index(depth)
+        self._write_domain = write_domain
+        super().__init__({
+            "wr": In(memory.WritePort.Signature(addr_width=_addr_width(depth), shape=8)),
+            "rd": In(memory.ReadPort.Signature(addr_width=_addr_width(depth), shape=8)),
+        })
+
+    @property
+    def uses_block_ram_instances(self):
+        """Whether, on ECP5, the buffer is DP16KD instances rather than an inferred memory."""
+        return BRAM_MIN_BITS <= 8 * self._depth <= 8 * _DP16KD_BYTE_LANE[-1][0]
+
+    def elaborate(self, platform):
+        m = Module()
+        if _uses_ecp5(platform) and self.uses_block_ram_instances:
+            depth, data_width, lane_bits, shift = next(
+                shape for shape in _DP16KD_BYTE_LANE if self._depth <= shape[0])
+            for block in range(8 // lane_bits):
+                bits = slice(block * lane_bits, (block + 1) * lane_bits)
+                ports = {}
+                for k in range(14):
+                    a = k - shift
+                    ports[f"i_ADA{k}"] = self.wr.addr[a] if 0 <= a < len(self.wr.addr) else 0
+                    ports[f"i_ADB{k}"] = self.rd.addr[a] if 0 <= a < len(self.rd.addr) else 0
+                for k in range(18):
+                    ports[f"i_DIA{k}"] = self.wr.data[bits][k] if k < lane_bits else 0
+                    ports[f"i_DIB{k}"] = Const(0, 1)
+                for k in range(lane_bits):
+                    ports[f"o_DOB{k}"] = self.rd.data[bits][k]
+                for k in range(3):
+                    ports[f"i_CSA{k}"] = ports[f"i_CSB{k}"] = Const(0, 1)
+                m.submodules[f"bram_{block}"] = Instance(
+                    "DP16KD",
+                    p_DATA_WIDTH_A=data_width, p_DATA_WIDTH_B=data_width,
+                    p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                    p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                    p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                    p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
+                    i_CLKA=ClockSignal(self._write_domain), i_CEA=Const(1, 1),
+                    i_OCEA=Const(1, 1), i_WEA=self.wr.en, i_RSTA=Const(0, 1),
+                    i_CLKB=ClockSignal("sync"), i_CEB=self.rd.en, i_OCEB=Const(1, 1),
+                    i_WEB=Const(0, 1), i_RSTB=Const(0, 1),
+                    **ports)
+        else:
+            m.submodules.memory = mem = memory.Memory(shape=8, depth=self._depth, init=[])
+            write_port = mem.write_port(domain=self._write_domain)
+            read_port = mem.read_port()
+            # The output register: no reset, like the block RAM's (RSTB is tied off).
+            data = Signal(8, reset_less=True)
+            m.d.comb += [
+                write_port.addr.eq(self.wr.addr),
+                write_port.data.eq(self.wr.data),
+                write_port.en.eq(self.wr.en),
+                read_port.addr.eq(self.rd.addr),
+                read_port.en.eq(self.rd.en),
+                self.rd.data.eq(data),
+            ]
+            m.d.sync += data.eq(read_port.data)
+        assert OPERAND_READ_LATENCY == 2
+        return m
+
+
+class ParamBuffer(wiring.Component):
+    """The per-channel requantization parameters, read ahead through an output register.
+
+    ``rd.data`` takes, in each cycle with ``rd.en``, the word at the ``rd.addr`` of the cycle
+    before (the block RAM reads every cycle; ``en`` enables its output register), as
+    :class:`~gen.hw.gemm.AccumulatorDrain` expects. On ECP5, up to 512 channels (and from
+    ``BRAM_MIN_BITS`` bits), it is DP16KD blocks in the 36-bit mode yosys itself uses for wide
+    memories (``share/lattice/brams_map_16kd.v``: data ``{DIB, DIA}`` and ``{DOB, DOA}``,
+    byte enables ``ADA[3:0]``, word address ``AD[13:5]``), with ``REGMODE_B = "OUTREG"`` and
+    ``OCEB = rd.en``; otherwise an inferred memory and a fabric register.
+    """
+
+    def __init__(self, depth, *, write_domain="sync"):
+        self._depth = operator.index(depth)
+        self._write_domain = write_domain
+        self._width = RequantParams().size
+        super().__init__({
+            "wr": In(memory.WritePort.Signature(addr_width=_addr_width(depth),
+                                                shape=RequantParams())),
+            "rd": In(memory.ReadPort.Signature(addr_width=_addr_width(depth),
+                                               shape=RequantParams())),
+        })
+
+    @property
+    def uses_block_ram_instances(self):
+        """Whether, on ECP5, the buffer is DP16KD instances rather than an inferred memory."""
+        return self._depth <= 512 and self._width * self._depth >= BRAM_MIN_BITS
+
+    def elaborate(self, platform):
+        m = Module()
+        wr_data, rd_data = self.wr.data.as_value(), self.rd.data.as_value()
+        if _uses_ecp5(platform) and self.uses_block_ram_instances:
+            for block in range(-(-self._width // 36)):
+                ports = {}
+                for k in range(14):
+                    a = k - 5
+                    ports[f"i_ADA{k}"] = (self.wr.addr[a] if 0 <= a < len(self.wr.addr) else
+                                          self.wr.en if k < 4 else 0)
+                    ports[f"i_ADB{k}"] = self.rd.addr[a] if 0 <= a < len(self.rd.addr) else 0
+                for k in range(36):
+                    bit = 36 * block + k
+                    pin = f"A{k}" if k < 18 else f"B{k - 18}"
+                    ports[f"i_DI{pin}"] = wr_data[bit] if bit < self._width else 0
+                    if bit < self._width:
+                        ports[f"o_DO{pin}"] = rd_data[bit]
+                for k in range(3):
+                    ports[f"i_CSA{k}"] = ports[f"i_CSB{k}"] = Const(0, 1)
+                m.submodules[f"bram_{block}"] = Instance(
+                    "DP16KD",
+                    p_DATA_WIDTH_A=36, p_DATA_WIDTH_B=36,
+                    p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                    p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                    p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                    p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
+                    i_CLKA=ClockSignal(self._write_domain), i_CEA=Const(1, 1),
+                    i_OCEA=Const(0, 1), i_WEA=Const(1, 1), i_RSTA=Const(0, 1),
+                    i_CLKB=ClockSignal("sync"), i_CEB=Const(1, 1), i_OCEB=self.rd.en,
+                    i_WEB=Const(0, 1), i_RSTB=Const(0, 1),
+                    **ports)
+        else:
+            m.submodules.memory = mem = memory.Memory(shape=self._width, depth=self._depth,
+                                                      init=[])
+            write_port = mem.write_port(domain=self._write_domain)
+            read_port = mem.read_port()
+            data = Signal(self._width, reset_less=True)
+            m.d.comb += [
+                write_port.addr.eq(self.wr.addr),
+                write_port.data.eq(wr_data),
+                write_port.en.eq(self.wr.en),
+                read_port.addr.eq(self.rd.addr),
+                rd_data.eq(data),
+            ]
+            with m.If(self.rd.en):
+                m.d.sync += data.eq(read_port.data)
+        return m
 
 
 class GemmAccelerator(wiring.Component):
@@ -38,7 +209,7 @@ class GemmAccelerator(wiring.Component):
     -------
     act_wr, wgt_wr, param_wr : ``Out(memory.WritePort.Signature(...))``
         Host-side write ports of the buffers.
-    start, m_size, k_size, n_size, busy, done, error, cycles
+    start, m_size, k_size, n_size, busy, done, error, cycles, abort
         As in :class:`~gen.hw.gemm.OutputStationaryGemm`.
     o : ``Out(OutputStream())``
         Requantized outputs with their row-major addresses.
@@ -74,6 +245,7 @@ class GemmAccelerator(wiring.Component):
             "done":     Out(1),
             "error":    Out(1),
             "cycles":   Out(32),
+            "abort":    In(1),
             "o":        Out(OutputStream()),
         })
 
@@ -103,37 +275,33 @@ class GemmAccelerator(wiring.Component):
         # Operand buffers are one memory per byte lane. A wide memory may be mapped by yosys
         # as block RAMs stacked in depth, with a multiplexer after their outputs; a byte-wide
         # one fits a block RAM's native aspect ratios (2048x9 ... 16384x1) without stacking up
-        # to 16384 words, so every block RAM output goes straight into a register.
+        # to 16384 words, so every block RAM output goes straight into its output register.
         buffers = {
             "act": (self._rows, self.act_wr, engine.act_rd),
             "wgt": (self._cols, self.wgt_wr, engine.wgt_rd),
         }
         for name, (lanes, host_port, engine_port) in buffers.items():
             for lane in range(lanes):
-                m.submodules[f"{name}_buffer_{lane}"] = buffer = memory.Memory(
-                    shape=8, depth=depths[name], init=[])
-                write_port = buffer.write_port(domain=self._host_domain)
-                read_port = buffer.read_port()
+                m.submodules[f"{name}_buffer_{lane}"] = buffer = OperandBuffer(
+                    depths[name], write_domain=self._host_domain)
                 m.d.comb += [
-                    write_port.addr.eq(host_port.addr),
-                    write_port.data.eq(host_port.data[8 * lane:8 * lane + 8]),
-                    write_port.en.eq(host_port.en),
-                    read_port.addr.eq(engine_port.addr),
-                    read_port.en.eq(engine_port.en),
-                    engine_port.data[8 * lane:8 * lane + 8].eq(read_port.data),
+                    buffer.wr.addr.eq(host_port.addr),
+                    buffer.wr.data.eq(host_port.data[8 * lane:8 * lane + 8]),
+                    buffer.wr.en.eq(host_port.en),
+                    buffer.rd.addr.eq(engine_port.addr),
+                    buffer.rd.en.eq(engine_port.en),
+                    engine_port.data[8 * lane:8 * lane + 8].eq(buffer.rd.data),
                 ]
 
-        m.submodules.param_buffer = buffer = memory.Memory(
-            shape=RequantParams(), depth=depths["param"], init=[])
-        write_port = buffer.write_port(domain=self._host_domain)
-        read_port = buffer.read_port()
+        m.submodules.param_buffer = buffer = ParamBuffer(
+            depths["param"], write_domain=self._host_domain)
         m.d.comb += [
-            write_port.addr.eq(self.param_wr.addr),
-            write_port.data.eq(self.param_wr.data),
-            write_port.en.eq(self.param_wr.en),
-            read_port.addr.eq(engine.param_rd.addr),
-            read_port.en.eq(engine.param_rd.en),
-            engine.param_rd.data.eq(read_port.data),
+            buffer.wr.addr.eq(self.param_wr.addr),
+            buffer.wr.data.eq(self.param_wr.data),
+            buffer.wr.en.eq(self.param_wr.en),
+            buffer.rd.addr.eq(engine.param_rd.addr),
+            buffer.rd.en.eq(engine.param_rd.en),
+            engine.param_rd.data.eq(buffer.rd.data),
         ]
 
         m.d.comb += [
@@ -146,5 +314,6 @@ class GemmAccelerator(wiring.Component):
             self.error.eq(engine.error),
             self.cycles.eq(engine.cycles),
         ]
+        m.d.comb += engine.abort.eq(self.abort)      # host ABORT
         wiring.connect(m, engine.o, wiring.flipped(self.o))
         return m

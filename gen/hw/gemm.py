@@ -25,13 +25,17 @@ from amaranth.lib.wiring import In, Out
 from .multiplier import MULTIPLIER_LATENCY, PipelinedMultiplier
 from .requant import REQUANT_MULTIPLIERS, RequantParams, Requantizer
 
-__all__ = ["DIM_WIDTH", "ADDR_WIDTH", "TileTag", "TileSequencer", "MacArray",
-           "AccumulatorDrain", "OutputStationaryGemm", "OutputStream"]
+__all__ = ["DIM_WIDTH", "ADDR_WIDTH", "OPERAND_READ_LATENCY", "TileTag", "TileSequencer",
+           "MacArray", "AccumulatorDrain", "OutputStationaryGemm", "OutputStream"]
 
 #: Width of the runtime sizes M, K and N.
 DIM_WIDTH = 16
 #: Width of the internal address counters; buffer ports use their low bits.
 ADDR_WIDTH = 32
+#: Cycles from an address on ``act_rd`` / ``wgt_rd`` to its data: the block RAM's read and
+#: its output register (DP16KD ``REGMODE "OUTREG"``, see :mod:`gen.hw.accelerator`), which
+#: takes the block RAM's slow clock-to-output off the fabric paths.
+OPERAND_READ_LATENCY = 2
 
 
 def _times_constant(value, constant):
@@ -85,6 +89,8 @@ class TileSequencer(wiring.Component):
         The tile the beat belongs to.
     running, overflow : ``Out(1)``
         Beats remain to be issued; an issued address exceeded its buffer.
+    abort : ``In(1)``
+        Issue no beat after this cycle (``running`` falls); beats issued stay valid.
     """
 
     def __init__(self, *, rows, cols, act_depth, wgt_depth):
@@ -108,6 +114,7 @@ class TileSequencer(wiring.Component):
             "tag":      Out(TileTag()),
             "running":  Out(1),
             "overflow": Out(1),
+            "abort":    In(1),
         })
 
     def elaborate(self, platform):
@@ -207,6 +214,9 @@ class TileSequencer(wiring.Component):
                 ]
             with m.Else():
                 m.d.sync += self.running.eq(0)
+        # Abort (host ABORT): stop issuing, over any start or step above.
+        with m.If(self.abort):
+            m.d.sync += self.running.eq(0)
         return m
 
 
@@ -351,7 +361,10 @@ class AccumulatorDrain(wiring.Component):
         A finished tile waits in the hold registers: no PE may finish another.
     m_size, n_size : ``In(DIM_WIDTH)``
     param_rd : ``In(memory.ReadPort.Signature(...))``
-        Read port of the parameter buffer.
+        Read port of the parameter buffer, read ahead: ``addr`` is presented every cycle and
+        ``data`` is the word at the address of the cycle before the last one with ``en``
+        (a block RAM read followed by an output register enabled by ``en``, see
+        :class:`~gen.hw.accelerator.ParamBuffer`).
     o : ``Out(stream.Signature(...))``
         Requantizer input: ``acc``, ``params``, ``tag`` (output address).
     busy : ``Out(1)``
@@ -413,13 +426,19 @@ class AccumulatorDrain(wiring.Component):
         can_send = Signal()
         send = Signal()
         channel = Signal(DIM_WIDTH + 1)   # n_base + col, kept as a counter
+        # The parameter buffer reads one cycle ahead (its data comes out of the block RAM's
+        # output register): its address is the channel of the next cycle, and `en` (the send)
+        # takes that word into the output register, next to the value sent.
+        channel_next = Signal.like(channel)
         m.d.comb += [
             copy.eq(self.holds_full & ~self.busy),
             can_send.eq(~out_valid | out_skip | self.o.ready),
             send.eq(self.busy & can_send),
-            self.param_rd.addr.eq(channel),
+            channel_next.eq(channel),
+            self.param_rd.addr.eq(channel_next),
             self.param_rd.en.eq(send),
         ]
+        m.d.sync += channel.eq(channel_next)
 
         # The chain spans the whole array; driving its R*C*32 registers from the one `copy` and
         # `send` of the controller would make two nets with thousands of loads. Each row of the
@@ -451,23 +470,24 @@ class AccumulatorDrain(wiring.Component):
                 col.eq(0),
                 row_addr.eq(self.tag.out_base),
                 row_m.eq(self.tag.m_base),
-                channel.eq(self.tag.n_base),
                 self.busy.eq(1),
                 self.holds_full.eq(0),
             ]
+            m.d.comb += channel_next.eq(self.tag.n_base)
         with m.Elif(send):
             with m.If(col == cols - 1):
                 m.d.sync += [
                     col.eq(0),
-                    channel.eq(tile.n_base),
                     row.eq(row + 1),
                     row_addr.eq(row_addr + self.n_size),
                     row_m.eq(row_m + 1),
                 ]
+                m.d.comb += channel_next.eq(tile.n_base)
                 with m.If(row == rows - 1):
                     m.d.sync += self.busy.eq(0)
             with m.Else():
-                m.d.sync += [col.eq(col + 1), channel.eq(channel + 1)]
+                m.d.sync += col.eq(col + 1)
+                m.d.comb += channel_next.eq(channel + 1)
 
         skip = Signal()
         m.d.comb += skip.eq((row_m >= self.m_size) | (channel >= self.n_size))
@@ -520,7 +540,15 @@ class OutputStationaryGemm(wiring.Component):
         The last job had a zero size or an address beyond a buffer; its outputs are invalid.
     cycles : ``Out(32)``
         Cycles from ``start`` to ``done`` of the current or last job.
+    abort : ``In(1)``
+        Stop the running job: no beat is issued after this cycle; what is in flight drains
+        (at most two tiles, about ``2*R*C + R + C`` cycles), then the
+        job ends as usual (``busy`` falls, ``done`` pulses) with ``error`` set. Ignored when
+        no job runs. Nothing of the job is left in the pipeline for the next one.
     act_rd, wgt_rd, param_rd : read ports of the three input buffers.
+        ``act_rd`` and ``wgt_rd`` data arrive ``OPERAND_READ_LATENCY`` cycles after their
+        address (``en`` is left at 1); ``param_rd`` is read ahead (see
+        :class:`AccumulatorDrain`).
     o : ``Out(OutputStream())``
         Requantized outputs with their row-major address, in tile order.
     """
@@ -544,6 +572,7 @@ class OutputStationaryGemm(wiring.Component):
             "done":     Out(1),
             "error":    Out(1),
             "cycles":   Out(32),
+            "abort":    In(1),
             "act_rd":   In(memory.ReadPort.Signature(addr_width=self.act_addr_width,
                                                      shape=8 * self._rows)),
             "wgt_rd":   In(memory.ReadPort.Signature(addr_width=self.wgt_addr_width,
@@ -609,15 +638,22 @@ class OutputStationaryGemm(wiring.Component):
             seq.n_size.eq(sizes_q[2]),
         ]
 
-        # Beat stage aligned with the synchronous buffer reads.
-        beat_valid, beat_first, beat_last = Signal(), Signal(), Signal()
+        # Beat stages aligned with the operand buffer reads: the data of an address arrives
+        # OPERAND_READ_LATENCY cycles later (block RAM read, then its output register).
         m.d.comb += [
             self.act_rd.addr.eq(seq.act_addr),
             self.wgt_rd.addr.eq(seq.wgt_addr),
         ]
-        m.d.sync += [
-            beat_valid.eq(seq.valid), beat_first.eq(seq.first), beat_last.eq(seq.last),
-        ]
+        beat = Cat(seq.valid, seq.first, seq.last)
+        beat_stages = []
+        for stage in range(OPERAND_READ_LATENCY):
+            beat_stage = Signal(3, name=f"beat_stage{stage}")
+            m.d.sync += beat_stage.eq(beat)
+            beat_stages.append(beat_stage)
+            beat = beat_stage
+        beat_valid, beat_first, beat_last = beat[0], beat[1], beat[2]
+        beat_in_flight = Signal()
+        m.d.comb += beat_in_flight.eq(Cat(stage[0] for stage in beat_stages).any())
         # At most one last beat is in flight (see hold_last), so its tile's tag waits here, and
         # one flip-flop says whether it is in flight (rather than an OR over the array's
         # latency, which was on the critical path of large arrays).
@@ -662,13 +698,14 @@ class OutputStationaryGemm(wiring.Component):
         parts_idle = Signal(5)
         all_idle = Signal()
         m.d.sync += [
-            parts_idle.eq(Cat(~seq.running, ~beat_valid, ~array.busy, ~drain.pending,
+            parts_idle.eq(Cat(~seq.running, ~beat_in_flight, ~array.busy, ~drain.pending,
                               ~requant.busy)),
             all_idle.eq(parts_idle.all()),
         ]
         with m.If(launch):
             m.d.sync += [parts_idle.eq(0), all_idle.eq(0)]
         finished = Signal()
+        aborted = Signal()
         m.d.comb += finished.eq(self.busy & all_idle)
         m.d.sync += self.done.eq(0)
         with m.If(launch):
@@ -678,6 +715,7 @@ class OutputStationaryGemm(wiring.Component):
                 self.busy.eq(1),
                 self.error.eq(0),
                 self.cycles.eq(0),
+                aborted.eq(0),
             ]
         with m.Elif(start_q & ~self.busy):
             m.d.sync += [self.error.eq(1), self.done.eq(1), self.cycles.eq(0)]
@@ -687,6 +725,11 @@ class OutputStationaryGemm(wiring.Component):
                 m.d.sync += [
                     self.busy.eq(0),
                     self.done.eq(1),
-                    self.error.eq(seq.overflow | drain.overflow),
+                    self.error.eq(seq.overflow | drain.overflow | aborted),
                 ]
+
+        # Abort: the sequencer stops issuing; the job then finishes as above, with `error`.
+        m.d.comb += seq.abort.eq(self.abort)
+        with m.If(self.abort & (self.busy | launch)):
+            m.d.sync += aborted.eq(1)
         return m

@@ -6,6 +6,9 @@ placer cannot keep thousands of flip-flops next to the DSPs. MULT18X18D has its 
 output registers: using them leaves only routing on the fabric paths. yosys does not pack
 fabric registers into ECP5 DSPs, so on that platform the primitive is instantiated directly;
 everywhere else (simulation, other targets) the same behaviour is described in plain RTL.
+The instance itself is simulated with ``verif/cells/mult18x18d.v`` (checked against the plain
+RTL on every INT8 x INT8 pair by ``verif/test_multiplier_model.py``, and part of the netlist
+simulation of ``verif/test_netlist.py``).
 """
 
 from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Shape, Signal, signed
