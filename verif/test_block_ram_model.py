@@ -18,6 +18,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge
 
+from gen.hw.accelerator import OperandBuffer, ParamBuffer
 from verif import seeds
 
 CELLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cells")
@@ -167,14 +168,14 @@ async def dp16kd_wide_model_equals_rtl_param_buffer(dut):
     dut._log.info(f"{checked} read-ahead cycles checked")
 
 
-def _param_bank(depths):
-    """ParamBuffer per depth, twice: on the ECP5 platform (DP16KD x36) and as plain RTL."""
+def _bank(buffer_class, word_bits, depths):
+    """``buffer_class`` (OperandBuffer or ParamBuffer) per depth, twice: on the ECP5 platform
+    (DP16KD instances) and as plain RTL, sharing write and read ports."""
     from amaranth.hdl import Elaboratable, Fragment, Module
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
 
     from gen.boards import get_board
-    from gen.hw.accelerator import ParamBuffer
 
     ecp5 = get_board("ulx3s-85f").platform_class()()
 
@@ -187,76 +188,31 @@ def _param_bank(depths):
 
     class Bank(wiring.Component):
         wa: In(ADDR_BITS)
-        wd: In(PARAM_BITS * len(depths))
+        wd: In(word_bits * len(depths))
         we: In(1)
         ra: In(ADDR_BITS * len(depths))
         ren: In(1)
-        rd_bram: Out(PARAM_BITS * len(depths))
-        rd_rtl: Out(PARAM_BITS * len(depths))
+        rd_bram: Out(word_bits * len(depths))
+        rd_rtl: Out(word_bits * len(depths))
 
         def elaborate(self, platform):
             m = Module()
             for i, depth in enumerate(depths):
                 for name, target in (("bram", ecp5), ("rtl", None)):
-                    buffer = ParamBuffer(depth, write_domain="host")
+                    buffer = buffer_class(depth, write_domain="host")
                     assert buffer.uses_block_ram_instances
                     m.submodules[f"{name}_{depth}"] = OnPlatform(buffer, target)
                     width = len(buffer.wr.addr)
-                    bits = slice(PARAM_BITS * i, PARAM_BITS * (i + 1))
+                    bits = slice(word_bits * i, word_bits * (i + 1))
                     m.d.comb += [
                         buffer.wr.addr.eq(self.wa[:width]),
                         buffer.wr.data.eq(self.wd[bits]),
                         buffer.wr.en.eq(self.we & (self.wa < depth)),
                         buffer.rd.addr.eq(self.ra[ADDR_BITS * i:ADDR_BITS * i + width]),
-                        buffer.rd.en.eq(self.ren),
                         getattr(self, f"rd_{name}")[bits].eq(buffer.rd.data),
                     ]
-            return m
-
-    return Bank()
-
-
-def _bank(depths):
-    """OperandBuffer per depth, twice: on the ECP5 platform (DP16KD) and as plain RTL."""
-    from amaranth.hdl import Elaboratable, Fragment, Module
-    from amaranth.lib import wiring
-    from amaranth.lib.wiring import In, Out
-
-    from gen.boards import get_board
-    from gen.hw.accelerator import OperandBuffer
-
-    ecp5 = get_board("ulx3s-85f").platform_class()()
-
-    class OnPlatform(Elaboratable):
-        def __init__(self, inner, platform):
-            self.inner, self.platform = inner, platform
-
-        def elaborate(self, platform):
-            return Fragment.get(self.inner, self.platform)
-
-    class Bank(wiring.Component):
-        wa: In(ADDR_BITS)
-        wd: In(8 * len(depths))
-        we: In(1)
-        ra: In(ADDR_BITS * len(depths))
-        rd_bram: Out(8 * len(depths))
-        rd_rtl: Out(8 * len(depths))
-
-        def elaborate(self, platform):
-            m = Module()
-            for i, depth in enumerate(depths):
-                for name, target in (("bram", ecp5), ("rtl", None)):
-                    buffer = OperandBuffer(depth, write_domain="host")
-                    assert buffer.uses_block_ram_instances
-                    m.submodules[f"{name}_{depth}"] = OnPlatform(buffer, target)
-                    width = len(buffer.wr.addr)
-                    m.d.comb += [
-                        buffer.wr.addr.eq(self.wa[:width]),
-                        buffer.wr.data.eq(self.wd[8 * i:8 * i + 8]),
-                        buffer.wr.en.eq(self.we & (self.wa < depth)),
-                        buffer.rd.addr.eq(self.ra[ADDR_BITS * i:ADDR_BITS * i + width]),
-                        getattr(self, f"rd_{name}")[8 * i:8 * i + 8].eq(buffer.rd.data),
-                    ]
+                    if buffer_class is ParamBuffer:     # the operand buffers read every cycle
+                        m.d.comb += buffer.rd.en.eq(self.ren)
             return m
 
     return Bank()
@@ -267,7 +223,7 @@ def test_dp16kd_model_against_generator():
 
     from verif.sim import SIM_BUILD, run_cocotb
 
-    text = verilog.convert(_bank(DEPTHS), name="bram_bank", emit_src=False)
+    text = verilog.convert(_bank(OperandBuffer, 8, DEPTHS), name="bram_bank", emit_src=False)
     # x9: one block; 3000 words: two x4; 8192: four x2; 16384: eight x1.
     assert text.count("DP16KD ") == 1 + 1 + 2 + 4 + 8, text.count("DP16KD ")
     source = SIM_BUILD / "bram_bank-rtl" / "bram_bank.v"
@@ -284,7 +240,8 @@ def test_dp16kd_wide_model_against_generator():
 
     from verif.sim import SIM_BUILD, run_cocotb
 
-    text = verilog.convert(_param_bank(PARAM_DEPTHS), name="param_bank", emit_src=False)
+    text = verilog.convert(_bank(ParamBuffer, PARAM_BITS, PARAM_DEPTHS),
+                           name="param_bank", emit_src=False)
     assert text.count("DP16KD ") == 2 * len(PARAM_DEPTHS), text.count("DP16KD ")
     source = SIM_BUILD / "param_bank-rtl" / "param_bank.v"
     source.parent.mkdir(parents=True, exist_ok=True)
