@@ -1,6 +1,7 @@
 """Generated files: byte-identical for the same config, traceable to it."""
 
 import json
+import re
 
 import yaml
 
@@ -66,3 +67,20 @@ def test_rtl_does_not_depend_on_the_python_hash_seed(tmp_path):
                        capture_output=True, env=dict(os.environ, PYTHONHASHSEED=seed))
         texts.add(next(out.glob("*/*.v")).read_bytes())
     assert len(texts) == 1
+
+
+def test_a_hyphenated_name_makes_a_plain_verilog_module(tmp_path):
+    """A name the schema accepts works downstream: no escaped identifier a runner cannot name."""
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw.update(name="my-small-design", board="ulx3s-12f")
+    raw["array"].update(rows=2, cols=2)
+    raw["buffers"].update(act_depth=64, wgt_depth=64, param_depth=16, out_depth=256)
+    design = prepare_design(parse_config(raw))
+    folder = design.generate(tmp_path, progress=lambda _: None)
+    assert folder.name.startswith("my-small-design-")
+    text = (folder / "my_small_design_system.v").read_text()
+    # The top module is a plain identifier (its submodules are named hierarchically, escaped).
+    assert re.search(r"^module my_small_design_system\s*\(", text, re.MULTILINE), text[:400]
+    assert "module \\my-small" not in text
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["top_module"] == "my_small_design_system"
