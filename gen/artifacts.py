@@ -70,18 +70,21 @@ def build_lock(folder, progress=print):
 
 
 def check_writable_folder(path, what="--out"):
-    """``path`` is, or can be made, a folder we can write into; checked before long work."""
+    """``path`` is a folder we can write into, or one we can create (nothing is created here:
+    a refused command leaves no trace); checked before long work."""
     from .errors import UserError
     path = Path(path)
     if "\0" in str(path):
         raise UserError(f"{what}: {str(path)!r} holds a NUL byte; no folder can be named so")
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{what}: {path} exists and is not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"{what}: cannot write to {path} ({exc.strerror or exc})") from None
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "exists and is not a folder" if existing == path else \
+            f"cannot be made: {existing} is not a folder"
+        raise UserError(f"{what}: {path} {where}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what}: cannot write to {existing} (permission denied)")
     return path

@@ -506,6 +506,7 @@ def run(args):
     from .artifacts import check_writable_folder
     from .errors import UserError
     out = check_writable_folder(args.out, "--out")
+    out.mkdir(parents=True, exist_ok=True)
     unknown = sorted(set(args.only or ()) - {spec["name"] for spec in CONFIGS})
     if unknown:
         raise UserError(f"--only: unknown configuration(s) {', '.join(unknown)}; known: "

@@ -168,7 +168,7 @@ def run(args):
         host_baud=args.baud)
     out = out or (Path("rtl_out") / "alloc" /
                   f"{workload.name}-{board.name}-{allocation.deployment}")
-    check_writable_folder(out)
+    check_writable_folder(out).mkdir(parents=True, exist_ok=True)
     summary = summarize(allocation, result, workload, board)
     for line in summary["lines"]:
         print(line)
