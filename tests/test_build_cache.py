@@ -58,8 +58,10 @@ class FakeFlow:
 
 
 def build(tmp_path, *extra):
-    return main(["build", "--config", str(small_config(tmp_path)), "--out",
-                 str(tmp_path / "out"), *extra])
+    config = tmp_path / "small.yaml"
+    if not config.exists():        # written once: concurrent builds must not race on it
+        small_config(tmp_path)
+    return main(["build", "--config", str(config), "--out", str(tmp_path / "out"), *extra])
 
 
 def folder_of(tmp_path):
@@ -114,6 +116,7 @@ def test_an_interrupted_build_is_one_line(tmp_path, monkeypatch, capsys):
 def test_two_builds_of_one_design_do_not_overlap(tmp_path, monkeypatch):
     fake = FakeFlow(delay=0.5)
     monkeypatch.setattr(flows.ecp5, "run_flow", fake)
+    small_config(tmp_path)
     codes = []
     threads = [threading.Thread(target=lambda: codes.append(build(tmp_path))) for _ in range(2)]
     for thread in threads:
