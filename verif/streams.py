@@ -69,10 +69,16 @@ async def reset(clock, rst, cycles=3):
 
 async def power_on_system(dut, clock_ns, host_clock_ns):
     """Start a host system's two clocks, idle its serial input, and reset both domains."""
+    await power_on(dut, clock_ns, host_clock_ns, uart_rx=1)
+
+
+async def power_on(dut, clock_ns, host_clock_ns, **idle):
+    """Start ``clk`` and ``host_clk``, drive the ``idle`` input values, reset both domains."""
     log_seed(dut)
     start_clock(dut.clk, clock_ns)
     start_clock(dut.host_clk, host_clock_ns)
-    dut.uart_rx.value = 1
+    for name, value in idle.items():
+        getattr(dut, name).value = value
     dut.rst.value = 1
     dut.host_rst.value = 1
     for _ in range(3):

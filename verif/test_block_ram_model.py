@@ -15,11 +15,11 @@ import json
 import os
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb.triggers import FallingEdge
 
 from gen.hw.accelerator import OperandBuffer, ParamBuffer
 from verif import seeds
+from verif.streams import power_on
 
 CELLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cells")
 MODEL = os.path.join(CELLS, "dp16kd.v")
@@ -37,16 +37,7 @@ def _unpack(word, count, width):
 async def dp16kd_model_equals_rtl_buffer(dut):
     depths = json.loads(os.environ["DUT_PARAMS"])["depths"]
     rng = seeds.rng("dp16kd model")
-    cocotb.start_soon(Clock(dut.host_clk, WRITE_NS, unit="ns").start())
-    cocotb.start_soon(Clock(dut.clk, READ_NS, unit="ns").start())
-    dut.we.value = 0
-    dut.ra.value = 0
-    dut.host_rst.value = 1
-    dut.rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.host_clk)
-    dut.host_rst.value = 0
-    dut.rst.value = 0
+    await power_on(dut, READ_NS, WRITE_NS, we=0, ra=0)
     contents = [dict() for _ in depths]
 
     async def reader(addresses, check):
@@ -119,16 +110,7 @@ async def dp16kd_wide_model_equals_rtl_param_buffer(dut):
     """ParamBuffer: 36-bit mode DP16KD pairs, read ahead with a random output enable."""
     depths = PARAM_DEPTHS
     rng = seeds.rng("dp16kd wide model")
-    cocotb.start_soon(Clock(dut.host_clk, WRITE_NS, unit="ns").start())
-    cocotb.start_soon(Clock(dut.clk, READ_NS, unit="ns").start())
-    dut.we.value = 0
-    dut.ren.value = 0
-    dut.host_rst.value = 1
-    dut.rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.host_clk)
-    dut.host_rst.value = 0
-    dut.rst.value = 0
+    await power_on(dut, READ_NS, WRITE_NS, we=0, ren=0)
     contents = [dict() for _ in depths]
     for addr in range(max(depths)):
         await FallingEdge(dut.host_clk)
