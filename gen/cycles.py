@@ -15,6 +15,9 @@ Sparse attention kernel (``gen/hw/attention/``) and integer softmax unit (``gen/
     :func:`softmax_row_cycles` (one row through ``IntSoftmax``), all exact. The section at the
     end of this file; ``AttentionGeometry.mac_op_cycles`` / ``softmax_op_cycles`` and
     ``gen.hw.attention_layout`` call them.
+
+Integer LayerNorm unit (``gen/hw/vit/layernorm.py``)
+    :func:`layernorm_cycles` (rows through ``IntLayerNorm``), exact.
 """
 
 import math
@@ -33,7 +36,7 @@ from .hw.softmax import QUOTIENT_BITS as SOFTMAX_QUOTIENT_BITS
 __all__ = ["GEMM_TAIL_CYCLES", "padded_tail_slots", "ideal_gemm_cycles", "gemm_cycles",
            "gemm_cycles_closed_form", "ATTENTION_FIRST_GROUP_CYCLES", "ATTENTION_DRAIN_STAGES",
            "ATTENTION_FINISH_CYCLES", "ATTENTION_SOFTMAX_OP_CYCLES", "softmax_row_cycles",
-           "attention_mac_op_cycles", "attention_softmax_op_cycles"]
+           "attention_mac_op_cycles", "attention_softmax_op_cycles", "layernorm_cycles"]
 
 #: Drain output register, requantizer input acceptance, two registered completion stages and
 #: the finishing cycle; the requantizer's latency overlaps the padding slots the drain skips
@@ -147,7 +150,8 @@ def softmax_row_cycles(n):
     return 3 * n + SOFTMAX_EXP_STAGES + SOFTMAX_QUOTIENT_BITS + SOFTMAX_EMIT_LATENCY
 
 
-def attention_mac_op_cycles(steps, lanes, last_lanes=None, *, mac_latency=MAC_LANES_LATENCY):
+def attention_mac_op_cycles(steps, lanes, last_lanes=None, *, mac_latency=MAC_LANES_LATENCY,
+                            write_latency=0):
     """Exact cycles (``cycles`` increments) of one MAC op (linear, scores, context).
 
     ``steps[g]`` is the beat count ``max(count, 1)`` of group ``g`` in issue order; ``lanes``
@@ -155,15 +159,15 @@ def attention_mac_op_cycles(steps, lanes, last_lanes=None, *, mac_latency=MAC_LA
     ``< n_hi``). The last beat of a group waits B cycles after the previous group's (the
     drain's pace), the first group's at least :data:`ATTENTION_FIRST_GROUP_CYCLES`; then the
     tail: the operand stages, the MAC latency, the drain up to the last written lane, the
-    requantizer and the result write register, or the drain of all B lanes if that ends
-    later; then the completion detection.
+    requantizer, ``write_latency`` (an activation table's) and the result write register, or
+    the drain of all B lanes if that ends later; then the completion detection.
     """
     steps = [max(1, int(s)) for s in steps]
     if not steps:
         raise ValueError("a MAC op has at least one group")
     b = int(lanes)
     last_lanes = b if last_lanes is None else int(last_lanes)
-    written = last_lanes + ATTENTION_DRAIN_STAGES + REQUANT_LATENCY + 1
+    written = last_lanes + ATTENTION_DRAIN_STAGES + REQUANT_LATENCY + 1 + int(write_latency)
     drained = b + ATTENTION_DRAIN_STAGES
     tail = OPERAND_STAGES + mac_latency + max(written, drained) + ATTENTION_FINISH_CYCLES
     return max(steps[0], ATTENTION_FIRST_GROUP_CYCLES) + sum(max(s, b) for s in steps[1:]) + tail
@@ -174,3 +178,47 @@ def attention_softmax_op_cycles(rows, length):
     :func:`softmax_row_cycles` per row (the rows do not overlap) and
     :data:`ATTENTION_SOFTMAX_OP_CYCLES`."""
     return rows * softmax_row_cycles(length) + ATTENTION_SOFTMAX_OP_CYCLES
+
+
+# =============================================================================================
+# Integer LayerNorm unit (gen/hw/vit/layernorm.py)
+# =============================================================================================
+# Exact: verif/test_vit_layernorm.py checks it against Verilator's count.
+
+
+def layernorm_cycles(rows, dim):
+    """Cycles of ``rows`` rows of ``dim`` elements through ``IntLayerNorm``, input always valid
+    and output always ready: from the cycle the first element is accepted to the cycle the
+    last output transfers (their difference; 0 rows: 0).
+
+    Per row ``k`` (cycle numbers, the first acceptance at 0; terms of rows before 0 drop out):
+    stage A takes the row's first element at ``F_k = max(L_{k-1} + 1, C_{k-2} + 2)`` (a free
+    buffer entry: the ring of ``2 dim`` entries frees row ``k - 2``'s entries as they are read)
+    and its last at ``L_k = max(F_k + dim - 1, T_{k-1} + 1)`` (the statistics slot is free);
+    stage B takes the row at ``T_k = max(L_k + LN_INPUT_STAGES, H_{k-1} + 1)`` and hands it on
+    at ``H_k = max(T_k + stats_cycles, C_{k-1} + 1)``; stage C loads it at
+    ``C_k = max(H_k + 1, C_{k-1} + dim)`` and reads it in the ``dim`` cycles after; the last
+    output transfers ``LN_EMIT_LATENCY`` cycles after the last read, at
+    ``C_{rows-1} + dim + LN_EMIT_LATENCY``.
+
+    When ``dim >= stats_cycles + 5`` (``dim >= 52``) nothing waits and this is
+    ``(rows + 1) * dim + LN_INPUT_STAGES + stats_cycles + LN_EMIT_LATENCY``: one element
+    per cycle.
+    """
+    from .hw.vit.layernorm import LN_EMIT_LATENCY, LN_INPUT_STAGES, ln_geometry
+    rows, dim = int(rows), int(dim)
+    if rows < 0:
+        raise ValueError(f"rows is {rows}; it must be >= 0")
+    if rows == 0:
+        return 0
+    stats = ln_geometry(dim).stats_cycles
+    never = -(1 << 62)
+    last = take = hand = never
+    load = [never, never]                   # C_{k-2}, C_{k-1}
+    for _ in range(rows):
+        first = 0 if last == never else max(last + 1, load[0] + 2)
+        last = max(first + dim - 1, take + 1)
+        take = max(last + LN_INPUT_STAGES, hand + 1)
+        hand = max(take + stats, load[1] + 1)
+        load = [load[1], max(hand + 1, load[1] + dim)]
+    return load[1] + dim + LN_EMIT_LATENCY

@@ -25,6 +25,7 @@ from .attention.geometry import (MATRICES, OP_CONTEXT, OP_LINEAR, OP_SCORES, OP_
                                  TARGET_PMEM, TARGET_QMEM, TARGET_WMEM, as_geometry)
 
 __all__ = ["BlockSparse", "LayerProgram", "layer_program", "quantized_layer_program",
+           "matrix_loads", "linear_op",
            "capacity_for", "pack_fields", "pack_params",
            "pack_activation_words", "unpack_activation_words", "kept_features_of",
            "footprint_bytes", "dense_footprint_bytes"]
@@ -104,7 +105,7 @@ def pack_fields(layout, fields):
     for name, fld in layout:
         if name in fields:
             v = int(fields[name])
-            width = fld.shape.width
+            width = fld.width
             if not 0 <= v < 2 ** width:
                 raise UserError(f"descriptor field {name} = {v} does not fit {width} bits")
             value |= v << fld.offset
@@ -252,8 +253,50 @@ def _check_matrix(geometry, name, matrix):
         raise UserError(f"matrix {name}: requantization outside 0 <= M < 2^31, 1 <= S <= 62")
 
 
+def matrix_loads(geometry, matrix, wbase, pbase, qbase):
+    """Load beats of one compressed matrix at wmem ``wbase``, pmem ``pbase``, qmem ``qbase``.
+
+    Returns ``(loads, counts)``: the beats, and the kept words of each column block."""
+    geometry = as_geometry(geometry)
+    b = geometry.lanes
+    wword = geometry.weight_word_layout
+    loads, counts, addr = [], [], wbase
+    n = int(matrix.shape[1])
+    for c in range(_ceil_div(n, b)):
+        rows = np.asarray(matrix.rows[c], dtype=np.int64)
+        vals = np.asarray(matrix.values[c], dtype=np.int64).reshape(len(rows), b)
+        start = addr
+        for k, word in zip(rows, vals):
+            value = sum((int(v) & 0xFF) << (8 * l) for l, v in enumerate(word))
+            loads.append((TARGET_WMEM, addr, pack_fields(
+                wword, {"value": value, "word": int(k) // b, "lane": int(k) % b})))
+            addr += 1
+        loads.append((TARGET_PMEM, pbase + c, pack_fields(
+            geometry.pointer_layout, {"start": start, "count": len(rows)})))
+        counts.append(len(rows))
+    for j in range(n):
+        loads.append((TARGET_QMEM, qbase + j,
+                      pack_params(matrix.bias[j], matrix.mult[j], matrix.shift[j])))
+    return loads, counts
+
+
+def linear_op(geometry, shape, counts, *, rows, src, dst, ptr_base, q_base, relu=False,
+              transpose=False, table=0):
+    """``(fields, steps)`` of one linear op over a matrix of ``shape`` (K, N) whose column
+    blocks keep ``counts`` words; ``src`` and ``dst`` are amem ``(base, stride)``."""
+    b = as_geometry(geometry).lanes
+    k, n = shape
+    blocks = _ceil_div(n, b)
+    fields = dict(op=OP_LINEAR, relu=int(relu), transpose=int(transpose), per_channel=1,
+                  rows=rows, c_lo=0, c_hi=blocks, n_lo=0, n_hi=n,
+                  a_base=src[0], a_stride=src[1], ptr_base=ptr_base,
+                  q_base=q_base, o_base=dst[0], o_stride=dst[1], table=int(table))
+    return fields, [counts[c] for _ in range(rows) for c in range(blocks)]
+
+
 def layer_program(geometry, matrices, *, tokens, score_requant, context_requant,
-                  kept_features=None, dense=False):
+                  kept_features=None, dense=False, parts=("attention", "ffn"), offsets=None,
+                  regions=None, table=0):
     """Memory images and descriptors of one encoder layer.
 
     Parameters
@@ -273,18 +316,35 @@ def layer_program(geometry, matrices, *, tokens, score_requant, context_requant,
     dense : bool
         Build the program of the dense layer instead (every block full, every feature kept):
         the baseline of the cycle estimate. Its loads are not meaningful.
+    parts : tuple
+        ``"attention"`` (Q, K, V, O and the heads) and/or ``"ffn"`` (fc1, fc2): the matrices
+        and ops of the other part are neither needed nor loaded.
+    offsets : dict or None
+        ``{"wmem", "pmem", "qmem"}``: added to every address of those memories (a layer of a
+        many-layer image; the kernel's ``min_depths`` must cover it).
+    regions : dict or None
+        amem ``{region: (base, stride)}`` to use instead of the geometry's map.
+    table : int
+        The activation table fc1's results go through (a geometry with
+        ``activation_tables``).
     """
     geometry = as_geometry(geometry)
     b, heads, dim = geometry.lanes, geometry.heads, geometry.dim
     d = dim // heads
     if not 1 <= tokens <= geometry.tokens:
         raise UserError(f"{tokens} tokens: the kernel was generated for 1..{geometry.tokens}")
-    missing = [name for name in MATRICES if name not in matrices]
+    unknown = set(parts) - {"attention", "ffn"}
+    if unknown or not parts:
+        raise UserError(f"parts must name attention and/or ffn, not {sorted(parts)}")
+    offsets = dict(offsets or {})
+    used = [name for name in MATRICES
+            if ("attention" if name in ("q", "k", "v", "o") else "ffn") in parts]
+    missing = [name for name in used if name not in matrices]
     if missing:
         raise UserError(f"layer_program needs matrices {missing}")
-    for name in MATRICES:
+    for name in used:
         _check_matrix(geometry, name, matrices[name])
-    if dense:
+    if dense or "attention" not in parts:
         kept_features = [list(range(d)) for _ in range(heads)]
     elif kept_features is None:
         kept_features = kept_features_of(matrices["q"], matrices["k"], heads)
@@ -296,79 +356,68 @@ def layer_program(geometry, matrices, *, tokens, score_requant, context_requant,
 
     prog = LayerProgram(geometry=geometry, tokens=tokens,
                         kept_features=[list(map(int, f)) for f in kept_features])
-    wword = geometry.weight_word_layout
     wmap, pmap = geometry.wmem_map, geometry.pmem_map
     qmap, amap = geometry.qmem_map, geometry.amem_map
+    w_off, p_off, q_off = (int(offsets.get(name, 0)) for name in ("wmem", "pmem", "qmem"))
     counts = {}
-    for name in MATRICES:
-        mat = matrices[name]
-        wbase, _ = wmap[name]
-        pbase, blocks = pmap[name]
-        qbase, n = qmap[name]
-        addr, cnt = wbase, []
-        for c in range(blocks):
-            rows = np.asarray(mat.rows[c], dtype=np.int64)
-            vals = np.asarray(mat.values[c], dtype=np.int64).reshape(len(rows), b)
-            start = addr
-            for k, word in zip(rows, vals):
-                value = sum((int(v) & 0xFF) << (8 * l) for l, v in enumerate(word))
-                prog.loads.append((TARGET_WMEM, addr, pack_fields(
-                    wword, {"value": value, "word": int(k) // b, "lane": int(k) % b})))
-                addr += 1
-            prog.loads.append((TARGET_PMEM, pbase + c, pack_fields(
-                geometry.pointer_layout, {"start": start, "count": len(rows)})))
-            cnt.append(len(rows))
-        counts[name] = cnt
-        prog.words[name] = addr - wbase
-        for j in range(n):
-            prog.loads.append((TARGET_QMEM, qbase + j,
-                               pack_params(mat.bias[j], mat.mult[j], mat.shift[j])))
+    for name in used:
+        loads, counts[name] = matrix_loads(geometry, matrices[name], wmap[name][0] + w_off,
+                                           pmap[name][0] + p_off, qmap[name][0] + q_off)
+        prog.loads += loads
+        prog.words[name] = sum(counts[name])
+    wword = geometry.weight_word_layout
     for what, (mult, shift) in (("score", score_requant), ("context", context_requant)):
+        if "attention" not in parts:
+            break
         if not (0 <= int(mult) < 2 ** 31 and 1 <= int(shift) <= 62):
             raise UserError(f"{what} requantization ({mult}, {shift}) is outside "
                             f"0 <= M < 2^31, 1 <= S <= 62")
     extra, n_extra = qmap["extra"]
-    if n_extra < 2:
+    extra += q_off
+    if n_extra < 2 and "attention" in parts:
         raise UserError("the kernel needs extra_params >= 2 for scores and context")
     for index, (mult, shift) in enumerate((score_requant, context_requant)):
-        prog.loads.append((TARGET_QMEM, extra + index, pack_params(0, mult, shift)))
+        if "attention" in parts:
+            prog.loads.append((TARGET_QMEM, extra + index, pack_params(0, mult, shift)))
 
     # Index lists: kept features of each head (offset into K^T), keys (offset into V).
     kt_base, _, kt_stride = amap["kt"]
     v_base, _, v_stride = amap["v"]
-    feat_base, _ = wmap["features"]
-    key_base, _ = wmap["keys"]
+    feat_base, key_base = wmap["features"][0] + w_off, wmap["keys"][0] + w_off
     head_lists, addr = [], feat_base
-    for h, feats in enumerate(prog.kept_features):
+    for h, feats in enumerate(prog.kept_features if "attention" in parts else ()):
         head_lists.append((addr, len(feats)))
         for f in (h * d + f for f in feats):
             prog.loads.append((TARGET_WMEM, addr, pack_fields(
                 wword, {"value": f * kt_stride, "word": f // b, "lane": f % b})))
             addr += 1
-    for j in range(tokens):
+    for j in range(tokens if "attention" in parts else 0):
         prog.loads.append((TARGET_WMEM, key_base + j, pack_fields(
             wword, {"value": j * v_stride, "word": j // b, "lane": j % b})))
 
+    regions = dict(regions or {})
+
     def region(name):
+        if name in regions:
+            return regions[name]
         base, _, stride = amap[name]
         return base, stride
 
     def linear(name, src, dst, relu=False, transpose=False):
         k, n = geometry.matrix_shape(name)
-        a_base, a_stride = region(src)
-        o_base, o_stride = region(dst)
-        blocks = _ceil_div(n, b)
-        fields = dict(op=OP_LINEAR, relu=int(relu), transpose=int(transpose), per_channel=1,
-                      rows=tokens, c_lo=0, c_hi=blocks, n_lo=0, n_hi=n,
-                      a_base=a_base, a_stride=a_stride, ptr_base=pmap[name][0],
-                      q_base=qmap[name][0], o_base=o_base, o_stride=o_stride)
-        per_block = [k if dense else counts[name][c] for c in range(blocks)]
-        return fields, [per_block[c] for _ in range(tokens) for c in range(blocks)]
+        per_block = [k] * _ceil_div(n, b) if dense else counts[name]
+        return linear_op(geometry, (k, n), per_block, rows=tokens, src=region(src),
+                         dst=region(dst), ptr_base=pmap[name][0] + p_off,
+                         q_base=qmap[name][0] + q_off, relu=relu, transpose=transpose,
+                         table=table if relu else 0)
 
     ops = []
-    ops.append(linear("q", "x", "q"))
-    ops.append(linear("k", "x", "kt", transpose=True))
-    ops.append(linear("v", "x", "v"))
+    if "attention" not in parts:
+        heads = 0
+    else:
+        ops.append(linear("q", "x", "q"))
+        ops.append(linear("k", "x", "kt", transpose=True))
+        ops.append(linear("v", "x", "v"))
     q_base, q_stride = region("q")
     s_base, s_stride = region("s")
     p_base, p_stride = region("p")
@@ -389,10 +438,12 @@ def layer_program(geometry, matrices, *, tokens, score_requant, context_requant,
                          list_base=key_base, list_len=tokens, q_base=extra + 1,
                          per_channel=0, o_base=o_base, o_stride=o_stride),
                     [tokens] * (tokens * (c_hi - c_lo))))
-    ops.append(linear("o", "o", "z"))
+    if "attention" in parts:
+        ops.append(linear("o", "o", "z"))
     n_att = len(ops)
-    ops.append(linear("fc1", "x2", "h", relu=True))
-    ops.append(linear("fc2", "h", "f"))
+    if "ffn" in parts:
+        ops.append(linear("fc1", "x2", "h", relu=True))
+        ops.append(linear("fc2", "h", "f"))
     prog.attention = [f for f, _ in ops[:n_att]]
     prog.ffn = [f for f, _ in ops[n_att:]]
     prog.mac_steps = [s for _, s in ops]

@@ -288,21 +288,29 @@ def prune(model, data, settings, seed=0, progress=None):
                        {"rows": stats_rows, "columns": mask_stats(model, settings.block)})
 
 
-def load_or_prune(seed=0, settings=None, quick=False, cache_dir="rtl_out/models", progress=None):
+def load_or_prune(seed=0, settings=None, quick=False, cache_dir="rtl_out/models", progress=None,
+                  activation="relu", clamp_scores=False):
     """Train or load the float model, then prune it or load the pruned state from ``cache_dir``.
 
     Returns ``(float_model, float_info, PruneResult)``. The cache key is the seed, the settings
-    and the float model's sha256, so a retrained float model is pruned again.
+    and the float model's sha256, so a retrained float model is pruned again; ``activation`` and
+    ``clamp_scores`` (:func:`~gen.sparse.vit.load_or_train`) join the key when not the defaults.
     """
     settings = settings or PruneSettings.for_mode(quick)
-    float_model, info = load_or_train(seed, cache_dir, quick=quick, progress=progress)
+    float_model, info = load_or_train(seed, cache_dir, quick=quick, progress=progress,
+                                      activation=activation, clamp_scores=clamp_scores)
     data = load_digits_split(seed)
-    key = json.dumps({"seed": seed, "float": info["sha256"], "version": PRUNE_VERSION,
-                      "settings": settings.__dict__}, sort_keys=True)
+    key = {"seed": seed, "float": info["sha256"], "version": PRUNE_VERSION,
+           "settings": settings.__dict__}
+    if activation != "relu":
+        key["activation"] = activation
+    if clamp_scores:
+        key["clamp_scores"] = True
+    key = json.dumps(key, sort_keys=True)
     tag = hashlib.sha256(key.encode()).hexdigest()[:12]
     cache = Path(cache_dir)
     weights, meta = cache / f"vit_pruned_{tag}.pt", cache / f"vit_pruned_{tag}.json"
-    cached = load_cached_state(weights, meta, progress)
+    cached = load_cached_state(weights, meta, progress, activation, clamp_scores)
     if cached is not None:
         model, m = cached
         try:

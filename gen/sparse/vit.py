@@ -8,6 +8,12 @@ Model: 2x2 patches -> 16 tokens (a linear embedding of 4 pixels) plus a class to
 D = 64, 4 heads of 16, FFN 128 with ReLU, 2 pre-LayerNorm encoder layers, final LayerNorm and a
 linear classifier on the class token.
 
+Two options serve the all-integer ViT (docs/vit.md), both off by default (the models, and their
+cache names, of docs/sparse_attention.md): ``activation="gelu"`` (the exact erf GELU in the FFN)
+and ``clamp_scores=True``, which clamps the float attention scores to the range that the INT8
+score of docs/sparse_attention.md section 4 can hold (``s / 16`` log2 units, s in -128..127), so
+that training sees the saturation the integer model has.
+
 Every weight matrix of an encoder layer (q, k, v, o, fc1, fc2) is a :class:`MaskedLinear`: it
 keeps W as (in_features K, out_features N) so that ``y = x @ W + b`` exactly as the spec writes it,
 and carries what pruning needs (a per-input-feature gain ``gamma``, an element mask and a bias
@@ -27,11 +33,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..artifacts import write_atomic
+from ..errors import UserError
 
-__all__ = ["TOKENS", "DIM", "HEADS", "HEAD_DIM", "FFN", "LAYERS", "MATRICES", "Digits",
-           "load_digits_split", "MaskedLinear", "EncoderLayer", "TinyViT", "train", "evaluate",
-           "load_or_train", "state_sha256", "setup_torch", "load_cached_state",
-           "save_cached_state"]
+__all__ = ["ACTIVATIONS", "SCORE_RANGE", "TOKENS", "DIM", "HEADS", "HEAD_DIM", "FFN", "LAYERS",
+           "MATRICES", "Digits", "load_digits_split", "MaskedLinear", "EncoderLayer", "TinyViT",
+           "train", "evaluate", "load_or_train", "state_sha256", "setup_torch", "load_cached_state",
+           "save_cached_state", "check_activation", "variant_suffix"]
 
 TOKENS = 17
 DIM = 64
@@ -41,6 +48,11 @@ FFN = 128
 LAYERS = 2
 CLASSES = 10
 MATRICES = ("q", "k", "v", "o", "fc1", "fc2")
+#: The FFN activations: ReLU (the default, docs/sparse_attention.md) or exact GELU (docs/vit.md).
+ACTIVATIONS = ("relu", "gelu")
+#: The float scores (natural units) an INT8 score in log2/16 units can hold: -128/16 .. 127/16
+#: log2 units (docs/sparse_attention.md section 4 step 2).
+SCORE_RANGE = (-128 / 16 * math.log(2), 127 / 16 * math.log(2))
 
 FULL_EPOCHS = 60
 QUICK_EPOCHS = 10
@@ -130,11 +142,21 @@ class MaskedLinear(nn.Module):
         return (x * self.gamma) @ (self.weight * self.mask) + self.bias * self.bias_mask
 
 
-class EncoderLayer(nn.Module):
-    """Pre-LN encoder layer: ``x + MHA(LN1(x))`` then ``+ FFN(LN2(.))`` with ReLU."""
+def check_activation(activation):
+    """Raise :class:`UserError` unless ``activation`` is one of :data:`ACTIVATIONS`."""
+    if activation not in ACTIVATIONS:
+        raise UserError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
+                        f"got {activation!r}")
+    return activation
 
-    def __init__(self):
+
+class EncoderLayer(nn.Module):
+    """Pre-LN encoder layer: ``x + MHA(LN1(x))`` then ``+ FFN(LN2(.))`` with ReLU or GELU."""
+
+    def __init__(self, activation="relu", clamp_scores=False):
         super().__init__()
+        self.activation = check_activation(activation)
+        self.clamp_scores = bool(clamp_scores)
         self.ln1 = nn.LayerNorm(DIM)
         self.q = MaskedLinear(DIM, DIM)
         self.k = MaskedLinear(DIM, DIM)
@@ -152,24 +174,36 @@ class EncoderLayer(nn.Module):
         b, t, _ = x.shape
         q, k, v = (m(x).view(b, t, HEADS, HEAD_DIM).transpose(1, 2)
                    for m in (self.q, self.k, self.v))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(HEAD_DIM)
+        scores = self.scores(q @ k.transpose(-1, -2) / math.sqrt(HEAD_DIM))
         context = torch.softmax(scores, dim=-1) @ v
         return self.o(context.transpose(1, 2).reshape(b, t, DIM))
 
+    def scores(self, s):
+        """Float attention scores as softmax sees them: clamped to :data:`SCORE_RANGE` when
+        ``clamp_scores``."""
+        return s.clamp(*SCORE_RANGE) if self.clamp_scores else s
+
     def forward(self, x):
         x = x + self.attention(self.ln1(x))
-        return x + self.fc2(F.relu(self.fc1(self.ln2(x))))
+        return x + self.fc2(self.act(self.fc1(self.ln2(x))))
+
+    def act(self, h):
+        """The FFN activation: ReLU, or the exact (erf) GELU."""
+        return F.gelu(h) if self.activation == "gelu" else F.relu(h)
 
 
 class TinyViT(nn.Module):
     """The model of spec section 1. ``forward`` takes images [n, 8, 8] in 0..1."""
 
-    def __init__(self):
+    def __init__(self, activation="relu", clamp_scores=False):
         super().__init__()
+        self.activation = check_activation(activation)
+        self.clamp_scores = bool(clamp_scores)
         self.embed = nn.Linear(4, DIM)
         self.cls = nn.Parameter(torch.zeros(1, 1, DIM))
         self.pos = nn.Parameter(torch.randn(1, TOKENS, DIM) * 0.02)
-        self.layers = nn.ModuleList(EncoderLayer() for _ in range(LAYERS))
+        self.layers = nn.ModuleList(EncoderLayer(activation, clamp_scores)
+                                    for _ in range(LAYERS))
         self.norm = nn.LayerNorm(DIM)
         self.head = nn.Linear(DIM, CLASSES)
 
@@ -260,7 +294,13 @@ def state_sha256(model):
     return h.hexdigest()
 
 
-def load_cached_state(weights, meta, progress=None):
+def variant_suffix(activation="relu", clamp_scores=False):
+    """The part of a cache name for the options: empty for the defaults (ReLU, no clamp)."""
+    return ("" if check_activation(activation) == "relu" else f"_{activation}") + \
+        ("_clampS" if clamp_scores else "")
+
+
+def load_cached_state(weights, meta, progress=None, activation="relu", clamp_scores=False):
     """``(model, info)`` from a cache entry, or None: missing, or damaged (truncated, not JSON,
     a state that does not load or does not hash to the recorded sha256), which is said in one
     warning line and then rebuilt by the caller."""
@@ -268,7 +308,7 @@ def load_cached_state(weights, meta, progress=None):
         return None
     try:
         info = json.loads(meta.read_text())
-        model = TinyViT()
+        model = TinyViT(activation, clamp_scores)
         model.load_state_dict(torch.load(weights, weights_only=True))
         model.eval()
         ok = isinstance(info, dict) and info.get("sha256") == state_sha256(model)
@@ -291,31 +331,36 @@ def save_cached_state(model, info, weights, meta):
     write_atomic(meta, json.dumps(info, indent=1))
 
 
-def load_or_train(seed=0, cache_dir="rtl_out/models", quick=False, progress=None):
+def load_or_train(seed=0, cache_dir="rtl_out/models", quick=False, progress=None,
+                  activation="relu", clamp_scores=False):
     """The trained float model for ``seed``: loaded from ``cache_dir`` or trained and saved there.
 
     Returns ``(model, info)`` with ``info`` a dict: epochs, train_seconds, val/test accuracy,
     sha256 of the state. ``quick`` trains :data:`QUICK_EPOCHS` instead of :data:`FULL_EPOCHS`
-    (for tests) and caches under another name.
+    (for tests) and caches under another name. ``activation`` and ``clamp_scores`` (module
+    docstring) join the name when not the defaults, so the default names are those of before.
     """
+    suffix = variant_suffix(activation, clamp_scores)
     setup_torch(seed)
     data = load_digits_split(seed)
     cache = Path(cache_dir)
     epochs = QUICK_EPOCHS if quick else FULL_EPOCHS
     # The recipe is part of the name, so changing it never reuses a stale cache.
     stem = f"vit_digits_seed{seed}_e{epochs}_v{RECIPE_VERSION}"
+    stem += suffix
     weights, meta = cache / f"{stem}.pt", cache / f"{stem}.json"
-    cached = load_cached_state(weights, meta, progress)
+    cached = load_cached_state(weights, meta, progress, activation, clamp_scores)
     if cached is not None:
         if progress:
             progress(f"[train] loaded {weights}")
         return cached
-    model = TinyViT()
+    model = TinyViT(activation, clamp_scores)
     if progress:
-        progress(f"[train] training the float ViT, {epochs} epochs, seed {seed}")
+        progress(f"[train] training the float ViT{suffix}, {epochs} epochs, seed {seed}")
     start = time.monotonic()
     train(model, data, epochs, seed=seed, progress=progress)
-    info = {"seed": seed, "epochs": epochs, "train_seconds": round(time.monotonic() - start, 1),
+    info = {"seed": seed, "epochs": epochs, "activation": activation,
+            "clamp_scores": bool(clamp_scores), "train_seconds": round(time.monotonic() - start, 1),
             "val_accuracy": evaluate(model, data.val), "test_accuracy": evaluate(model, data.test),
             "sha256": state_sha256(model)}
     save_cached_state(model, info, weights, meta)

@@ -64,7 +64,8 @@ class BlockPointer(data.StructLayout):
 
 class Descriptor(data.StructLayout):
     """One op (see :mod:`gen.hw.attention` for the meaning of each field)."""
-    def __init__(self, *, dim_bits, block_bits, aaddr_bits, waddr_bits, paddr_bits, qaddr_bits):
+    def __init__(self, *, dim_bits, block_bits, aaddr_bits, waddr_bits, paddr_bits, qaddr_bits,
+                 table_bits=1):
         super().__init__({
             "op":          unsigned(2),
             "relu":        unsigned(1),
@@ -84,6 +85,7 @@ class Descriptor(data.StructLayout):
             "q_base":      unsigned(qaddr_bits),
             "o_base":      unsigned(aaddr_bits),
             "o_stride":    unsigned(aaddr_bits),
+            "table":       unsigned(table_bits),
         })
 
 
@@ -120,6 +122,17 @@ class AttentionGeometry:
         The target's multiplier (``gen.hw.packing.ECP5_MULT18X18D`` by default).
     extra_params : int
         Requantization entries after the per-channel ones (scores and context selections).
+    activation_tables : int
+        0, or the number of 256-entry INT8 tables (loaded through the kernel's ``act_wr``
+        port at ``256 * table + v + 128``): results of ops with ``relu`` set become
+        ``tables[desc.table][v + 128]`` instead of ``max(v, 0)`` (GELU, or any function of one
+        INT8 value: docs/vit.md section 1.3). Adds ``ACTIVATION_TABLE_LATENCY`` cycles to
+        every MAC op.
+    extra_amem : int
+        Words of amem after the layer's regions (region ``"extra"``), for a user's own data.
+    min_depths : dict or None
+        Least depth of ``wmem``, ``pmem`` and ``qmem`` (words), for a user that lays out more
+        than one layer's weights (``gen.hw.vit``): the maps above stay those of one layer.
 
     Raises ``UserError`` naming the parameter when the kernel cannot be generated.
     """
@@ -132,6 +145,9 @@ class AttentionGeometry:
     packing: object = False
     ports: object = ECP5_MULT18X18D
     extra_params: int = 2
+    activation_tables: int = 0
+    extra_amem: int = 0
+    min_depths: object = None
 
     def __post_init__(self):
         lanes = _count("lanes", self.lanes, 0)
@@ -142,10 +158,21 @@ class AttentionGeometry:
         if sizes["dim"] % sizes["heads"]:
             raise UserError(f"dim {sizes['dim']} is not a multiple of heads {sizes['heads']}")
         extra = _count("extra_params", self.extra_params, 0)
+        extra_amem = _count("extra_amem", self.extra_amem, 0)
+        tables = _count("activation_tables", self.activation_tables, 0)
+        depths = dict(self.min_depths or {})
+        unknown = set(depths) - {"wmem", "pmem", "qmem"}
+        if unknown:
+            raise UserError(f"min_depths names unknown memories {sorted(unknown)}; "
+                            f"use wmem, pmem, qmem")
+        depths = {name: _count(f"min_depths[{name}]", value, 0)
+                  for name, value in depths.items()}
+        object.__setattr__(self, "min_depths", MappingProxyType(depths))
         _, packed = resolve_packing(self.ports, self.packing)
         # The softmax unit's row buffer holds one row of scores: T of them.
         check_max_length(sizes["tokens"])
         for name, value in dict(lanes=lanes, extra_params=extra, packing=packed,
+                                extra_amem=extra_amem, activation_tables=tables,
                                 **sizes).items():
             object.__setattr__(self, name, value)
 
@@ -179,7 +206,9 @@ class AttentionGeometry:
 
     def __hash__(self):
         return hash((self.lanes, self.tokens, self.dim, self.heads, self.ffn,
-                     tuple(self.capacity.items()), self.packing, self.ports, self.extra_params))
+                     tuple(self.capacity.items()), self.packing, self.ports, self.extra_params,
+                     self.activation_tables, self.extra_amem,
+                     tuple(sorted(self.min_depths.items()))))
 
     # -- shapes ------------------------------------------------------------------------------
 
@@ -213,14 +242,14 @@ class AttentionGeometry:
         base += d
         wmem["keys"] = (base, t)
         base += t
-        wmem_depth = max(1, base)
+        wmem_depth = max(1, base, self.min_depths.get("wmem", 0))
 
         pmem, base = {}, 0
         for name in MATRICES:
             blocks = ceil_div(self.matrix_shape(name)[1], b)
             pmem[name] = (base, blocks)
             base += blocks
-        pmem_depth = base
+        pmem_depth = max(base, self.min_depths.get("pmem", 0))
 
         qmem, base = {}, 0
         for name in MATRICES:
@@ -228,7 +257,7 @@ class AttentionGeometry:
             qmem[name] = (base, n)
             base += n
         qmem["extra"] = (base, self.extra_params)
-        qmem_depth = base + self.extra_params
+        qmem_depth = max(base + self.extra_params, self.min_depths.get("qmem", 0))
 
         # Activations: (rows, columns) of each matrix; strides are ceil(columns / B) words.
         shapes = {"x": (t, d), "q": (t, d), "kt": (d, t), "v": (t, d), "s": (t, t),
@@ -240,6 +269,8 @@ class AttentionGeometry:
             stride = ceil_div(cols, b)
             amem[name] = (base, rows, stride)
             base += rows * stride
+        amem["extra"] = (base, self.extra_amem, 1)
+        base += self.extra_amem
         return (wmem, wmem_depth), (pmem, pmem_depth), (qmem, qmem_depth), (amem, base)
 
     @property
@@ -279,6 +310,11 @@ class AttentionGeometry:
         return self._maps[3][1]
 
     # -- field widths --------------------------------------------------------------------------
+
+    @property
+    def act_addr_bits(self):
+        """Bits of an activation-table address (``256 * table + v + 128``)."""
+        return 8 + bits(max(self.activation_tables - 1, 0)) if self.activation_tables > 1 else 8
 
     @property
     def word_bits(self):
@@ -333,7 +369,8 @@ class AttentionGeometry:
     def descriptor_layout(self):
         return Descriptor(dim_bits=self.dim_bits, block_bits=self.block_bits,
                           aaddr_bits=self.aaddr_bits, waddr_bits=self.waddr_bits,
-                          paddr_bits=self.paddr_bits, qaddr_bits=self.qaddr_bits)
+                          paddr_bits=self.paddr_bits, qaddr_bits=self.qaddr_bits,
+                          table_bits=bits(max(self.activation_tables - 1, 0)))
 
     @property
     def load_layout(self):
@@ -369,7 +406,10 @@ class AttentionGeometry:
         """Exact cycles of one MAC op: :func:`gen.cycles.attention_mac_op_cycles`."""
         # gen.cycles imports the hardware modules' latencies, which import this module.
         from ...cycles import attention_mac_op_cycles
-        return attention_mac_op_cycles(steps, self.lanes, last_lanes, mac_latency=self.mac_latency)
+        from .mac import ACTIVATION_TABLE_LATENCY
+        return attention_mac_op_cycles(
+            steps, self.lanes, last_lanes, mac_latency=self.mac_latency,
+            write_latency=ACTIVATION_TABLE_LATENCY if self.activation_tables else 0)
 
     def softmax_op_cycles(self, rows, length):
         """Exact cycles of a softmax op: :func:`gen.cycles.attention_softmax_op_cycles`."""

@@ -1,6 +1,6 @@
 """The sparse attention kernel: its components joined (see :mod:`gen.hw.attention`)."""
 
-from amaranth.hdl import Module, unsigned
+from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -38,6 +38,8 @@ class SparseAttentionKernel(wiring.Component):
         An op runs; it has finished (one-cycle pulse).
     cycles : ``Out(32)``
         Cycles during which ``busy`` was high, since reset.
+    act_wr : ``Out(memory.WritePort.Signature(addr_width=act_addr_bits, shape=signed(8)))``
+        Only with ``geometry.activation_tables``: writes entry ``v + 128`` of the table.
     """
 
     def __init__(self, geometry=None, **params):
@@ -53,7 +55,7 @@ class SparseAttentionKernel(wiring.Component):
             self._MustUse__silence = True    # a refused component is not a forgotten one
             raise
         self._geometry = g = geometry
-        super().__init__({
+        members = {
             "load":    In(stream.Signature(g.load_layout)),
             "desc":    In(stream.Signature(g.descriptor_layout)),
             "rd_addr": In(stream.Signature(unsigned(g.aaddr_bits))),
@@ -61,7 +63,10 @@ class SparseAttentionKernel(wiring.Component):
             "busy":    Out(1),
             "done":    Out(1),
             "cycles":  Out(32),
-        })
+        }
+        if g.activation_tables:
+            members["act_wr"] = Out(memory.WritePort.Signature(addr_width=g.act_addr_bits, shape=signed(8)))
+        super().__init__(members)
 
     @property
     def geometry(self):
@@ -125,6 +130,8 @@ class SparseAttentionKernel(wiring.Component):
         wiring.connect(m, drain.o, requant.i)
         wiring.connect(m, requant.o, writer.i)
         wiring.connect(m, writer.write, amem.mac_wr)
+        if g.activation_tables:
+            wiring.connect(m, wiring.flipped(self.act_wr), writer.act_wr)
 
         # Softmax ops: S rows -> IntSoftmax -> P rows.
         m.submodules.softmax_reader = reader = SoftmaxReader(g)

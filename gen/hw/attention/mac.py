@@ -5,7 +5,7 @@ Every block RAM output goes into a register before any logic: ECP5 block RAM has
 clock-to-output (about 6 ns), so no adder or multiplexer may follow it in the same cycle.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -15,7 +15,11 @@ from .control import job_signature
 from .geometry import OP_LINEAR, as_geometry, bits, ceil_div
 from .memory import ByteWrite, banked_read_signature
 
-__all__ = ["OPERAND_STAGES", "Beat", "GroupTag", "ResultTag", "times_constant",
+#: Extra cycles from a requantized value to its amem write when the geometry has an
+#: activation table: the table read and its output register.
+ACTIVATION_TABLE_LATENCY = 2
+
+__all__ = ["OPERAND_STAGES", "ACTIVATION_TABLE_LATENCY", "Beat", "GroupTag", "ResultTag", "times_constant",
            "requant_input_signature", "requant_output_signature",
            "MacSequencer", "MacDatapath", "LaneDrain", "ResultWriter"]
 
@@ -424,7 +428,8 @@ class LaneDrain(wiring.Component):
 
 
 class ResultWriter(wiring.Component):
-    """Requantized values into amem bytes (registered), with the op's optional ReLU.
+    """Requantized values into amem bytes (registered), with the op's optional ReLU, or its
+    activation table where the geometry has one.
 
     Parameters
     ----------
@@ -435,7 +440,10 @@ class ResultWriter(wiring.Component):
     i : ``In(requant_output_signature(...))``
         Always ready.
     job : ``In(job_signature(...))``
-        MAC ops: write ``max(value, 0)`` if the running one has ``relu``.
+        MAC ops: write ``max(value, 0)`` (or ``table[value + 128]`` with
+        ``geometry.activation_tables``) if the running one has ``relu``.
+    act_wr : ``Out(memory.WritePort.Signature(addr_width=act_addr_bits, shape=signed(8)))``
+        Only with ``geometry.activation_tables``: entry ``v + 128`` of the table.
     write : ``Out(stream.Signature(ByteWrite, always_ready=True))``
     busy : ``Out(1)``
         A write is pending.
@@ -443,23 +451,56 @@ class ResultWriter(wiring.Component):
 
     def __init__(self, geometry):
         self._geometry = g = as_geometry(geometry)
-        super().__init__({
+        members = {
             "i":     In(requant_output_signature(g)),
             "job":   In(job_signature(g)),
             "write": Out(stream.Signature(ByteWrite(g.aaddr_bits, g.lane_bits),
                                           always_ready=True)),
             "busy":  Out(1),
-        })
+        }
+        if g.activation_tables:
+            members["act_wr"] = Out(memory.WritePort.Signature(addr_width=g.act_addr_bits, shape=signed(8)))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
+        g = self._geometry
         value = self.i.payload.value
-        tag = ResultTag(self._geometry)(self.i.payload.tag)
-        m.d.comb += [self.i.ready.eq(1), self.busy.eq(self.write.valid)]
+        tag = ResultTag(g)(self.i.payload.tag)
+        m.d.comb += self.i.ready.eq(1)
+        if not g.activation_tables:
+            m.d.comb += self.busy.eq(self.write.valid)
+            m.d.sync += [
+                self.write.valid.eq(self.i.valid),
+                self.write.payload.addr.eq(tag.word),
+                self.write.payload.lane.eq(tag.lane),
+                self.write.payload.value.eq(Mux(self.job.running.relu & value[7], 0, value)),
+            ]
+            return m
+
+        # The table: a read, then a register (a block RAM's output is never used unregistered).
+        m.submodules.table = table = memory.Memory(shape=signed(8),
+                                                   depth=256 * g.activation_tables, init=[])
+        wiring.connect(m, wiring.flipped(self.act_wr), table.write_port())
+        rd = table.read_port()
+        valid = [Signal(name=f"valid_{n}") for n in range(ACTIVATION_TABLE_LATENCY)]
+        tags = [Signal(ResultTag(g), name=f"tag_{n}") for n in range(ACTIVATION_TABLE_LATENCY)]
+        apply = [Signal(name=f"apply_{n}") for n in range(ACTIVATION_TABLE_LATENCY)]
+        plain = [Signal(signed(8), name=f"plain_{n}") for n in range(ACTIVATION_TABLE_LATENCY)]
+        looked_up = Signal(signed(8))
+        m.d.comb += [rd.addr.eq(Cat(value.as_unsigned() ^ 0x80, self.job.running.table)),
+                     rd.en.eq(1)]
+        m.d.sync += [valid[0].eq(self.i.valid), tags[0].eq(tag), plain[0].eq(value),
+                     apply[0].eq(self.job.running.relu), looked_up.eq(rd.data)]
+        for n in range(1, ACTIVATION_TABLE_LATENCY):
+            m.d.sync += [valid[n].eq(valid[n - 1]), tags[n].eq(tags[n - 1]),
+                         plain[n].eq(plain[n - 1]), apply[n].eq(apply[n - 1])]
+        last = ACTIVATION_TABLE_LATENCY - 1
         m.d.sync += [
-            self.write.valid.eq(self.i.valid),
-            self.write.payload.addr.eq(tag.word),
-            self.write.payload.lane.eq(tag.lane),
-            self.write.payload.value.eq(Mux(self.job.running.relu & value[7], 0, value)),
+            self.write.valid.eq(valid[last]),
+            self.write.payload.addr.eq(tags[last].word),
+            self.write.payload.lane.eq(tags[last].lane),
+            self.write.payload.value.eq(Mux(apply[last], looked_up, plain[last])),
         ]
+        m.d.comb += self.busy.eq(self.write.valid | (sum(valid) != 0))
         return m

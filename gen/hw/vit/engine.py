@@ -1,0 +1,433 @@
+"""A ViT reuse engine (ViA's NSA or NMP): a sparse attention kernel, the row units and a
+program that runs one half-layer per message (docs/vit.md section 3).
+
+An engine is stateless between half-layers: a *message* is a whole half-layer's input, the
+pair ``(shortcut, branch)`` of every element of a ``T x D`` residual stream, and the engine
+starts the program its tag selects (``entry[tag]``) when one arrives. The program's steps:
+
+``RECEIVE``
+    the message's pairs (or, ``local``, two amem matrices read side by side) through the
+    :class:`~gen.hw.vit.residual.ResidualAdder` (half-layer mapping: the residual add that
+    ends the previous half-layer runs here) into amem at ``x_base``, and at the same time
+    (``ln``) through the :class:`~gen.hw.vit.layernorm.IntLayerNorm` into ``n_base``;
+``DESC``
+    one kernel op (linear, scores, softmax, context), waiting for its ``done``;
+``SEND``
+    the matrices at ``a_base`` and ``b_base`` out as the next message, with ``tag``;
+``IMAGE``
+    (an engine with an image input) ``rows x cols`` pixels of one image into amem at
+    ``x_base``: a new image enters the pipeline;
+``RESULT``
+    (an engine with a result output) the ``cols`` logits at ``a_base``, with their first
+    maximum's index, out as one result: an image leaves the pipeline;
+``END``
+    back to waiting for a message (or an image).
+
+The host loads every memory through ``load`` while the engine waits: targets 0-3 are the
+kernel's (wmem, pmem, qmem, amem), 4 the program, 5 the entry table, 6 the LayerNorm
+parameters, 7 the activation table (an engine whose geometry has one).
+"""
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ...errors import UserError
+from ..attention import SparseAttentionKernel
+from ..attention.geometry import as_geometry, bits
+from .argmax import Argmax
+from .layernorm import IntLayerNorm, LnParams
+from .residual import ResidualAdder, ResidualParams
+from .rows import RowJob, RowPacker, RowReader
+
+__all__ = ["STEP_DESC", "STEP_RECEIVE", "STEP_SEND", "STEP_IMAGE", "STEP_RESULT", "STEP_END",
+           "TARGET_PROGRAM", "TARGET_ENTRY", "TARGET_LN", "TARGET_ACT",
+           "MessageBeat", "Step", "EngineShape", "ViTEngine"]
+
+STEP_DESC, STEP_RECEIVE, STEP_SEND, STEP_IMAGE, STEP_RESULT, STEP_END = range(6)
+TARGET_PROGRAM, TARGET_ENTRY, TARGET_LN, TARGET_ACT = 4, 5, 6, 7
+
+
+class MessageBeat(data.StructLayout):
+    """One element pair of a message, with the half-layer it is for."""
+    def __init__(self, tag_bits):
+        super().__init__({"a": unsigned(8), "b": unsigned(8), "tag": unsigned(tag_bits)})
+
+
+class EngineShape:
+    """What one engine is generated for, beyond its kernel's geometry.
+
+    Parameters
+    ----------
+    geometry : AttentionGeometry
+    program_depth : int
+        Steps the program memory holds.
+    entries : int
+        Entry-table size (message tags ``0 .. entries - 1``).
+    ln_params : int
+        LayerNorm parameter words (``D`` per LayerNorm the engine runs).
+    image_pixels : int
+        0, or the pixels of one image (an engine with an image input).
+    classes : int
+        0, or the logits of one result (an engine with a result output).
+    images_in_flight : int
+        With an image input: images let in before the first has left.
+    """
+
+    def __init__(self, geometry, *, program_depth, entries, ln_params, image_pixels=0,
+                 classes=0, images_in_flight=1):
+        self.geometry = as_geometry(geometry)
+        for name, value, low in (("program_depth", program_depth, 1), ("entries", entries, 1),
+                                 ("ln_params", ln_params, self.geometry.dim),
+                                 ("image_pixels", image_pixels, 0), ("classes", classes, 0),
+                                 ("images_in_flight", images_in_flight, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UserError(f"engine {name} must be an integer >= {low}, not {value!r}")
+        if classes > 255:
+            raise UserError(f"engine classes must be at most 255, not {classes}")
+        self.program_depth = program_depth
+        self.entries = entries
+        self.ln_params = ln_params
+        self.image_pixels = image_pixels
+        self.classes = classes
+        self.images_in_flight = images_in_flight
+
+    @property
+    def tag_bits(self):
+        return bits(self.entries - 1)
+
+    @property
+    def pc_bits(self):
+        return bits(self.program_depth - 1)
+
+    @property
+    def message_layout(self):
+        return MessageBeat(self.tag_bits)
+
+    @property
+    def step_layout(self):
+        return Step(self)
+
+    @property
+    def load_layout(self):
+        g = self.geometry
+        kernel = g.load_layout
+        addr = max(kernel["addr"].shape.width, self.pc_bits, bits(self.entries - 1),
+                   bits(self.ln_params - 1), 8)
+        width = max(kernel["data"].shape.width, Step(self).size, LnParams().size, 8)
+        return data.StructLayout({"target": unsigned(3), "addr": unsigned(addr),
+                                  "data": unsigned(width)})
+
+    @property
+    def result_layout(self):
+        return data.StructLayout({"cls": unsigned(8),
+                                  "logits": data.ArrayLayout(unsigned(8), max(self.classes, 1))})
+
+
+class Step(data.StructLayout):
+    """One program step (see the module's docstring for what each kind does)."""
+    def __init__(self, shape):
+        g = shape.geometry
+        a = unsigned(g.aaddr_bits)
+        super().__init__({
+            "kind":    unsigned(3),
+            "desc":    g.descriptor_layout,
+            "local":   unsigned(1),
+            "ln":      unsigned(1),
+            "a_base":  a, "b_base": a, "x_base": a, "n_base": a,
+            "rows":    unsigned(g.dim_bits),
+            "cols":    unsigned(g.dim_bits),
+            "words":   unsigned(g.dim_bits),
+            "stride":  a,
+            "count":   unsigned(bits(g.max_inner * g.max_inner)),
+            "ln_base": unsigned(bits(shape.ln_params - 1)),
+            "radd":    ResidualParams(),
+            "tag":     unsigned(shape.tag_bits),
+        })
+
+
+class ViTEngine(wiring.Component):
+    """A reuse engine: kernel, residual adder, LayerNorm, row movers and the program.
+
+    Parameters
+    ----------
+    shape : EngineShape
+
+    Members
+    -------
+    load : ``In(stream.Signature(shape.load_layout))``
+        ``{target, addr, data}``; taken only while the engine waits for work.
+    msg_in : ``In(stream.Signature(shape.message_layout))``, msg_out : ``Out(...)``
+        Messages: ``T x D`` pairs each, the tag on every beat.
+    image : ``In(stream.Signature(unsigned(8)))``
+        Only with ``shape.image_pixels``: pixels, one image after another.
+    result : ``Out(stream.Signature(shape.result_layout))``
+        Only with ``shape.classes``: the class and the INT8 logits of one image.
+    busy : ``Out(1)``
+        A program runs.
+    cycles, op_cycles : ``Out(32)``
+        Cycles a program ran; cycles a kernel op ran (its MAC lanes or softmax unit busy).
+    """
+
+    def __init__(self, shape):
+        if not isinstance(shape, EngineShape):
+            self._MustUse__silence = True
+            raise UserError(f"shape must be an EngineShape, not {shape!r}")
+        self._shape = shape
+        members = {
+            "load":      In(stream.Signature(shape.load_layout)),
+            "msg_in":    In(stream.Signature(shape.message_layout)),
+            "msg_out":   Out(stream.Signature(shape.message_layout)),
+            "busy":      Out(1),
+            "cycles":    Out(32),
+            "op_cycles": Out(32),
+        }
+        if shape.image_pixels:
+            members["image"] = In(stream.Signature(unsigned(8)))
+        if shape.classes:
+            members["result"] = Out(stream.Signature(shape.result_layout))
+        super().__init__(members)
+
+    @property
+    def shape(self):
+        return self._shape
+
+    def elaborate(self, platform):
+        m = Module()
+        sh = self._shape
+        g = sh.geometry
+
+        m.submodules.kernel = kernel = SparseAttentionKernel(g)
+        m.submodules.adder = adder = ResidualAdder(lanes=1)
+        m.submodules.ln = ln = IntLayerNorm(g.dim, sh.ln_params)
+        m.submodules.x_packer = x_packer = RowPacker(g)
+        m.submodules.n_packer = n_packer = RowPacker(g)
+        m.submodules.pairs = pairs = RowReader(g, pair=True)
+
+        program = memory.Memory(shape=Step(sh), depth=sh.program_depth, init=[])
+        entry = memory.Memory(shape=unsigned(sh.pc_bits), depth=sh.entries, init=[])
+        m.submodules.program = program
+        m.submodules.entry = entry
+        prog_wr, prog_rd = program.write_port(), program.read_port()
+        entry_wr, entry_rd = entry.write_port(), entry.read_port(domain="comb")
+
+        # -- control ----------------------------------------------------------------------
+        step = Signal(Step(sh))
+        pc = Signal(sh.pc_bits)
+        started = Signal()              # the current step's unit has been started
+        unit_start = Signal()
+        inflight = Signal(range(sh.images_in_flight + 1))
+        image_done, result_done = Signal(), Signal()
+
+        receive = Signal()
+        local = Signal()
+        sending = Signal()
+        m.d.comb += [
+            receive.eq(self.busy & (step.kind == STEP_RECEIVE)),
+            local.eq(receive & step.local),
+            sending.eq(self.busy & (step.kind == STEP_SEND)),
+            prog_rd.addr.eq(pc),
+            prog_rd.en.eq(1),
+        ]
+        with m.If(self.busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        m.d.comb += self.op_cycles.eq(kernel.cycles)
+
+        idle_load = Signal()
+        take_image = Signal()
+        if sh.image_pixels:
+            m.d.comb += take_image.eq(self.image.valid & (inflight < sh.images_in_flight))
+
+        units_busy = Signal()
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += [idle_load.eq(1), entry_rd.addr.eq(self.msg_in.payload.tag)]
+                with m.If(self.msg_in.valid & ~self.load.valid):
+                    m.d.sync += [pc.eq(entry_rd.data), self.busy.eq(1)]
+                    m.next = "FETCH"
+                with m.Elif(take_image & ~self.load.valid):
+                    m.d.comb += entry_rd.addr.eq(0)
+                    m.d.sync += [pc.eq(entry_rd.data), self.busy.eq(1)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.sync += [step.eq(prog_rd.data), started.eq(0)]
+                m.next = "RUN"
+            with m.State("RUN"):
+                with m.Switch(step.kind):
+                    with m.Case(STEP_DESC):
+                        m.d.comb += [kernel.desc.valid.eq(~started),
+                                     kernel.desc.payload.eq(step.desc)]
+                        with m.If(kernel.desc.ready & ~started):
+                            m.d.sync += started.eq(1)
+                        with m.If(started & kernel.done):
+                            m.d.sync += pc.eq(pc + 1)
+                            m.next = "FETCH"
+                    with m.Case(STEP_END):
+                        m.d.sync += self.busy.eq(0)
+                        m.next = "IDLE"
+                    with m.Default():
+                        m.d.comb += unit_start.eq(~started)
+                        m.d.sync += started.eq(1)
+                        with m.If(started & ~units_busy):
+                            m.d.sync += pc.eq(pc + 1)
+                            m.next = "FETCH"
+
+        # -- host loads -------------------------------------------------------------------
+        load = self.load.payload
+        kernel_load = Signal()
+        m.d.comb += [
+            self.load.ready.eq(idle_load),
+            kernel_load.eq(self.load.valid & idle_load & (load.target < 4)),
+            prog_wr.addr.eq(load.addr), prog_wr.data.eq(load.data),
+            prog_wr.en.eq(self.load.valid & idle_load & (load.target == TARGET_PROGRAM)),
+            entry_wr.addr.eq(load.addr), entry_wr.data.eq(load.data),
+            entry_wr.en.eq(self.load.valid & idle_load & (load.target == TARGET_ENTRY)),
+            ln.param_wr.addr.eq(load.addr), ln.param_wr.data.eq(load.data),
+            ln.param_wr.en.eq(self.load.valid & idle_load & (load.target == TARGET_LN)),
+        ]
+        if g.activation_tables:
+            m.d.comb += [kernel.act_wr.addr.eq(load.addr), kernel.act_wr.data.eq(load.data),
+                         kernel.act_wr.en.eq(self.load.valid & idle_load &
+                                             (load.target == TARGET_ACT))]
+
+        # Writes into the kernel: the host's loads, else the packers (x first).
+        k_load = kernel.load
+        with m.If(kernel_load):
+            m.d.comb += [k_load.valid.eq(1), k_load.payload.target.eq(load.target),
+                         k_load.payload.addr.eq(load.addr), k_load.payload.data.eq(load.data)]
+        with m.Elif(x_packer.o.valid):
+            m.d.comb += [k_load.valid.eq(1), k_load.payload.eq(x_packer.o.payload),
+                         x_packer.o.ready.eq(k_load.ready)]
+        with m.Elif(n_packer.o.valid):
+            m.d.comb += [k_load.valid.eq(1), k_load.payload.eq(n_packer.o.payload),
+                         n_packer.o.ready.eq(k_load.ready)]
+
+        # -- row jobs -----------------------------------------------------------------------
+        def row_job(base, b_base=None):
+            job = Signal(RowJob(g))
+            m.d.comb += [job.a_base.eq(base), job.b_base.eq(step.b_base if b_base is None
+                                                              else b_base),
+                         job.rows.eq(step.rows), job.cols.eq(step.cols),
+                         job.words.eq(step.words), job.stride.eq(step.stride)]
+            return job
+
+        is_kind = lambda kind: step.kind == kind
+        m.d.comb += [
+            x_packer.start.eq(unit_start & (is_kind(STEP_RECEIVE) | is_kind(STEP_IMAGE))),
+            x_packer.job.eq(row_job(step.x_base)),
+            n_packer.start.eq(unit_start & is_kind(STEP_RECEIVE) & step.ln),
+            n_packer.job.eq(row_job(step.n_base)),
+            pairs.start.eq(unit_start & ((is_kind(STEP_RECEIVE) & step.local) |
+                                         is_kind(STEP_SEND))),
+            pairs.job.eq(row_job(step.a_base)),
+            adder.params.eq(step.radd),
+            ln.param_base.eq(step.ln_base),
+        ]
+
+        # Reads from the kernel: the pair reader, or the result reader.
+        reading = [pairs]
+        if sh.classes:
+            m.submodules.logits = logits_reader = RowReader(g, pair=False)
+            reading.append(logits_reader)
+            m.d.comb += [logits_reader.start.eq(unit_start & is_kind(STEP_RESULT)),
+                         logits_reader.job.eq(row_job(step.a_base))]
+        for n, reader in enumerate(reading):
+            with m.If((step.kind == STEP_RESULT) == (n == 1)):
+                wiring.connect(m, reader.rd_addr, kernel.rd_addr)
+                wiring.connect(m, kernel.rd_data, reader.rd_data)
+
+        # RECEIVE: message (or local pairs) -> adder -> x_packer, and -> LayerNorm -> n_packer.
+        to_receive = Signal(range(g.max_inner * g.max_inner + 1))
+        with m.If(unit_start & is_kind(STEP_RECEIVE) & ~step.local):
+            m.d.sync += to_receive.eq(step.count)
+        msg_take = Signal()
+        with m.If(local):
+            m.d.comb += [adder.i.valid.eq(pairs.o.valid),
+                         adder.i.payload.a[0].eq(pairs.o.payload.a),
+                         adder.i.payload.b[0].eq(pairs.o.payload.b),
+                         pairs.o.ready.eq(adder.i.ready)]
+        with m.Elif(receive & (to_receive != 0)):
+            m.d.comb += [adder.i.valid.eq(self.msg_in.valid),
+                         adder.i.payload.a[0].eq(self.msg_in.payload.a),
+                         adder.i.payload.b[0].eq(self.msg_in.payload.b),
+                         self.msg_in.ready.eq(adder.i.ready),
+                         msg_take.eq(self.msg_in.valid & adder.i.ready)]
+        with m.If(msg_take):
+            m.d.sync += to_receive.eq(to_receive - 1)
+
+        # The adder's output to both the x packer and (ln) the LayerNorm, each exactly once.
+        sent_x, sent_n = Signal(), Signal()
+        use_ln = step.ln
+        x_in = Signal(stream.Signature(unsigned(8)).flip().create().payload.shape())
+        done_x = sent_x | x_packer.i.ready
+        done_n = ~use_ln | sent_n | ln.i.ready
+        m.d.comb += [
+            x_in.eq(adder.o.payload.value[0]),
+            ln.i.valid.eq(adder.o.valid & use_ln & ~sent_n),
+            ln.i.payload.eq(adder.o.payload.value[0]),
+            adder.o.ready.eq(done_x & done_n),
+        ]
+        with m.If(adder.o.valid):
+            with m.If(adder.o.ready):
+                m.d.sync += [sent_x.eq(0), sent_n.eq(0)]
+            with m.Else():
+                m.d.sync += [sent_x.eq(done_x), sent_n.eq(sent_n | ln.i.ready)]
+        wiring.connect(m, ln.o, n_packer.i)
+
+        # x packer input: the adder's output, or (IMAGE) the pixels.
+        if sh.image_pixels:
+            with m.If(is_kind(STEP_IMAGE) & self.busy):
+                m.d.comb += [x_packer.i.valid.eq(self.image.valid),
+                             x_packer.i.payload.eq(self.image.payload),
+                             self.image.ready.eq(x_packer.i.ready)]
+            with m.Else():
+                m.d.comb += [x_packer.i.valid.eq(adder.o.valid & ~sent_x),
+                             x_packer.i.payload.eq(x_in)]
+            with m.If(unit_start & is_kind(STEP_IMAGE)):
+                m.d.sync += inflight.eq(inflight + 1)
+        else:
+            m.d.comb += [x_packer.i.valid.eq(adder.o.valid & ~sent_x),
+                         x_packer.i.payload.eq(x_in)]
+
+        # SEND: pairs out with the step's tag.
+        with m.If(sending):
+            m.d.comb += [self.msg_out.valid.eq(pairs.o.valid),
+                         self.msg_out.payload.a.eq(pairs.o.payload.a),
+                         self.msg_out.payload.b.eq(pairs.o.payload.b),
+                         self.msg_out.payload.tag.eq(step.tag),
+                         pairs.o.ready.eq(self.msg_out.ready)]
+
+        # RESULT: logits -> first maximum; the logits kept beside it.
+        result_busy = Signal()
+        if sh.classes:
+            m.submodules.argmax = argmax = Argmax(sh.classes)
+            kept = Signal(data.ArrayLayout(unsigned(8), sh.classes))
+            index = Signal(range(sh.classes + 1))
+            pending = Signal()
+            m.d.comb += [argmax.i.valid.eq(logits_reader.o.valid),
+                         argmax.i.payload.eq(logits_reader.o.payload),
+                         logits_reader.o.ready.eq(argmax.i.ready)]
+            with m.If(logits_reader.start):
+                m.d.sync += [index.eq(0), pending.eq(1)]
+            with m.If(logits_reader.o.valid & logits_reader.o.ready):
+                m.d.sync += [kept[i].eq(logits_reader.o.payload)
+                             for i in range(sh.classes) if True] if False else []
+                with m.Switch(index):
+                    for i in range(sh.classes):
+                        with m.Case(i):
+                            m.d.sync += kept[i].eq(logits_reader.o.payload)
+                m.d.sync += index.eq(index + 1)
+            m.d.comb += [self.result.valid.eq(argmax.o.valid),
+                         self.result.payload.cls.eq(argmax.o.payload.index),
+                         self.result.payload.logits.eq(kept),
+                         argmax.o.ready.eq(self.result.ready)]
+            with m.If(self.result.valid & self.result.ready):
+                m.d.sync += [pending.eq(0), inflight.eq(inflight - 1)]
+            m.d.comb += result_busy.eq(pending | logits_reader.busy)
+
+        m.d.comb += units_busy.eq(
+            x_packer.busy | n_packer.busy | pairs.busy | adder.busy | ln.busy |
+            (to_receive != 0) | (adder.o.valid) | result_busy)
+        return m

@@ -1,0 +1,376 @@
+"""Host side of the ViT engines: what a design is generated for, its memory maps, and the
+load beats (weights, parameters, programs) of an all-integer model (docs/vit.md).
+
+:class:`ViTDesign` is the design without hardware (like
+:class:`~gen.hw.attention.AttentionGeometry` for one kernel): the sizes, the two engines'
+geometries and shapes, the amem regions. :func:`model_image` turns the exported model of
+docs/vit.md section 2 (``IntViT.arrays()``) into the load beats of both engines, refusing
+with one :class:`~gen.errors.UserError` line a model the design was not generated for.
+"""
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+from ...errors import UserError
+from ..attention.geometry import (MATRICES, TARGET_AMEM, TARGET_QMEM, AttentionGeometry,
+                                  ceil_div)
+from ..attention_layout import (BlockSparse, layer_program, linear_op, matrix_loads,
+                                pack_activation_words, pack_fields)
+from .engine import (STEP_DESC, STEP_END, STEP_IMAGE, STEP_RECEIVE, STEP_RESULT, STEP_SEND,
+                     TARGET_ACT, TARGET_ENTRY, TARGET_LN, TARGET_PROGRAM, EngineShape, Step)
+from .layernorm import LnParams
+from .residual import ResidualParams
+
+__all__ = ["ViTDesign", "EngineImage", "ModelImage", "model_image", "capacity_of",
+           "image_beats", "IMAGE_SIDE", "PATCH_SIDE"]
+
+IMAGE_SIDE = 8
+PATCH_SIDE = 2
+ATTENTION = ("q", "k", "v", "o")
+FFN = ("fc1", "fc2")
+
+
+def image_beats(pixels):
+    """The 64 pixel beats of one image (``[8, 8]`` ints 0..16) in the order the engine packs
+    them: 2x2 patches in raster order, each patch's pixels in raster order."""
+    p = np.asarray(pixels)
+    if p.shape != (IMAGE_SIDE, IMAGE_SIDE):
+        raise UserError(f"an image must be {IMAGE_SIDE}x{IMAGE_SIDE} pixels, not "
+                        f"{'x'.join(map(str, p.shape))}")
+    if not np.issubdtype(p.dtype, np.integer) or p.min() < 0 or p.max() > 16:
+        raise UserError("image pixels must be integers 0..16 (scikit-learn digits' values)")
+    n = IMAGE_SIDE // PATCH_SIDE
+    patches = p.reshape(n, PATCH_SIDE, n, PATCH_SIDE).transpose(0, 2, 1, 3)
+    return [int(v) for v in patches.reshape(-1)]
+
+
+def _sparse(matrix, lanes):
+    return BlockSparse.from_dense(matrix["w"], lanes, matrix["bias"], matrix["mult"],
+                                  matrix["shift"])
+
+
+def capacity_of(arrays, lanes):
+    """Per matrix of an encoder layer, the most weight words any layer of ``arrays`` keeps
+    with ``lanes`` lanes (the capacity to generate the engines with)."""
+    out = {}
+    for name in MATRICES:
+        out[name] = max(sum(len(r) for r in _sparse(layer[name], lanes).rows)
+                        for layer in arrays["layers"])
+    return out
+
+
+@dataclass(frozen=True)
+class ViTDesign:
+    """What the two engines are generated for.
+
+    Parameters
+    ----------
+    lanes : int
+        B, MAC lanes of each engine.
+    tokens, dim, heads, ffn, layers, classes : int
+        The model's T, D, H, FFN width, encoder layers and classes.
+    capacity : dict
+        Weight words per matrix (the largest any layer keeps), as :func:`capacity_of`.
+    images_in_flight : int
+        Images let into the pipeline before the first has left (2 lets both engines work).
+    fifo_depth : int
+        Element pairs each stream FIFO between the engines holds.
+    """
+    lanes: int
+    tokens: int
+    dim: int
+    heads: int
+    ffn: int
+    layers: int
+    classes: int
+    capacity: object
+    images_in_flight: int = 2
+    fifo_depth: int = 0
+    patch_pixels: int = PATCH_SIDE * PATCH_SIDE
+
+    def __post_init__(self):
+        for name in ("lanes", "tokens", "dim", "heads", "ffn", "layers", "classes",
+                     "images_in_flight", "fifo_depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise UserError(f"vit design field {name} must be a non-negative integer, "
+                                f"not {value!r}")
+        for name in ("lanes", "tokens", "dim", "heads", "ffn", "layers", "classes",
+                     "images_in_flight"):
+            if getattr(self, name) < 1:
+                raise UserError(f"vit design field {name} must be at least 1")
+        patches = (IMAGE_SIDE // PATCH_SIDE) ** 2
+        if self.tokens != patches + 1:
+            raise UserError(f"vit design field tokens must be {patches + 1} (16 patches of an "
+                            f"8x8 image and the class token), not {self.tokens}")
+        capacity = dict(self.capacity)
+        if set(capacity) != set(MATRICES):
+            raise UserError(f"vit design capacity must name {list(MATRICES)}")
+        object.__setattr__(self, "capacity", MappingProxyType(capacity))
+        if self.fifo_depth == 0:
+            object.__setattr__(self, "fifo_depth", self.message_beats)
+        self.check_deadlock()
+
+    # -- the deadlock rule (docs/vit.md section 3) ------------------------------------------
+    @property
+    def message_beats(self):
+        """Element pairs of one message (a whole half-layer's residual stream): T * D."""
+        return self.tokens * self.dim
+
+    def check_deadlock(self):
+        """Refuse FIFOs that can deadlock the ring: with ``n`` images in flight both engines
+        can be sending at once, each into a full FIFO, unless a FIFO holds whole messages:
+        the ring is free of deadlock iff ``n <= 2 * floor(depth / message) + 1``."""
+        whole = self.fifo_depth // self.message_beats
+        if self.images_in_flight > 2 * whole + 1:
+            need = ceil_div(self.images_in_flight - 1, 2) * self.message_beats
+            raise UserError(
+                f"vit fifo_depth {self.fifo_depth} can deadlock with {self.images_in_flight} "
+                f"images in flight (a message is {self.message_beats} pairs); use fifo_depth "
+                f">= {need} or images_in_flight <= {2 * whole + 1}")
+
+    # -- amem regions beyond the kernel's ----------------------------------------------------
+    @property
+    def _extra_regions(self):
+        b, t, d = self.lanes, self.tokens, self.dim
+        sd = ceil_div(d, b)
+        return {"nsa": (("res", t, sd), ("patch", t - 1, ceil_div(self.patch_pixels, b)),
+                        ("e", t, sd), ("pos", t, sd), ("logits", 1, ceil_div(self.classes, b))),
+                "nmp": (("res", t, sd),)}
+
+    def _plain_geometry(self, part):
+        used = ATTENTION if part == "nsa" else FFN
+        cap = {name: (self.capacity[name] if name in used else 0) for name in MATRICES}
+        return AttentionGeometry(lanes=self.lanes, tokens=self.tokens, dim=self.dim,
+                                 heads=self.heads, ffn=self.ffn, capacity=cap)
+
+    def _layer_footprint(self, part):
+        g = self._plain_geometry(part)
+        return {"wmem": g.wmem_map["keys"][0] + self.tokens, "pmem": g.pmem_depth,
+                "qmem": g.qmem_depth}
+
+    def _extras(self, part):
+        """Words of wmem, pmem, qmem after the layers: the embedding and the head (NSA)."""
+        if part != "nsa":
+            return {"wmem": 0, "pmem": 0, "qmem": 0}
+        b = self.lanes
+        blocks_d, blocks_c = ceil_div(self.dim, b), ceil_div(self.classes, b)
+        return {"wmem": self.patch_pixels * blocks_d + self.dim * blocks_c,
+                "pmem": blocks_d + blocks_c, "qmem": self.dim + self.classes}
+
+    def geometry(self, part):
+        """The kernel geometry of engine ``part`` ("nsa" or "nmp")."""
+        if part not in ("nsa", "nmp"):
+            raise UserError(f"engine must be nsa or nmp, not {part!r}")
+        plain = self._plain_geometry(part)
+        foot, extras = self._layer_footprint(part), self._extras(part)
+        depths = {name: self.layers * foot[name] + extras[name] for name in foot}
+        extra_amem = sum(rows * stride for _, rows, stride in self._extra_regions[part])
+        return AttentionGeometry(
+            lanes=self.lanes, tokens=self.tokens, dim=self.dim, heads=self.heads,
+            ffn=self.ffn, capacity=dict(plain.capacity), extra_amem=extra_amem,
+            min_depths=depths, activation_tables=self.layers if part == "nmp" else 0)
+
+    def regions(self, part):
+        """amem ``{region: (base, stride)}`` of engine ``part``: the kernel's and the extra."""
+        g = self.geometry(part)
+        out = {name: (base, stride) for name, (base, _, stride) in g.amem_map.items()}
+        base = g.amem_map["extra"][0]
+        for name, rows, stride in self._extra_regions[part]:
+            out[name] = (base, stride)
+            base += rows * stride
+        return out
+
+    def engine_shape(self, part):
+        """The :class:`~gen.hw.vit.engine.EngineShape` of engine ``part``."""
+        g = self.geometry(part)
+        nsa = part == "nsa"
+        steps = self.program_steps(part)
+        return EngineShape(g, program_depth=steps, entries=self.layers + 1,
+                           ln_params=self.dim * (self.layers + (1 if nsa else 0)),
+                           image_pixels=IMAGE_SIDE * IMAGE_SIDE if nsa else 0,
+                           classes=self.classes if nsa else 0,
+                           images_in_flight=self.images_in_flight if nsa else 1)
+
+    def program_steps(self, part):
+        """Program memory depth: the steps of every entry (see :func:`model_image`)."""
+        if part == "nsa":
+            per_layer = 3 + 3 + 3 * self.heads + 1 + 1          # receive, qkv, heads, o, send
+            return 2 + self.layers * (per_layer + 1) + 4 + 1   # image + embed, head, ends
+        return self.layers * 5
+
+
+@dataclass
+class EngineImage:
+    """Load beats of one engine (``(target, addr, data)``) and its program, as fields."""
+    loads: list = field(default_factory=list)
+    steps: list = field(default_factory=list)
+    entries: dict = field(default_factory=dict)
+    mac_steps: list = field(default_factory=list)
+
+
+@dataclass
+class ModelImage:
+    """Both engines' images of one model on one design."""
+    design: ViTDesign
+    nsa: EngineImage
+    nmp: EngineImage
+
+
+def _ln_loads(design, base, ln, where):
+    words = []
+    for j in range(design.dim):
+        fields = {"neg": int(ln["neg"][j]), "bias": int(ln["bias"][j]) & 0xFFFFFFFF,
+                  "mult": int(ln["mult"][j]), "shift": int(ln["shift"][j])}
+        try:
+            words.append((TARGET_LN, base + j, pack_fields(LnParams(), fields)))
+        except UserError as exc:
+            raise UserError(f"model {where}: {exc}") from None
+    return words
+
+
+def _radd(radd, where):
+    try:
+        return pack_fields(ResidualParams(), {k: int(radd[k]) for k in ("ma", "mb", "shift")})
+    except UserError as exc:
+        raise UserError(f"model {where}: {exc}") from None
+
+
+def _check_dims(design, arrays):
+    dims = arrays.get("dims", {})
+    for name in ("tokens", "dim", "heads", "ffn", "layers", "classes", "patch_pixels"):
+        if int(dims.get(name, -1)) != getattr(design, name):
+            raise UserError(f"the model's dims.{name} is {dims.get(name)!r}, the design was "
+                            f"generated for {getattr(design, name)}; regenerate the design "
+                            f"from this model")
+
+
+def model_image(design, arrays):
+    """The load beats of both engines for the exported model ``arrays`` (docs/vit.md 2)."""
+    _check_dims(design, arrays)
+    b, t, d = design.lanes, design.tokens, design.dim
+    sd = ceil_div(d, b)
+    images = {}
+    for part in ("nsa", "nmp"):
+        g = design.geometry(part)
+        shape = design.engine_shape(part)
+        step_layout = Step(shape)
+        regions = design.regions(part)
+        foot = design._layer_footprint(part)
+        image = EngineImage()
+        prog = []
+
+        def step(kind, **fields):
+            desc = fields.pop("desc", None)
+            if desc is not None:
+                fields["desc"] = pack_fields(g.descriptor_layout, desc[0])
+                image.mac_steps.append(desc[1])
+            else:
+                image.mac_steps.append(None)
+            prog.append(dict(kind=kind, **fields))
+
+        rows_of = lambda name, rows, cols: dict(rows=rows, cols=cols, words=ceil_div(cols, b),
+                                                stride=regions[name][1])
+
+        def receive(radd, ln_base, where, local=False, a=None, b_=None, x="res", n="x"):
+            step(STEP_RECEIVE, local=int(local), ln=1, x_base=regions[x][0],
+                 n_base=regions[n][0], a_base=regions[a][0] if a else 0,
+                 b_base=regions[b_][0] if b_ else 0, count=t * d, ln_base=ln_base,
+                 radd=_radd(radd, where), **rows_of(x, t, d))
+
+        def layer_ops(l):
+            layer = arrays["layers"][l]
+            mats = {name: _sparse(layer[name], b) for name in MATRICES}
+            lp = layer_program(
+                g, mats, tokens=t, parts=("attention",) if part == "nsa" else ("ffn",),
+                score_requant=tuple(int(v) for v in layer["scores"]),
+                context_requant=tuple(int(v) for v in layer["context"]),
+                kept_features=[[int(f) for f in feats] for feats in layer["kept_features"]],
+                offsets={k: l * foot[k] for k in foot}, regions=regions, table=l)
+            image.loads.extend(lp.loads)
+            for fields, steps in zip(lp.attention + lp.ffn, lp.mac_steps):
+                step(STEP_DESC, desc=(fields, steps))
+
+        if part == "nsa":
+            layers_w = design.layers * foot["wmem"]
+            layers_p = design.layers * foot["pmem"]
+            layers_q = design.layers * foot["qmem"]
+            embed = _sparse(arrays["embed"], b)
+            head = _sparse(arrays["head"], b)
+            loads, embed_counts = matrix_loads(g, embed, layers_w, layers_p, layers_q)
+            image.loads.extend(loads)
+            embed_words = sum(embed_counts)
+            loads, head_counts = matrix_loads(g, head, layers_w + embed_words,
+                                              layers_p + ceil_div(d, b), layers_q + d)
+            image.loads.extend(loads)
+            e_base, e_stride = regions["e"]
+            # Row 0 of E is the class token; rows 1..16 the patches' embedding.
+            cls = np.asarray(arrays["cls"], dtype=np.int64).reshape(1, d)
+            for w, word in enumerate(pack_activation_words(cls, b, e_stride)):
+                image.loads.append((TARGET_AMEM, e_base + w, word))
+            pos_base, pos_stride = regions["pos"]
+            pos = np.asarray(arrays["pos"], dtype=np.int64)
+            for w, word in enumerate(pack_activation_words(pos, b, pos_stride)):
+                image.loads.append((TARGET_AMEM, pos_base + w, word))
+            for l in range(design.layers + 1):
+                ln = arrays["layers"][l]["ln1"] if l < design.layers else arrays["ln_f"]
+                image.loads.extend(_ln_loads(design, l * d, ln,
+                                             f"layers[{l}].ln1" if l < design.layers
+                                             else "ln_f"))
+
+            # Entry 0: a new image: pixels -> patches, embedding, x_0 = pos + E, layer 0.
+            image.entries[0] = len(prog)
+            step(STEP_IMAGE, x_base=regions["patch"][0],
+                 **rows_of("patch", t - 1, design.patch_pixels))
+            step(STEP_DESC, desc=linear_op(
+                g, (design.patch_pixels, d), embed_counts, rows=t - 1, src=regions["patch"],
+                dst=(e_base + e_stride, e_stride), ptr_base=layers_p, q_base=layers_q))
+            for l in range(design.layers):
+                if l:
+                    image.entries[l] = len(prog)
+                    receive(arrays["layers"][l]["add1"], l * d, f"layers[{l}].add1")
+                else:
+                    receive(arrays["layers"][0]["add1"], 0, "layers[0].add1", local=True,
+                            a="pos", b_="e")
+                layer_ops(l)
+                step(STEP_SEND, a_base=regions["res"][0], b_base=regions["z"][0], tag=l,
+                     **rows_of("res", t, d))
+                step(STEP_END)
+            # Entry L: the head: x_L = y + F, LN_f, logits of the class token, result.
+            image.entries[design.layers] = len(prog)
+            receive(arrays["add_f"], design.layers * d, "add_f")
+            logits = regions["logits"]
+            step(STEP_DESC, desc=linear_op(
+                g, (d, design.classes), head_counts, rows=1, src=regions["x"], dst=logits,
+                ptr_base=layers_p + ceil_div(d, b), q_base=layers_q + d))
+            step(STEP_RESULT, a_base=logits[0], **rows_of("logits", 1, design.classes))
+            step(STEP_END)
+        else:
+            for l in range(design.layers):
+                layer = arrays["layers"][l]
+                image.loads.extend(_ln_loads(design, l * d, layer["ln2"], f"layers[{l}].ln2"))
+                table = np.asarray(layer["act"], dtype=np.int64)
+                if table.shape != (256,):
+                    raise UserError(f"model layers[{l}].act must have 256 entries, not "
+                                    f"{table.shape}")
+                image.loads.extend((TARGET_ACT, 256 * l + v, int(table[v]) & 0xFF)
+                                   for v in range(256))
+                image.entries[l] = len(prog)
+                receive(layer["add2"], l * d, f"layers[{l}].add2", n="x2")
+                layer_ops(l)
+                step(STEP_SEND, a_base=regions["res"][0], b_base=regions["f"][0], tag=l + 1,
+                     **rows_of("res", t, d))
+                step(STEP_END)
+
+        if len(prog) > shape.program_depth:
+            raise AssertionError(f"{part} program has {len(prog)} steps, "
+                                 f"the design {shape.program_depth}")
+        for pc, fields in enumerate(prog):
+            image.loads.append((TARGET_PROGRAM, pc, pack_fields(step_layout, fields)))
+        for tag, pc in image.entries.items():
+            image.loads.append((TARGET_ENTRY, tag, pc))
+        image.steps = prog
+        images[part] = image
+    return ModelImage(design, images["nsa"], images["nmp"])

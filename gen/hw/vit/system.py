@@ -1,0 +1,100 @@
+"""The ViT accelerator core: the NSA and NMP engines in a ring of stream FIFOs (ViA's
+two reuse engines, docs/vit.md section 3).
+
+``image`` pixels enter the NSA engine, which embeds them and runs the first half-layer; each
+half-layer's message goes through a FIFO to the other engine; the NSA engine's head program
+sends the class and logits out on ``result``. With two images in flight both engines work at
+the same time, each on a half-layer of a different image.
+"""
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ...errors import UserError
+from ..attention.memory import shaped_stream
+from .engine import ViTEngine
+from .layout import ViTDesign
+
+__all__ = ["ViTCore"]
+
+
+class ViTCore(wiring.Component):
+    """Two engines and two FIFOs; the host side is three streams.
+
+    Parameters
+    ----------
+    design : ViTDesign
+
+    Members
+    -------
+    load : ``In(stream.Signature({engine, beat}))``
+        ``engine`` 0 (NSA) or 1 (NMP), ``beat`` that engine's load beat.
+    image : ``In(stream.Signature(unsigned(8)))``
+        Pixels (0..16), 64 an image, in patch order (``gen.hw.vit.layout``).
+    result : ``Out(stream.Signature(...))``
+        ``{cls, logits}`` per image, in the order the images came.
+    nsa_busy, nmp_busy : ``Out(1)``
+    nsa_cycles, nmp_cycles, nsa_op_cycles, nmp_op_cycles : ``Out(32)``
+        Each engine's busy cycles and kernel-op cycles.
+    to_nmp_valid, to_nmp, to_nsa_valid, to_nsa : ``Out(1)``, ``Out(MessageBeat)``
+        Every beat that passes into each FIFO, in the cycle it does (a view for the
+        testbench; nothing waits on it).
+    """
+
+    def __init__(self, design):
+        if not isinstance(design, ViTDesign):
+            self._MustUse__silence = True
+            raise UserError(f"design must be a ViTDesign, not {design!r}")
+        self._design = design
+        self._nsa = design.engine_shape("nsa")
+        self._nmp = design.engine_shape("nmp")
+        width = max(self._nsa.load_layout.size, self._nmp.load_layout.size)
+        msg = self._nsa.message_layout
+        super().__init__({
+            "load":   In(stream.Signature(data.StructLayout({"engine": unsigned(1),
+                                                             "beat": unsigned(width)}))),
+            "image":  In(stream.Signature(unsigned(8))),
+            "result": Out(stream.Signature(self._nsa.result_layout)),
+            "nsa_busy": Out(1), "nmp_busy": Out(1),
+            "nsa_cycles": Out(32), "nmp_cycles": Out(32),
+            "nsa_op_cycles": Out(32), "nmp_op_cycles": Out(32),
+            "to_nmp_valid": Out(1), "to_nmp": Out(msg),
+            "to_nsa_valid": Out(1), "to_nsa": Out(msg),
+        })
+
+    @property
+    def design(self):
+        return self._design
+
+    def elaborate(self, platform):
+        m = Module()
+        d = self._design
+        m.submodules.nsa = nsa = ViTEngine(self._nsa)
+        m.submodules.nmp = nmp = ViTEngine(self._nmp)
+        msg = self._nsa.message_layout
+        for name, src, dst, valid, view in (
+                ("fifo_to_nmp", nsa, nmp, self.to_nmp_valid, self.to_nmp),
+                ("fifo_to_nsa", nmp, nsa, self.to_nsa_valid, self.to_nsa)):
+            queue = fifo.SyncFIFOBuffered(width=msg.size, depth=d.fifo_depth)
+            m.submodules[name] = queue
+            wiring.connect(m, src.msg_out, shaped_stream(queue.w_stream, msg))
+            wiring.connect(m, shaped_stream(queue.r_stream, msg), dst.msg_in)
+            m.d.comb += [valid.eq(src.msg_out.valid & src.msg_out.ready),
+                         view.eq(src.msg_out.payload)]
+
+        # Host loads to the engine they name.
+        for index, engine in enumerate((nsa, nmp)):
+            layout = engine.shape.load_layout
+            with m.If(self.load.payload.engine == index):
+                m.d.comb += [engine.load.valid.eq(self.load.valid),
+                             engine.load.payload.eq(self.load.payload.beat[:layout.size]),
+                             self.load.ready.eq(engine.load.ready)]
+        wiring.connect(m, wiring.flipped(self.image), nsa.image)
+        wiring.connect(m, nsa.result, wiring.flipped(self.result))
+        m.d.comb += [
+            self.nsa_busy.eq(nsa.busy), self.nmp_busy.eq(nmp.busy),
+            self.nsa_cycles.eq(nsa.cycles), self.nmp_cycles.eq(nmp.cycles),
+            self.nsa_op_cycles.eq(nsa.op_cycles), self.nmp_op_cycles.eq(nmp.op_cycles),
+        ]
+        return m
