@@ -222,3 +222,38 @@ def layernorm_cycles(rows, dim):
         hand = max(take + stats, load[1] + 1)
         load = [load[1], max(hand + 1, load[1] + dim)]
     return load[1] + dim + LN_EMIT_LATENCY
+
+
+# -- ViT engines (gen.hw.vit, docs/vit.md section 3) --------------------------------------------
+
+#: Engine cycles a step costs beyond its unit's own work: fetch, decode and the step's start
+#: and finish handshakes.
+VIT_STEP_OVERHEAD = 4
+
+
+def vit_row_step_cycles(kind, *, rows, cols, lanes, dim=None, local=False):
+    """Cycles of one row step of a ViT engine (a model: see ``benchmarks/bench_vit.py`` for
+    its error against Verilator).
+
+    ``"receive"``: the message streams in at one pair a cycle (``local``: read from amem, B
+    elements per B + 2 cycles) through the residual adder and the LayerNorm;
+    ``"send"``: amem rows out, B elements per B + 2 cycles; ``"image"``: one pixel a cycle;
+    ``"result"``: one word of logits.
+    """
+    from .hw.vit.layernorm import LN_EMIT_LATENCY, LN_INPUT_STAGES, ln_geometry
+    from .hw.vit.residual import RESIDUAL_LATENCY
+    words = -(-int(cols) // int(lanes))
+    paired = rows * words * (lanes + 2)
+    if kind == "receive":
+        ln = layernorm_cycles(rows, dim)
+        if local:
+            tail = dim + LN_INPUT_STAGES + ln_geometry(dim).stats_cycles + LN_EMIT_LATENCY
+            ln = max(ln, paired + tail)
+        return ln + RESIDUAL_LATENCY + VIT_STEP_OVERHEAD
+    if kind == "send":
+        return paired + VIT_STEP_OVERHEAD
+    if kind == "image":
+        return rows * cols + VIT_STEP_OVERHEAD
+    if kind == "result":
+        return words * (lanes + 1) + 2 + VIT_STEP_OVERHEAD
+    raise ValueError(f"unknown ViT step kind {kind!r}")

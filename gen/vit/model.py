@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from ..artifacts import write_atomic
 from ..errors import UserError

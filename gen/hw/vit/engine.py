@@ -217,7 +217,6 @@ class ViTEngine(wiring.Component):
         started = Signal()              # the current step's unit has been started
         unit_start = Signal()
         inflight = Signal(range(sh.images_in_flight + 1))
-        image_done, result_done = Signal(), Signal()
 
         receive = Signal()
         local = Signal()

@@ -14,8 +14,7 @@ from types import MappingProxyType
 import numpy as np
 
 from ...errors import UserError
-from ..attention.geometry import (MATRICES, TARGET_AMEM, TARGET_QMEM, AttentionGeometry,
-                                  ceil_div)
+from ..attention.geometry import MATRICES, TARGET_AMEM, AttentionGeometry, ceil_div
 from ..attention_layout import (BlockSparse, layer_program, linear_op, matrix_loads,
                                 pack_activation_words, pack_fields)
 from .engine import (STEP_DESC, STEP_END, STEP_IMAGE, STEP_RECEIVE, STEP_RESULT, STEP_SEND,
@@ -204,11 +203,56 @@ class ViTDesign:
 
 @dataclass
 class EngineImage:
-    """Load beats of one engine (``(target, addr, data)``) and its program, as fields."""
+    """Load beats of one engine (``(target, addr, data)``) and its program, as fields.
+
+    ``mac_steps[pc]``: for a DESC step, the inner-loop length of each group (None for a
+    softmax op and for the other steps); ``entries``: ``{tag: pc}``."""
     loads: list = field(default_factory=list)
     steps: list = field(default_factory=list)
     entries: dict = field(default_factory=dict)
     mac_steps: list = field(default_factory=list)
+
+    def entry_steps(self, tag):
+        """The pcs of the program that ``entry[tag]`` runs, up to its END."""
+        pc = self.entries[tag]
+        out = []
+        while self.steps[pc]["kind"] != STEP_END:
+            out.append(pc)
+            pc += 1
+        return out
+
+    def step_cycles(self, design, pc, geometry):
+        """Model cycles of step ``pc`` (``gen.cycles``: kernel ops exact, row steps a model)."""
+        from ...cycles import VIT_STEP_OVERHEAD, vit_row_step_cycles
+        from ..attention.geometry import OP_SOFTMAX
+        st = self.steps[pc]
+        kind = st["kind"]
+        if kind == STEP_DESC:
+            fields = geometry.descriptor_layout
+            desc = {name: (st["desc"] >> f.offset) & ((1 << f.width) - 1)
+                    for name, f in fields}
+            if desc["op"] == OP_SOFTMAX:
+                op = geometry.softmax_op_cycles(desc["rows"], desc["n_hi"])
+            else:
+                b = geometry.lanes
+                last = min(b, desc["n_hi"] - (desc["c_hi"] - 1) * b)
+                op = geometry.mac_op_cycles(self.mac_steps[pc], last)
+            return op + VIT_STEP_OVERHEAD
+        names = {STEP_RECEIVE: "receive", STEP_SEND: "send", STEP_IMAGE: "image",
+                 STEP_RESULT: "result"}
+        return vit_row_step_cycles(names[kind], rows=st["rows"], cols=st["cols"],
+                                   lanes=design.lanes, dim=design.dim,
+                                   local=bool(st.get("local", 0)))
+
+    def entry_cycles(self, design, tag, geometry):
+        """Model cycles of one run of ``entry[tag]`` (a half-layer), END included."""
+        return sum(self.step_cycles(design, pc, geometry)
+                   for pc in self.entry_steps(tag)) + 2
+
+    def lane_products(self, tag):
+        """Lane products the MAC ops of ``entry[tag]`` issue (B per beat)."""
+        return sum(sum(self.mac_steps[pc]) for pc in self.entry_steps(tag)
+                   if self.mac_steps[pc] is not None)
 
 
 @dataclass
@@ -251,7 +295,6 @@ def model_image(design, arrays):
     """The load beats of both engines for the exported model ``arrays`` (docs/vit.md 2)."""
     _check_dims(design, arrays)
     b, t, d = design.lanes, design.tokens, design.dim
-    sd = ceil_div(d, b)
     images = {}
     for part in ("nsa", "nmp"):
         g = design.geometry(part)

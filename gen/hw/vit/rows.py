@@ -18,7 +18,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...errors import UserError
-from ..attention.geometry import TARGET_AMEM, as_geometry, bits
+from ..attention.geometry import TARGET_AMEM, as_geometry
 
 __all__ = ["RowJob", "RowPacker", "RowReader", "PairElement"]
 

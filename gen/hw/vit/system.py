@@ -7,7 +7,7 @@ sends the class and logits out on ``result``. With two images in flight both eng
 the same time, each on a half-layer of a different image.
 """
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
