@@ -73,8 +73,9 @@ def plot_utilization(report, path):
     names = list(report["resources"])
     used = [100 * report["resources"][n]["used"] / report["resources"][n]["available"]
             for n in names]
-    estimated = [100 * report["resources"][n]["estimated"] / report["resources"][n]["available"]
-                 for n in names]
+    # A resource the design does not estimate (None) is drawn as 0.
+    estimated = [100 * (report["resources"][n]["estimated"] or 0) /
+                 report["resources"][n]["available"] for n in names]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     positions = range(len(names))
     ax.bar([p - 0.2 for p in positions], used, width=0.4, label="used (nextpnr)")

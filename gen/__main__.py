@@ -47,6 +47,8 @@ def cmd_boards(args):
 
 def cmd_check(args):
     design = _design(args)
+    if getattr(design, "vit", None) is not None:
+        return _check_vit(design)
     c, e, b = design.config, design.estimate, design.board.budget
     print(f"{c.name}: {c.array.rows}x{c.array.cols} {c.array.dataflow} on {design.board.name}")
     print(f"  clock {design.clock_mhz:g} MHz (PLL {design.pll.clki_div}/{design.pll.clkfb_div}/"
@@ -54,6 +56,23 @@ def cmd_check(args):
           f"(divisor {design.uart_divisor})")
     for key in ("lut4", "ff", "mult18", "bram18k"):
         print(f"  {key:8s} ~{getattr(e, key):6d} of {getattr(b, key)}")
+    print("  fits: yes")
+    return 0
+
+
+def _check_vit(design):
+    c, e, b, v = design.config, design.estimate, design.board.budget, design.vit
+    cycles = design.predicted_cycles()
+    print(f"{c.name}: ViT ({v.layers} layers, D={v.dim}, {v.heads} heads) on NSA "
+          f"{v.geometry('nsa').lanes} + NMP {v.geometry('nmp').lanes} lanes, "
+          f"{design.board.name}")
+    print(f"  clock {design.clock_mhz:g} MHz, UART {design.baud_actual:.0f} baud "
+          f"(divisor {design.uart_divisor}), {v.images_in_flight} images in flight")
+    for key in ("mult18", "bram18k"):
+        print(f"  {key:8s} ~{getattr(e, key):6d} of {getattr(b, key)}")
+    print(f"  predicted: {cycles['per_image']} cycles an image (NSA {cycles['nsa']}, NMP "
+          f"{cycles['nmp']}), {design.clock_mhz * 1e6 / cycles['per_image']:.0f} images/s "
+          f"at {design.clock_mhz:g} MHz")
     print("  fits: yes")
     return 0
 
@@ -263,6 +282,7 @@ MODULE_COMMANDS = {
     "alloc": (".alloc.cli", "size the engine for a network with the RL/GA allocator"),
     "cost-report": (".cost_report", "cost model vs Verilator cycles and nextpnr utilization"),
     "prune": (".sparse.cli", "train, prune and quantize the tiny ViT; accuracy vs sparsity"),
+    "infer": (".vit.cli", "images through a ViT design (Verilator, or a board with --port)"),
 }
 
 

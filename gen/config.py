@@ -205,9 +205,13 @@ def _check_useful(values, source):
 
 def load_config(path=None, *, board=None):
     """Load and check a config file (the built-in default if ``path`` is None); ``board``
-    overrides its board. Sizes that say ``auto`` stay open (:attr:`DesignConfig.auto_fields`)."""
+    overrides its board. Sizes that say ``auto`` stay open (:attr:`DesignConfig.auto_fields`).
+    A file with a ``vit`` section is a ViT design (:class:`gen.vit.config.ViTConfig`)."""
     path = Path(path) if path else DEFAULT_CONFIG
     raw = read_yaml(path, "config file")
     if board is not None and isinstance(raw, dict):
         raw = dict(raw, board=board)
+    from .vit.config import is_vit_config, parse_vit_config
+    if is_vit_config(raw):
+        return parse_vit_config(raw, source=str(path))
     return parse_config(raw, source=str(path))

@@ -22,8 +22,8 @@ from .hw.uart import MIN_DIVISOR
 from .cycles import gemm_cycles
 from .rtl import content_hash, emit_verilog
 
-__all__ = ["Design", "prepare_design", "resolve_sizes", "usable_bauds", "RTL_OUT",
-           "UART_TOLERANCE"]
+__all__ = ["Design", "prepare_design", "resolve_sizes", "usable_bauds", "uart_divisor",
+           "RTL_OUT", "UART_TOLERANCE"]
 
 #: Where generated designs go: ``$ACCELGEN_RTL_OUT``, else ``rtl_out/`` in the working folder.
 RTL_OUT = Path(os.environ.get("ACCELGEN_RTL_OUT", "rtl_out"))
@@ -157,7 +157,12 @@ def _nearest_bauds(board, clock_mhz, baud):
 
 
 def _uart_divisor(config, board, clock_mhz):
-    baud = config.host.baud
+    return uart_divisor(config.host.baud, board, clock_mhz)
+
+
+def uart_divisor(baud, board, clock_mhz):
+    """Host-clock cycles per UART bit for ``baud`` on ``board``, or one UserError line naming
+    ``host.baud`` and the nearest rates that work."""
     if baud > board.uart_max_baud:
         raise UserError(f"host.baud: {baud} exceeds the {board.name} serial port's "
                         f"{board.uart_max_baud}; use {_nearest_bauds(board, clock_mhz, baud)}")
@@ -187,7 +192,12 @@ def resolve_sizes(config, board=None, progress=print):
 def prepare_design(config, progress=print):
     """Check ``config`` against its board (clocks, host link, resources) and plan the design;
     ``auto`` sizes are resolved first (:func:`resolve_sizes`), after the clock and the host
-    link are checked, so that a config that cannot work fails before the search."""
+    link are checked, so that a config that cannot work fails before the search. A ViT config
+    goes to :func:`gen.vit.design.prepare_vit_design`."""
+    from .vit.config import ViTConfig
+    if isinstance(config, ViTConfig):
+        from .vit.design import prepare_vit_design
+        return prepare_vit_design(config, progress=progress)
     try:
         board = get_board(config.board)
         # An alias (`ulx3s`) and the board's own name must give the same design and folder.

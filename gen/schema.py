@@ -31,7 +31,7 @@ def check_leaf(value, spec, path):
     kind, low, high, help_text = spec
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise UserError(f"{path}: expected {kind.__name__}, got {show(value)} "
                         f"({type(value).__name__}): {help_text}")
     if low is not None and not low <= value <= high:

@@ -1,6 +1,6 @@
 """Byte transports for :class:`gen.host.driver.Driver`."""
 
-__all__ = ["SerialTransport", "CocotbUartTransport"]
+__all__ = ["SerialTransport", "CocotbUartTransport", "CocotbByteTransport"]
 
 
 class SerialTransport:
@@ -104,3 +104,70 @@ class CocotbUartTransport:
                 raise TimeoutError(f"no byte from the design after {self._timeout_bits} bit "
                                    f"times ({len(out)} of {count} received)") from None
         return bytes(out)
+
+
+class CocotbByteTransport:
+    """A design's byte streams under cocotb (``ViTHostSystem(byte_link=True)``): one byte per
+    valid/ready handshake on the design's clock, instead of 10 bit times on a serial line.
+
+    Parameters
+    ----------
+    rx_bus, tx_bus
+        :class:`verif.streams.StreamBus` (or anything with ``valid``, ``ready`` and
+        ``payload`` handles) of the design's byte input (driven here) and byte output
+        (taken here: ``ready`` is 1 only while a read waits, so the design holds its reply
+        bytes until they are read; nothing is lost).
+    clock
+        The clock of both streams.
+    timeout_cycles : int
+        Clock cycles a byte may wait to be taken (write) or to come (read) before it is an
+        error.
+    """
+
+    def __init__(self, rx_bus, tx_bus, clock, *, timeout_cycles=1_000_000):
+        self._rx, self._tx, self._clock = rx_bus, tx_bus, clock
+        self._timeout = timeout_cycles
+        self._rx.valid.value = 0
+        self._tx.ready.value = 0
+
+    async def write(self, data):
+        from cocotb.triggers import ReadOnly, RisingEdge
+        rx = self._rx
+        await RisingEdge(self._clock)             # drive after an edge, never in read-only
+        for index, byte in enumerate(data):
+            rx.payload.value = byte
+            rx.valid.value = 1
+            for _ in range(self._timeout):
+                await ReadOnly()
+                taken = bool(int(rx.ready.value))
+                await RisingEdge(self._clock)
+                if taken:
+                    break
+            else:
+                rx.valid.value = 0
+                raise TimeoutError(f"the design took {index} of {len(data)} bytes; byte "
+                                   f"{index} not taken within {self._timeout} cycles")
+        rx.valid.value = 0
+
+    async def read(self, count):
+        from cocotb.triggers import ReadOnly, RisingEdge
+        tx = self._tx
+        out = bytearray()
+        await RisingEdge(self._clock)
+        tx.ready.value = 1
+        try:
+            waited = 0
+            while len(out) < count:
+                await ReadOnly()
+                if int(tx.valid.value):
+                    out.append(int(tx.payload.value))
+                    waited = 0
+                else:
+                    waited += 1
+                await RisingEdge(self._clock)
+                if waited > self._timeout:
+                    raise TimeoutError(f"no byte from the design within {self._timeout} "
+                                       f"cycles ({len(out)} of {count} received)")
+            return bytes(out)
+        finally:
+            tx.ready.value = 0

@@ -4,7 +4,6 @@ from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib.cdc import ResetSynchronizer
 
 from .pll import pll_instance
-from .system import HostSystem
 
 __all__ = ["BoardTop"]
 
@@ -14,8 +13,9 @@ class BoardTop(Elaboratable):
 
     Parameters
     ----------
-    system : HostSystem
-        Everything clocked by the accelerator clock.
+    system : HostSystem or ViTHostSystem
+        Everything but clocks and pins: the ``sync`` (accelerator) and ``host`` (link)
+        domains, the serial lines and two status signals.
     pll : PllSettings
         Makes that clock from the board oscillator.
     uart_resource : str
@@ -23,8 +23,9 @@ class BoardTop(Elaboratable):
     """
 
     def __init__(self, system, pll, uart_resource="uart"):
-        if not isinstance(system, HostSystem):
-            raise TypeError(f"system must be a HostSystem, not {system!r}")
+        if not all(hasattr(system, name) for name in ("uart_rx", "uart_tx", "busy", "error")):
+            raise TypeError(f"system must have uart_rx, uart_tx, busy and error (a HostSystem "
+                            f"or a ViTHostSystem), not {system!r}")
         self.system = system
         self.pll = pll
         self.uart_resource = uart_resource

@@ -19,8 +19,8 @@ from ..attention_layout import (BlockSparse, layer_program, linear_op, matrix_lo
                                 pack_activation_words, pack_fields)
 from .engine import (STEP_DESC, STEP_END, STEP_IMAGE, STEP_RECEIVE, STEP_RESULT, STEP_SEND,
                      TARGET_ACT, TARGET_ENTRY, TARGET_LN, TARGET_PROGRAM, EngineShape, Step)
-from .layernorm import LnParams
-from .residual import ResidualParams
+from .layernorm import LN_MULTIPLIERS, LnParams
+from .residual import RESIDUAL_MULTIPLIERS_PER_LANE, ResidualParams
 
 __all__ = ["ViTDesign", "EngineImage", "ModelImage", "model_image", "capacity_of",
            "image_beats", "IMAGE_SIDE", "PATCH_SIDE"]
@@ -50,14 +50,26 @@ def _sparse(matrix, lanes):
                                   matrix["shift"])
 
 
-def capacity_of(arrays, lanes):
+def capacity_of(arrays, lanes, nmp_lanes=None):
     """Per matrix of an encoder layer, the most weight words any layer of ``arrays`` keeps
-    with ``lanes`` lanes (the capacity to generate the engines with)."""
+    with ``lanes`` lanes (the capacity to generate the engines with).
+
+    ``nmp_lanes`` (None or 0: ``lanes``) is the NMP engine's lane count: the FFN matrices
+    (``fc1``, ``fc2``, held by the NMP) are counted in blocks of that width, the attention
+    matrices (the NSA's) in blocks of ``lanes``."""
+    nmp_lanes = nmp_lanes or lanes
     out = {}
     for name in MATRICES:
-        out[name] = max(sum(len(r) for r in _sparse(layer[name], lanes).rows)
+        width = nmp_lanes if name in FFN else lanes
+        out[name] = max(sum(len(r) for r in _sparse(layer[name], width).rows)
                         for layer in arrays["layers"])
     return out
+
+
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"vit design field {name} must be a non-negative integer, "
+                        f"not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,7 @@ class ViTDesign:
     Parameters
     ----------
     lanes : int
-        B, MAC lanes of each engine.
+        B, MAC lanes of each engine (of the NSA engine when ``nmp_lanes`` is given).
     tokens, dim, heads, ffn, layers, classes : int
         The model's T, D, H, FFN width, encoder layers and classes.
     capacity : dict
@@ -76,6 +88,11 @@ class ViTDesign:
         Images let into the pipeline before the first has left (2 lets both engines work).
     fifo_depth : int
         Element pairs each stream FIFO between the engines holds.
+    nmp_lanes : int
+        MAC lanes of the NMP engine; 0 (the default): ``lanes``. The messages between the
+        engines are element-serial, so the two engines' lane counts are independent; the
+        FFN capacities must then be counted with this width (``capacity_of(arrays, lanes,
+        nmp_lanes)``, or :meth:`for_model`).
     """
     lanes: int
     tokens: int
@@ -88,14 +105,12 @@ class ViTDesign:
     images_in_flight: int = 2
     fifo_depth: int = 0
     patch_pixels: int = PATCH_SIDE * PATCH_SIDE
+    nmp_lanes: int = 0
 
     def __post_init__(self):
         for name in ("lanes", "tokens", "dim", "heads", "ffn", "layers", "classes",
-                     "images_in_flight", "fifo_depth"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise UserError(f"vit design field {name} must be a non-negative integer, "
-                                f"not {value!r}")
+                     "images_in_flight", "fifo_depth", "nmp_lanes"):
+            _check_count(name, getattr(self, name))
         for name in ("lanes", "tokens", "dim", "heads", "ffn", "layers", "classes",
                      "images_in_flight"):
             if getattr(self, name) < 1:
@@ -111,6 +126,27 @@ class ViTDesign:
         if self.fifo_depth == 0:
             object.__setattr__(self, "fifo_depth", self.message_beats)
         self.check_deadlock()
+
+    @classmethod
+    def for_model(cls, arrays, lanes, nmp_lanes=0, **kwargs):
+        """The design of the exported model ``arrays`` (docs/vit.md section 2): its sizes,
+        and the capacities it keeps with ``lanes`` (NSA) and ``nmp_lanes`` (NMP; 0: the
+        same) lanes. ``kwargs``: the other fields (``images_in_flight``, ``fifo_depth``)."""
+        dims = arrays["dims"]
+        _check_count("lanes", lanes)
+        _check_count("nmp_lanes", nmp_lanes)
+        if lanes < 1:
+            raise UserError("vit design field lanes must be at least 1")
+        return cls(lanes=lanes, nmp_lanes=nmp_lanes, tokens=int(dims["tokens"]),
+                   dim=int(dims["dim"]), heads=int(dims["heads"]), ffn=int(dims["ffn"]),
+                   layers=int(dims["layers"]), classes=int(dims["classes"]),
+                   capacity=capacity_of(arrays, lanes, nmp_lanes or None), **kwargs)
+
+    def lanes_of(self, part):
+        """MAC lanes of engine ``part`` ("nsa": ``lanes``; "nmp": ``nmp_lanes or lanes``)."""
+        if part not in ("nsa", "nmp"):
+            raise UserError(f"engine must be nsa or nmp, not {part!r}")
+        return (self.nmp_lanes or self.lanes) if part == "nmp" else self.lanes
 
     # -- the deadlock rule (docs/vit.md section 3) ------------------------------------------
     @property
@@ -133,16 +169,16 @@ class ViTDesign:
     # -- amem regions beyond the kernel's ----------------------------------------------------
     @property
     def _extra_regions(self):
-        b, t, d = self.lanes, self.tokens, self.dim
+        b, t, d = self.lanes_of("nsa"), self.tokens, self.dim
         sd = ceil_div(d, b)
         return {"nsa": (("res", t, sd), ("patch", t - 1, ceil_div(self.patch_pixels, b)),
                         ("e", t, sd), ("pos", t, sd), ("logits", 1, ceil_div(self.classes, b))),
-                "nmp": (("res", t, sd),)}
+                "nmp": (("res", t, ceil_div(d, self.lanes_of("nmp"))),)}
 
     def _plain_geometry(self, part):
         used = ATTENTION if part == "nsa" else FFN
         cap = {name: (self.capacity[name] if name in used else 0) for name in MATRICES}
-        return AttentionGeometry(lanes=self.lanes, tokens=self.tokens, dim=self.dim,
+        return AttentionGeometry(lanes=self.lanes_of(part), tokens=self.tokens, dim=self.dim,
                                  heads=self.heads, ffn=self.ffn, capacity=cap)
 
     def _layer_footprint(self, part):
@@ -154,7 +190,7 @@ class ViTDesign:
         """Words of wmem, pmem, qmem after the layers: the embedding and the head (NSA)."""
         if part != "nsa":
             return {"wmem": 0, "pmem": 0, "qmem": 0}
-        b = self.lanes
+        b = self.lanes_of("nsa")
         blocks_d, blocks_c = ceil_div(self.dim, b), ceil_div(self.classes, b)
         return {"wmem": self.patch_pixels * blocks_d + self.dim * blocks_c,
                 "pmem": blocks_d + blocks_c, "qmem": self.dim + self.classes}
@@ -168,7 +204,7 @@ class ViTDesign:
         depths = {name: self.layers * foot[name] + extras[name] for name in foot}
         extra_amem = sum(rows * stride for _, rows, stride in self._extra_regions[part])
         return AttentionGeometry(
-            lanes=self.lanes, tokens=self.tokens, dim=self.dim, heads=self.heads,
+            lanes=self.lanes_of(part), tokens=self.tokens, dim=self.dim, heads=self.heads,
             ffn=self.ffn, capacity=dict(plain.capacity), extra_amem=extra_amem,
             min_depths=depths, activation_tables=self.layers if part == "nmp" else 0)
 
@@ -199,6 +235,58 @@ class ViTDesign:
             per_layer = 3 + 3 + 3 * self.heads + 1 + 1          # receive, qkv, heads, o, send
             return 2 + self.layers * (per_layer + 1) + 4 + 1   # image + embed, head, ends
         return self.layers * 5
+
+    # -- resources ---------------------------------------------------------------------------
+    def multipliers(self, part=None):
+        """18x18 multipliers (ECP5 MULT18X18D) of engine ``part``, or (None) of both: the
+        kernel's (``AttentionGeometry.multipliers``: MAC lanes, requantizer, softmax), the
+        LayerNorm's (``LN_MULTIPLIERS``) and the one-lane ResidualAdder's."""
+        if part is None:
+            return self.multipliers("nsa") + self.multipliers("nmp")
+        return (self.geometry(part).multipliers + LN_MULTIPLIERS
+                + RESIDUAL_MULTIPLIERS_PER_LANE)
+
+    def memories(self, part):
+        """``[(name, width, depth, copies)]``: the memories of engine ``part`` that can take
+        block RAM (kernel wmem banks, pmem, qmem, amem banks, activation tables, softmax row
+        buffer, LayerNorm row buffer and parameters, program, entry table) and the message
+        FIFO into it (``to_nsa`` for the NSA, ``to_nmp`` for the NMP)."""
+        from ..attention.memory import QUEUE_DEPTH
+        from ..requant import RequantParams
+        g, shape = self.geometry(part), self.engine_shape(part)
+        bank = 512                                    # BankedMemory's bank_words
+
+        def banked(name, width, depth, copies=1):
+            out = []
+            for k in range(ceil_div(depth, min(bank, depth))):
+                out.append((f"{name}[{k}]", width, min(bank, depth - k * bank), copies))
+            return out
+
+        mems = banked("wmem", g.weight_word_layout.size, g.wmem_depth)
+        mems += [("pmem", g.pointer_layout.size, g.pmem_depth, 1),
+                 ("qmem", RequantParams().size, g.qmem_depth, 1)]
+        # amem: one write and two read ports, so two copies of every bank.
+        mems += banked("amem", 8 * g.lanes, g.amem_depth, copies=2)
+        if g.activation_tables:
+            mems.append(("act", 8, 256 * g.activation_tables, 1))
+        mems += [("softmax_row", 8, g.tokens, 1), ("results", 8 * g.lanes, QUEUE_DEPTH, 1),
+                 ("ln_buffer", 8, 2 * self.dim, 1),
+                 ("ln_params", LnParams().size, shape.ln_params, 1),
+                 ("program", shape.step_layout.size, shape.program_depth, 1),
+                 ("entry", shape.pc_bits, shape.entries, 1),
+                 ("fifo_in", shape.message_layout.size, self.fifo_depth, 1)]
+        return mems
+
+    def block_rams(self, part=None):
+        """An ESTIMATE of the ECP5 DP16KD (18 Kbit) block RAMs of engine ``part`` (None: both):
+        each memory of :meth:`memories` at its best DP16KD aspect ratio, memories under
+        ``gen.estimate.BRAM_MIN_BITS`` left to LUT RAM (``gen.estimate.bram_blocks``). Not a
+        synthesis result: yosys may pack, split or place memories differently."""
+        from ...estimate import bram_blocks
+        if part is None:
+            return self.block_rams("nsa") + self.block_rams("nmp")
+        return sum(copies * bram_blocks(width, depth)
+                   for _, width, depth, copies in self.memories(part))
 
 
 @dataclass
@@ -241,7 +329,7 @@ class EngineImage:
         names = {STEP_RECEIVE: "receive", STEP_SEND: "send", STEP_IMAGE: "image",
                  STEP_RESULT: "result"}
         return vit_row_step_cycles(names[kind], rows=st["rows"], cols=st["cols"],
-                                   lanes=design.lanes, dim=design.dim,
+                                   lanes=geometry.lanes, dim=design.dim,
                                    local=bool(st.get("local", 0)))
 
     def entry_cycles(self, design, tag, geometry):
@@ -294,9 +382,10 @@ def _check_dims(design, arrays):
 def model_image(design, arrays):
     """The load beats of both engines for the exported model ``arrays`` (docs/vit.md 2)."""
     _check_dims(design, arrays)
-    b, t, d = design.lanes, design.tokens, design.dim
+    t, d = design.tokens, design.dim
     images = {}
     for part in ("nsa", "nmp"):
+        b = design.lanes_of(part)
         g = design.geometry(part)
         shape = design.engine_shape(part)
         step_layout = Step(shape)
