@@ -109,3 +109,38 @@ def test_image_files(tmp_path):
         load_images(str(tmp_path / "junk.npy"))
     pixels, labels = load_images("digits[:4]")
     assert pixels.shape == (4, 8, 8) and len(labels) == 4
+
+
+def _gen(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "gen", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_infer_refuses_bad_input_in_one_line_before_any_work():
+    for args, match in (
+            (["--images", "digits[:0]"], "give a range inside 0..360"),
+            (["--images", "pictures/*.png"], "give digits[:N], digits[A:B] or a .npy file"),
+            (["--config", "gen/configs/default.yaml"], "not a ViT config")):
+        out = _gen("infer", *args)
+        assert out.returncode == 2, out.stderr
+        assert match in out.stderr and out.stderr.count("\n") == 1, out.stderr
+        assert "[model]" not in out.stdout and "Traceback" not in out.stderr
+
+
+def test_model_file_that_does_not_fit_the_design_is_refused(tmp_path):
+    from gen.config import load_config
+    from gen.design import prepare_design
+    from gen.vit.cli import load_model_for
+    from gen.vit.model import IntViT
+    build = prepare_design(load_config("gen/configs/vit-digits.yaml"), progress=lambda m: None)
+    arrays = build.model.arrays()
+    # Denser weights than the design was generated for: more words than the engines hold.
+    arrays["layers"][0]["fc1"]["w"] = np.where(arrays["layers"][0]["fc1"]["w"] == 0, 1,
+                                               arrays["layers"][0]["fc1"]["w"]).astype(np.int8)
+    other = IntViT(arrays, build.model.activation, build.model.model_sha256)
+    path = tmp_path / "dense.npz"
+    other.save(path)
+    with pytest.raises(UserError, match=r"--model .*matrix fc1 keeps \d+ weight words, the "
+                                        r"kernel holds \d+"):
+        load_model_for(build, str(path))
+    assert load_model_for(build, None) is build.model

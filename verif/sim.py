@@ -78,12 +78,13 @@ def _module_name(test_module):
 
 
 def run_cocotb(component, toplevel, test_module, params, *, sources=None, build_args=None,
-               extra_env=None, testcase=None):
+               extra_env=None, testcase=None, build_log=None):
     """Build ``toplevel`` once per ``params`` (and sources) and run cocotb ``test_module``.
 
     ``component``: an Amaranth component, emitted as ``toplevel``; or None with ``sources``, a
     list of Verilog files (e.g. a synthesized netlist plus its cell models) that define
-    ``toplevel``. ``build_args`` are Verilator arguments added to `BUILD_ARGS`.
+    ``toplevel``. ``build_args`` are Verilator arguments added to `BUILD_ARGS`; ``build_log``
+    a file for the build's output instead of the terminal.
     ``test_module``: a dotted module name (``verif.test_softmax``).
     ``params`` (JSON-able) names the build folder and is passed to the tests as the
     environment variable ``DUT_PARAMS``.
@@ -122,6 +123,7 @@ def run_cocotb(component, toplevel, test_module, params, *, sources=None, build_
         build_dir=build_dir,
         build_args=build_args,
         timescale=("1ns", "1ps"),
+        log_file=build_log,
     )
     env = {"DUT_PARAMS": json.dumps(params), seeds.ENV: str(seeds.seed()),
            "PYTHONPATH": _python_path(build_dir)}

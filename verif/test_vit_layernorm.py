@@ -1,17 +1,19 @@
 """Integer LayerNorm unit against `golden_vit.int_layernorm`, bit for bit, under Verilator.
 
-Builds for several row lengths (5, 17, 64, 192: not all powers of two). Per build: rows at the
-edges of the definition (constant rows, sigma = 0; all -128 / all 127; alternating -128/127;
-one outlier; one +1 among zeros, the smallest non-zero variance and the largest r; half -128
-and half 127, the largest variance; ramps) and random rows (full range, narrow spreads),
-random per-channel parameters with their extremes (mult 0 and 2^31 - 1, shift 1 and 62, neg
-both ways, biases up to INT32's edge less 2^15) in a parameter memory larger than a row,
-``param_base`` switching from row to row (garbage on it elsewhere, sampled only with a row's
-first element), the parameter memory rewritten between batches; streamed back to back with
-random input gaps and random output back-pressure (`verif.streams`, seeded by
-``ACCELGEN_SEED``), a protocol monitor on ``o``, nothing extra after each batch, ``busy`` low
-after it. With no gaps and no back-pressure the cycles from the first element accepted to the
-last output must equal `gen.cycles.layernorm_cycles`.
+Row lengths 5, 17, 64, 192 (not all powers of two), one unit of each in a single Verilator
+build (a wrapper that only forwards their ports, each unit's under ``ln<dim>_``), the cocotb
+tests parametrized over the dims. Per dim: rows at the edges of the definition (constant rows,
+sigma = 0; all -128 / all 127; alternating -128/127; one outlier; one +1 among zeros, the
+smallest non-zero variance and the largest r; half -128 and half 127, the largest variance;
+ramps) and random rows (full range, narrow spreads), random per-channel parameters with their
+extremes (mult 0 and 2^31 - 1, shift 1 and 62, neg both ways, biases up to INT32's edge less
+2^15) in a parameter memory larger than a row, ``param_base`` switching from row to row
+(garbage on it elsewhere, sampled only with a row's first element), the parameter memory
+rewritten between batches; streamed back to back with random input gaps and random output
+back-pressure (`verif.streams`, seeded by ``ACCELGEN_SEED``), a protocol monitor on ``o``,
+nothing extra after each batch, ``busy`` low after it. With no gaps and no back-pressure the
+cycles from the first element accepted to the last output must equal
+`gen.cycles.layernorm_cycles`.
 """
 
 import json
@@ -39,13 +41,19 @@ def param_depth(dim):
     return 2 * dim + 3        # room for bases 0 .. dim + 3; not a power of two
 
 
+CONFIG = {"dims": list(DIMS), "param_depths": [param_depth(dim) for dim in DIMS]}
+
+
 def params():
-    p = json.loads(os.environ.get("DUT_PARAMS", "{}"))
-    return p["dim"], p["param_depth"]
+    return json.loads(os.environ.get("DUT_PARAMS", "{}")) or CONFIG
+
+
+def prefix(dim):
+    return f"ln{dim}_"
 
 
 def rows_per_batch(dim):
-    """Rows of the random batches: about 4 000 elements per build, at least 40 rows."""
+    """Rows of the random batches: about 4 000 elements per dim, at least 40 rows."""
     return max(40, 4000 // dim)
 
 
@@ -110,41 +118,88 @@ def expected(rows, bases, words, dim):
     return golden_vit.int_layernorm(np.array(rows, dtype=np.int64), ln).tolist()
 
 
+# ---- harness -------------------------------------------------------------------------------
+
+def _wrapper(config):
+    """One component that forwards the ports of an `IntLayerNorm` of each dim,
+    ``ln<dim>_<member>``."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In
+
+    from gen.hw.vit.layernorm import IntLayerNorm
+
+    units = {prefix(dim)[:-1]: IntLayerNorm(dim, depth)
+             for dim, depth in zip(config["dims"], config["param_depths"])}
+
+    class LayerNorms(wiring.Component):
+        def __init__(self):
+            super().__init__({f"{name}_{member}": description
+                              for name, unit in units.items()
+                              for member, description in unit.signature.members.items()})
+
+        def elaborate(self, platform):
+            m = Module()
+            for name, unit in units.items():
+                m.submodules[name] = unit
+                for member, description in unit.signature.members.items():
+                    outer, inner = getattr(self, f"{name}_{member}"), getattr(unit, member)
+                    if description.is_signature:
+                        wiring.connect(m, wiring.flipped(outer), inner)
+                    elif description.flow == In:
+                        m.d.comb += inner.eq(outer)
+                    else:
+                        m.d.comb += outer.eq(inner)
+            return m
+
+    return LayerNorms()
+
+
 # ---- testbench -------------------------------------------------------------------------------
 
 class TB:
-    """Clock, reset, a parameter writer, a row source (element and ``param_base`` as one beat)
-    with random gaps, an output sink with random back-pressure, all seeded."""
+    """For the unit of row length ``dim``: clock, reset (of every unit, the others kept idle),
+    a parameter writer, a row source (element and ``param_base`` as one beat) with random
+    gaps, an output sink with random back-pressure, all seeded."""
 
-    def __init__(self, dut, salt):
+    def __init__(self, dut, dim, salt):
+        config = params()
+        assert dim in config["dims"], f"no unit of dim {dim} in this build ({config})"
         self.dut = dut
-        self.dim, self.depth = params()
-        self.rng = seeds.rng(f"layernorm tb {salt}")
+        self.dim, self.depth = dim, config["param_depths"][config["dims"].index(dim)]
+        self.port = lambda name: getattr(dut, prefix(dim) + name)
+        self.rng = seeds.rng(f"layernorm tb {salt} {dim}")
         start_clock(dut.clk, PERIOD_NS)
-        dut.param_wr__en.value = 0
+        for other in config["dims"]:
+            getattr(dut, prefix(other) + "param_wr__en").value = 0
+            getattr(dut, prefix(other) + "i__valid").value = 0
+            getattr(dut, prefix(other) + "o__ready").value = 0
+        p = prefix(dim)
         self.source = StreamSource(
-            StreamBus(dut, valid="i__valid", ready="i__ready",
-                      fields={"value": "i__payload", "base": "param_base"}),
+            StreamBus(dut, valid=p + "i__valid", ready=p + "i__ready",
+                      fields={"value": p + "i__payload", "base": p + "param_base"}),
             dut.clk, rng=self.rng, idle="random")
-        self.sink = StreamSink(StreamBus(dut, "o"), dut.clk, rng=self.rng)
+        self.o_bus = StreamBus(dut, p + "o")
+        self.sink = StreamSink(self.o_bus, dut.clk, rng=self.rng)
         self.words = None
 
     async def reset(self):
-        self.dut.i__valid.value = 0
-        self.dut.o__ready.value = 0
+        self.port("i__valid").value = 0
+        self.port("o__ready").value = 0
         self.source.clear()
         await reset(self.dut.clk, self.dut.rst, 3)
 
     async def load_params(self, words):
         """Write the whole parameter memory, one word per cycle."""
         dut = self.dut
-        for addr, word in enumerate(words):
+        addr, data, en = (self.port(f"param_wr__{name}") for name in ("addr", "data", "en"))
+        for a, word in enumerate(words):
             await RisingEdge(dut.clk)
-            dut.param_wr__addr.value = addr
-            dut.param_wr__data.value = pack_params(*word)
-            dut.param_wr__en.value = 1
+            addr.value = a
+            data.value = pack_params(*word)
+            en.value = 1
         await RisingEdge(dut.clk)
-        dut.param_wr__en.value = 0
+        en.value = 0
         self.words = list(words)
 
     async def run(self, rows, bases):
@@ -162,7 +217,8 @@ class TB:
         flat = [b - 256 if b & 0x80 else b for b in await self.sink.recv(len(beats))]
         await self.source.wait_idle()
         await self.sink.expect_quiet(40)
-        assert int(self.dut.busy.value) == 0, f"busy after the batch ({seeds.describe()})"
+        assert int(self.port("busy").value) == 0, (f"dim {self.dim}: busy after the batch "
+                                                   f"({seeds.describe()})")
         cycles = (last_time[-1] - self.source.accepted_times[0]) // PERIOD_NS
         got = [flat[k * self.dim:(k + 1) * self.dim] for k in range(len(rows))]
         return got, cycles
@@ -171,20 +227,21 @@ class TB:
 def check(rows, bases, words, got, dim, what):
     want = expected(rows, bases, words, dim)
     for k, (row, out, exp) in enumerate(zip(rows, got, want)):
-        assert out == exp, (f"{what}: row {k} (base {bases[k]}) {row}: got {out}, expected "
-                            f"{exp} ({seeds.describe()})")
+        assert out == exp, (f"dim {dim}, {what}: row {k} (base {bases[k]}) {row}: got {out}, "
+                            f"expected {exp} ({seeds.describe()})")
 
 
 @cocotb.test(timeout_time=100, timeout_unit="ms")
-async def rows_match_golden_with_gaps_and_back_pressure(dut):
+@cocotb.parametrize(dim=DIMS)
+async def rows_match_golden_with_gaps_and_back_pressure(dut, dim):
     torch.set_num_threads(1)
     log_seed(dut)
-    tb = TB(dut, "golden")
-    dim, depth = tb.dim, tb.depth
+    tb = TB(dut, dim, "golden")
+    depth = tb.depth
     rng = seeds.rng(f"layernorm rows {dim}")
-    monitor = StreamMonitor(StreamBus(dut, "o"), dut.clk)
+    monitor = StreamMonitor(tb.o_bus, dut.clk)
     await tb.reset()
-    assert int(dut.busy.value) == 0
+    assert int(tb.port("busy").value) == 0
     count = rows_per_batch(dim)
     rows = edge_rows(dim, rng) + random_rows(dim, rng, 2 * count)
     rng.shuffle(rows)
@@ -212,11 +269,12 @@ async def rows_match_golden_with_gaps_and_back_pressure(dut):
 
 
 @cocotb.test(timeout_time=50, timeout_unit="ms")
-async def cycles_follow_the_model(dut):
+@cocotb.parametrize(dim=DIMS)
+async def cycles_follow_the_model(dut, dim):
     from gen.cycles import layernorm_cycles
     log_seed(dut)
-    tb = TB(dut, "cycles")
-    dim, depth = tb.dim, tb.depth
+    tb = TB(dut, dim, "cycles")
+    depth = tb.depth
     rng = seeds.rng(f"layernorm cycles {dim}")
     await tb.reset()
     await tb.load_params(random_params(depth, rng))
@@ -236,13 +294,15 @@ async def cycles_follow_the_model(dut):
 
 # ---- pytest entry points -------------------------------------------------------------------
 
-@pytest.mark.parametrize("dim", DIMS)
-def test_vit_layernorm(dim):
-    from gen.hw.vit.layernorm import IntLayerNorm
+def test_vit_layernorm_every_dim():
+    """One build holding a unit of each of `DIMS`; every cocotb test for every dim."""
+    from cocotb_tools.runner import get_results
+
     from verif.sim import run_cocotb
-    depth = param_depth(dim)
-    run_cocotb(IntLayerNorm(dim, depth), "int_layernorm", "verif.test_vit_layernorm",
-               {"dim": dim, "param_depth": depth})
+    results = run_cocotb(_wrapper(CONFIG), "vit_layernorms", "verif.test_vit_layernorm", CONFIG,
+                         build_args=["--no-public-flat-rw", "--public-depth", "1"])
+    ran, failed = get_results(results)
+    assert (ran, failed) == (2 * len(DIMS), 0), f"{ran} cocotb tests ran, {failed} failed"
 
 
 def test_layernorm_refuses_bad_parameters():

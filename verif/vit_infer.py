@@ -7,6 +7,7 @@ from the cache the parent filled), runs the images and writes
 ``{"classes", "logits", "cycles", "counters", "seconds"}`` as JSON.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -31,7 +32,7 @@ async def infer(dut):
     from gen.host.transports import CocotbByteTransport
     from gen.host.vit_driver import ViTDriver
     from gen.hw.vit.layout import model_image
-    from gen.vit.cli import load_images, load_model_for
+    from gen.vit.cli import infer_progress, load_images, load_model_for, load_progress
 
     params = _params()
     quiet = lambda message: None
@@ -54,18 +55,20 @@ async def infer(dut):
     driver = ViTDriver(transport)
     say = lambda message: print(message, flush=True)
     info = await driver.info()
-    say(f"[infer] device: {info}")
+    say(f"[infer] device: ViT T={info.tokens}, D={info.dim}, {info.layers} layers, "
+        f"digest {info.digest:08x}")
     start = time.monotonic()
-    await driver.load(model_image(build.vit, model.arrays()), progress=say)
+    await driver.load(model_image(build.vit, model.arrays()), progress=load_progress(say))
     before = await driver.counters()
     t0 = get_sim_time("ns")
-    results = await driver.infer(list(pixels), progress=say)
+    results = await driver.infer(list(pixels), progress=infer_progress(say))
     t1 = get_sim_time("ns")
     after = await driver.counters()
     out = {"classes": [int(c) for c, _ in results],
            "logits": [[int(v) for v in logits] for _, logits in results],
            "cycles": round((t1 - t0) / clock_ns),
-           "counters_before": before, "counters_after": after,
+           "counters_before": dataclasses.asdict(before),
+           "counters_after": dataclasses.asdict(after),
            "seconds": round(time.monotonic() - start, 1)}
     with open(params["results"], "w") as f:
         json.dump(out, f)

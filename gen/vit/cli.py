@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import UserError
 
-__all__ = ["load_images", "load_model_for", "cmd_infer"]
+__all__ = ["load_images", "load_model_for", "cmd_infer", "load_progress", "infer_progress"]
 
 _DIGITS = re.compile(r"digits(?:-(train|val|test))?(?:\[(\d*):(\d*)\])?")
 
@@ -61,6 +61,25 @@ def load_model_for(build, path=None):
     except UserError as exc:
         raise UserError(f"--model {path}: {exc}") from None
     return model
+
+
+def load_progress(log, every=8192):
+    """A driver ``load`` progress callback that logs every ``every`` beats and the last."""
+    state = {"next": every}
+
+    def progress(sent, total):
+        if sent >= state["next"] or sent == total:
+            log(f"[infer] model: {sent}/{total} load beats")
+            state["next"] = sent + every
+    return progress
+
+
+def infer_progress(log, every=10):
+    """A driver ``infer`` progress callback that logs every ``every`` images and the last."""
+    def progress(done, total):
+        if done == total or done % every == 0:
+            log(f"[infer] {done}/{total} images")
+    return progress
 
 
 def _fmax(build, folder):
@@ -117,10 +136,15 @@ def _in_verilator(build, args, log):
         params = {"config": str(Path(args.config).resolve()), "images": args.images,
                   "model": str(Path(args.model).resolve()) if args.model else None,
                   "results": str(results)}
-        log("[infer] building the Verilator model (minutes the first time) ...")
+        folder = build.folder(args.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        build_log = folder / "verilator_build.log"
+        log(f"[infer] building the Verilator model (minutes the first time; its log: "
+            f"{build_log}) ...")
         run_cocotb(build.system(byte_link=True), build.config.module_name + "_sim",
                    "verif.vit_infer", params,
-                   build_args=["--no-public-flat-rw", "--public-depth", "1"])
+                   build_args=["--no-public-flat-rw", "--public-depth", "1"],
+                   build_log=build_log)
         data = json.loads(results.read_text())
     return data, data.get("cycles")
 
@@ -136,8 +160,9 @@ def _on_board(build, model, pixels, port, log):
         try:
             driver = ViTDriver(transport)
             await driver.info()
-            await driver.load(model_image(build.vit, model.arrays()), progress=log)
-            results = await driver.infer(list(pixels), progress=log)
+            await driver.load(model_image(build.vit, model.arrays()),
+                              progress=load_progress(log))
+            results = await driver.infer(list(pixels), progress=infer_progress(log))
             return {"classes": [int(c) for c, _ in results],
                     "logits": [[int(v) for v in lg] for _, lg in results]}
         finally:
