@@ -50,6 +50,39 @@ def simulate(images, in_flight):
         return out
 
 
+def built_design(say):
+    """The shipped config's build report, if `gen build` has made one: Fmax, resources, and
+    throughput with the UART transfer (bytes an image over the link's bytes per second)."""
+    from gen.artifacts import read_json
+    from gen.config import load_config
+    from gen.design import prepare_design
+    build = prepare_design(load_config(REPO / "gen" / "configs" / "vit-digits.yaml"),
+                           progress=lambda message: None)
+    folder = build.folder(REPO / "rtl_out")
+    report = read_json(folder / "report.json")
+    cycles = build.predicted_cycles()["per_image"]
+    link = build.baud_actual / 10 / build.link_bytes_per_image()
+    say()
+    say(f"Built design ({build.config.name}, {folder.name})")
+    if report is None:
+        say("  not built yet: run python -m gen build --config gen/configs/vit-digits.yaml")
+        return None
+    fmax = report["fmax_by_domain"]["sync"]["achieved_mhz"]
+    say(f"  Fmax accelerator clock {fmax:.1f} MHz (target {report['target_clock_mhz']:g}, "
+        f"timing {'met' if report['timing_met'] else 'FAILED'}), host clock "
+        f"{report['fmax_by_domain']['host']['achieved_mhz']:.1f} MHz")
+    for key, r in report["resources"].items():
+        est = "" if r["estimated"] is None else f", estimated {r['estimated']}"
+        say(f"  {key:8s} {r['used']:6d} of {r['available']}{est}")
+    compute = report["target_clock_mhz"] * 1e6 / cycles
+    say(f"  images/s at the configured {report['target_clock_mhz']:g} MHz: compute {compute:.0f}"
+        f" (model), UART {link:.0f} ({build.link_bytes_per_image()} bytes an image at "
+        f"{build.baud_actual:.0f} baud): the link and the engines are within "
+        f"{100 * abs(compute - link) / max(compute, link):.0f}% of each other")
+    return {"fmax_mhz": fmax, "resources": report["resources"],
+            "images_per_s_compute": compute, "images_per_s_link": link}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=20)
@@ -109,6 +142,7 @@ def main():
         gops = 2 * beats * 8 / (two["cycles"] / n) * CLOCK_MHZ * 1e6 / 1e9
         print(f"GOP/s at 100 MHz (2 ops a lane product, lane products issued): {gops:.2f}")
         out["sim"] = sims
+    out["built"] = built_design(print)
     dest = REPO / "rtl_out" / "bench"
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "vit.json").write_text(json.dumps(out, indent=1))

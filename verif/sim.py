@@ -23,8 +23,12 @@ REPO = Path(__file__).resolve().parent.parent
 SIM_BUILD = REPO / "sim_build"
 
 #: Verilator arguments of every build; ``run_cocotb(build_args=...)`` appends to them.
+# Only the top level's ports get VPI handles (every testbench drives and samples ports only):
+# cocotb's runner asks for --public-flat-rw, a handle for every net, which made the C++ of a
+# large design (the ViT core) minutes slower to build and slower to run.
 BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2",
-              "--x-assign", "fast", "--x-initial", "fast")
+              "--x-assign", "fast", "--x-initial", "fast",
+              "--no-public-flat-rw", "--public-depth", "1")
 
 
 def verilator_env():

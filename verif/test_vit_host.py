@@ -27,7 +27,7 @@ from cocotb.utils import get_sim_time
 
 from verif import golden_vit, seeds
 from verif.streams import StreamBus, power_on, power_on_system
-from verif.test_vit_system import BUILD_ARGS, _case, _load_beats
+from verif.test_vit_system import _case, _load_beats
 
 CLOCK_NS = 8            # the core clock
 HOST_CLOCK_NS = 26      # the link clock: unrelated to the core's, as on a board
@@ -250,14 +250,13 @@ def _system(params):
 def test_vit_host_byte_link():
     from verif.sim import run_cocotb
     run_cocotb(_system(BYTE_PARAMS), "vit_host_bytes", "verif.test_vit_host", BYTE_PARAMS,
-               build_args=BUILD_ARGS,
                testcase=["images_through_the_driver", "refusals_and_cut_off_commands"])
 
 
 def test_vit_host_uart():
     from verif.sim import run_cocotb
     run_cocotb(_system(UART_PARAMS), "vit_host_uart", "verif.test_vit_host", UART_PARAMS,
-               build_args=BUILD_ARGS, testcase="images_over_the_uart")
+               testcase="images_over_the_uart")
 
 
 def test_parameters_refused():

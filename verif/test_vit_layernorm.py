@@ -299,8 +299,7 @@ def test_vit_layernorm_every_dim():
     from cocotb_tools.runner import get_results
 
     from verif.sim import run_cocotb
-    results = run_cocotb(_wrapper(CONFIG), "vit_layernorms", "verif.test_vit_layernorm", CONFIG,
-                         build_args=["--no-public-flat-rw", "--public-depth", "1"])
+    results = run_cocotb(_wrapper(CONFIG), "vit_layernorms", "verif.test_vit_layernorm", CONFIG)
     ran, failed = get_results(results)
     assert (ran, failed) == (2 * len(DIMS), 0), f"{ran} cocotb tests ran, {failed} failed"
 

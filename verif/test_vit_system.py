@@ -30,8 +30,6 @@ SYNTHETIC = dict(model="synthetic", lanes=4, dim=8, heads=2, ffn=16, layers=2, c
                  images=4, images_in_flight=2, watch=4)
 #: Every message of the first ``watch`` images is compared, and every result of all images.
 DIGITS = dict(model="digits", lanes=8, images=50, images_in_flight=2, watch=2)
-#: Only the ports need VPI handles (cocotb asks for every net: minutes more of C++ to build).
-BUILD_ARGS = ["--no-public-flat-rw", "--public-depth", "1"]
 
 
 def _params():
@@ -286,8 +284,7 @@ def _core(params):
 def run_core(params):
     """Build the core of ``params`` and run the testbench (also used by the benchmark)."""
     from verif.sim import run_cocotb
-    run_cocotb(_core(params), "vit_core", "verif.test_vit_system", params,
-               build_args=BUILD_ARGS)
+    run_cocotb(_core(params), "vit_core", "verif.test_vit_system", params)
 
 
 def test_vit_core_synthetic():

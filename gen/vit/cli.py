@@ -143,7 +143,6 @@ def _in_verilator(build, args, log):
             f"{build_log}) ...")
         run_cocotb(build.system(byte_link=True), build.config.module_name + "_sim",
                    "verif.vit_infer", params,
-                   build_args=["--no-public-flat-rw", "--public-depth", "1"],
                    build_log=build_log)
         data = json.loads(results.read_text())
     return data, data.get("cycles")
