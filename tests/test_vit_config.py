@@ -144,3 +144,18 @@ def test_model_file_that_does_not_fit_the_design_is_refused(tmp_path):
                                         r"kernel holds \d+"):
         load_model_for(build, str(path))
     assert load_model_for(build, None) is build.model
+
+
+def test_lanes_auto_runs_the_balance_search():
+    from gen.design import prepare_design
+    raw = copy.deepcopy(GOOD)
+    raw["vit"]["lanes"] = raw["vit"]["nmp_lanes"] = "auto"
+    config = _parse(raw)
+    assert config.lanes == "auto"
+    build = prepare_design(config, progress=lambda message: None)
+    assert (build.config.lanes, build.config.nmp_lanes) == (32, 15)
+    assert build.vit.lanes_of("nsa") == 32 and build.vit.lanes_of("nmp") == 15
+    assert build.estimate.mult18 <= build.board.budget.mult18
+    raw["vit"]["nmp_lanes"] = 4
+    with pytest.raises(UserError, match="vit.nmp_lanes: auto only with vit.lanes: auto"):
+        _parse(raw)

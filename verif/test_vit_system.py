@@ -1,7 +1,8 @@
 """The ViT core (NSA and NMP engines in a ring of FIFOs) against `golden_vit`, under Verilator.
 
 The testbench loads a model through the load stream (random gaps), sends images (random
-gaps), takes results under random back-pressure, and watches both FIFOs' inputs: every
+gaps), takes results under random back-pressure, stalls the streams between the engines at
+random (the core's verification-only stall ports), and watches both FIFOs' inputs: every
 message is a half-layer's whole residual stream, so each layer's ``(x_l, Z_l)`` (NSA to NMP)
 and ``(y_l, F_l)`` (NMP to NSA) is compared with the golden model, element for element, for
 every image; the results (class and INT8 logits) too. Every wait is bounded; the stimuli come
@@ -185,6 +186,8 @@ async def images_through_the_ring_equal_the_golden(dut):
     start_clock(dut.clk, CLOCK_NS)
     for name in ("load", "image"):
         getattr(dut, f"{name}__valid").value = 0
+    dut.stall_nmp.value = 0
+    dut.stall_nsa.value = 0
     dut.result__ready.value = 0
     await reset(dut.clk, dut.rst, 3)
 
@@ -233,11 +236,13 @@ async def images_through_the_ring_equal_the_golden(dut):
             json.dump(report, f)
 
 
-async def images_and_results(dut, beats, results, rng, *, timeout_cycles, gap=0.3, ready=0.5):
+async def images_and_results(dut, beats, results, rng, *, timeout_cycles, gap=0.3, ready=0.5,
+                             stall=0.3):
     """Offer ``beats`` on ``image`` (random gaps, garbage while idle) and take ``results``
-    results under random back-pressure, in one task (one wake-up a cycle: long runs are
-    bound by the testbench, not by the simulator), checking the result stream's rule (a
-    result, once valid, stays unchanged until taken).
+    results under random back-pressure, and stall the two FIFO-to-engine streams at random
+    (``stall`` of the 16-cycle slots), in one task (one wake-up a cycle: long runs are bound by
+    the testbench, not by the simulator), checking the result stream's rule (a result, once
+    valid, stays unchanged until taken).
 
     Returns ``(results, cycle of the first pixel taken, cycle of the last result)``."""
     offering, index, taken, cycle = False, 0, False, 0
@@ -257,6 +262,10 @@ async def images_and_results(dut, beats, results, rng, *, timeout_cycles, gap=0.
         dut.image__payload.value = beats[index] if offering else rng.randrange(256)
         take = rng.random() < ready
         dut.result__ready.value = int(take)
+        # Random gaps and back-pressure on the streams between the engines, in bursts.
+        if cycle % 16 == 0:
+            dut.stall_nmp.value = int(rng.random() < stall)
+            dut.stall_nsa.value = int(rng.random() < stall)
         await ReadOnly()
         taken = offering and bool(int(dut.image__ready.value))
         if taken and first is None:
@@ -278,7 +287,7 @@ async def images_and_results(dut, beats, results, rng, *, timeout_cycles, gap=0.
 def _core(params):
     from gen.hw.vit.system import ViTCore
     design, _, _ = _case(params)
-    return ViTCore(design)
+    return ViTCore(design, stall_ports=True)
 
 
 def run_core(params):

@@ -12,6 +12,7 @@ from ..schema import check_mapping
 
 __all__ = ["ViTModelConfig", "ViTConfig", "VIT_SCHEMA", "parse_vit_config", "is_vit_config"]
 
+AUTO = "auto"
 ACTIVATIONS = ("gelu", "relu")
 RECIPES = ("quick", "full")
 
@@ -29,8 +30,9 @@ VIT_SCHEMA = {
             "pruned": (bool, None, None, "prune (Zhang et al.) before quantizing"),
             "recipe": (str, None, None, f"training recipe: {' or '.join(RECIPES)}"),
         },
-        "lanes": (int, 2, 64, "MAC lanes of the NSA engine"),
-        "nmp_lanes": (int, 0, 64, "MAC lanes of the NMP engine (0: as lanes)"),
+        "lanes": (int, 2, 64, "MAC lanes of the NSA engine, or auto (the balance search)"),
+        "nmp_lanes": (int, 0, 64, "MAC lanes of the NMP engine (0: as lanes; with lanes: "
+                                   "auto, auto too)"),
         "images_in_flight": (int, 1, 8, "images inside the engines at once (2: both busy)"),
         "fifo_depth": (int, 0, 1 << 16, "element pairs each FIFO holds (0: one message)"),
     },
@@ -53,8 +55,8 @@ class ViTConfig:
     clock_mhz: float
     baud: int
     model: ViTModelConfig
-    lanes: int
-    nmp_lanes: int
+    lanes: object              # int, or "auto" until the design stage runs the balance search
+    nmp_lanes: object
     images_in_flight: int
     fifo_depth: int
     source: str = field(default="config", compare=False)
@@ -83,11 +85,15 @@ def parse_vit_config(raw, *, source="config"):
     """Validate a ViT config mapping and return a :class:`ViTConfig`."""
     from ..config import check_name
     try:
-        values = check_mapping(raw, VIT_SCHEMA)
+        values = check_mapping(raw, VIT_SCHEMA, accept=lambda path, value: value == AUTO and
+                               path in ("vit.lanes", "vit.nmp_lanes"))
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
     check_name(values["name"], f"{source}: name")
     vit, model = values["vit"], values["vit"]["model"]
+    if (vit["nmp_lanes"] == AUTO) != (vit["lanes"] == AUTO):
+        raise UserError(f"{source}: vit.nmp_lanes: auto only with vit.lanes: auto (the search "
+                        f"chooses both); give both numbers, or both auto")
     if model["activation"] not in ACTIVATIONS:
         raise UserError(f"{source}: vit.model.activation: {model['activation']!r} is not known; "
                         f"use {' or '.join(ACTIVATIONS)}")

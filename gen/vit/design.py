@@ -194,6 +194,8 @@ def prepare_vit_design(config, progress=print):
                  f"{'pruned' if m.pruned else 'dense'}, {m.recipe} recipe")
         model = prepared_int_vit(seed=m.seed, activation=m.activation, pruned=m.pruned,
                                  quick=m.recipe == "quick", progress=progress)
+        if config.lanes == "auto":
+            config = _balanced(config, model.arrays(), board, progress)
         vit = ViTDesign.for_model(model.arrays(), config.lanes, config.nmp_lanes,
                                   images_in_flight=config.images_in_flight,
                                   fifo_depth=config.fifo_depth)
@@ -207,3 +209,13 @@ def prepare_vit_design(config, progress=print):
         raise UserError(f"{config.source}: {text}") from None
     return build
 
+
+def _balanced(config, arrays, board, progress):
+    """``config`` with the lane pair of the balance search (gen.vit.balance): the fewest model
+    cycles an image whose multipliers and estimated block RAMs fit ``board``."""
+    from .balance import balance
+    found = balance(arrays, budget=board.budget.mult18, bram_budget=board.budget.bram18k,
+                    images_in_flight=config.images_in_flight).best
+    progress(f"[balance] lanes NSA {found.nsa_lanes}, NMP {found.nmp_lanes}: {found.cycles} "
+             f"model cycles an image, {found.multipliers} multipliers")
+    return dataclasses.replace(config, lanes=found.nsa_lanes, nmp_lanes=found.nmp_lanes)

@@ -25,6 +25,10 @@ class ViTCore(wiring.Component):
     Parameters
     ----------
     design : ViTDesign
+    stall_ports : bool
+        For verification: add ``stall_nmp`` and ``stall_nsa`` inputs that, while high, hold
+        the FIFO-to-engine stream (neither valid nor ready), so a testbench can put random
+        back-pressure and gaps on the streams between the engines. Off in a built design.
 
     Members
     -------
@@ -42,16 +46,19 @@ class ViTCore(wiring.Component):
         testbench; nothing waits on it).
     """
 
-    def __init__(self, design):
+    def __init__(self, design, *, stall_ports=False):
         if not isinstance(design, ViTDesign):
             self._MustUse__silence = True
             raise UserError(f"design must be a ViTDesign, not {design!r}")
         self._design = design
+        self._stall_ports = bool(stall_ports)
         self._nsa = design.engine_shape("nsa")
         self._nmp = design.engine_shape("nmp")
         width = max(self._nsa.load_layout.size, self._nmp.load_layout.size)
         msg = self._nsa.message_layout
+        stalls = {"stall_nmp": In(1), "stall_nsa": In(1)} if stall_ports else {}
         super().__init__({
+            **stalls,
             "load":   In(stream.Signature(data.StructLayout({"engine": unsigned(1),
                                                              "beat": unsigned(width)}))),
             "image":  In(stream.Signature(unsigned(8))),
@@ -73,13 +80,20 @@ class ViTCore(wiring.Component):
         m.submodules.nsa = nsa = ViTEngine(self._nsa)
         m.submodules.nmp = nmp = ViTEngine(self._nmp)
         msg = self._nsa.message_layout
-        for name, src, dst, valid, view in (
-                ("fifo_to_nmp", nsa, nmp, self.to_nmp_valid, self.to_nmp),
-                ("fifo_to_nsa", nmp, nsa, self.to_nsa_valid, self.to_nsa)):
+        for name, src, dst, valid, view, stall in (
+                ("fifo_to_nmp", nsa, nmp, self.to_nmp_valid, self.to_nmp, "stall_nmp"),
+                ("fifo_to_nsa", nmp, nsa, self.to_nsa_valid, self.to_nsa, "stall_nsa")):
             queue = fifo.SyncFIFOBuffered(width=msg.size, depth=d.fifo_depth)
             m.submodules[name] = queue
             wiring.connect(m, src.msg_out, shaped_stream(queue.w_stream, msg))
-            wiring.connect(m, shaped_stream(queue.r_stream, msg), dst.msg_in)
+            out = shaped_stream(queue.r_stream, msg)
+            if self._stall_ports:
+                hold = getattr(self, stall)
+                m.d.comb += [dst.msg_in.valid.eq(out.valid & ~hold),
+                             dst.msg_in.payload.eq(out.payload),
+                             out.ready.eq(dst.msg_in.ready & ~hold)]
+            else:
+                wiring.connect(m, out, dst.msg_in)
             m.d.comb += [valid.eq(src.msg_out.valid & src.msg_out.ready),
                          view.eq(src.msg_out.payload)]
 
