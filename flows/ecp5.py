@@ -121,8 +121,9 @@ def parse_nextpnr_report(path):
     return fmax, utilization
 
 
-def run_flow(top, board, build_dir, *, seed=1, progress=print):
-    """Synthesize, place, route and pack ``top`` for ``board`` in ``build_dir``."""
+def run_flow(top, board, build_dir, *, seed=1, progress=print, router=None):
+    """Synthesize, place, route and pack ``top`` for ``board`` in ``build_dir``; ``router``
+    names a nextpnr router (``router2``) instead of its default."""
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     platform = board.platform_class()()
@@ -140,7 +141,8 @@ def run_flow(top, board, build_dir, *, seed=1, progress=print):
     seconds["pnr"] = _run(
         "nextpnr", [find_tool("nextpnr-ecp5"), *board.nextpnr_args(), "--json", "top.json",
                     "--lpf", "top.lpf", "--textcfg", "top.config", "--report",
-                    "nextpnr_report.json", "--timing-allow-fail", "--seed", str(seed)],
+                    "nextpnr_report.json", "--timing-allow-fail", "--seed", str(seed),
+                    *(["--router", router] if router else [])],
         build_dir, build_dir / "nextpnr.log", progress,
         lambda line: bool(_NEXTPNR_PROGRESS.search(line)))
     seconds["pack"] = _run(

@@ -118,7 +118,8 @@ def cmd_build(args):
         # a failed or interrupted one never leaves a bitstream where a result is looked for.
         partial = folder / f"build.partial-{os.getpid()}"
         result = run_flow(design.top(), design.board, partial, seed=args.seed,
-                          progress=_log if args.verbose else _quiet_progress())
+                          progress=_log if args.verbose else _quiet_progress(),
+                          router=getattr(design, "nextpnr_router", None))
         final, old = folder / "build", folder / f"build.old-{os.getpid()}"
         if final.exists():
             final.rename(old)

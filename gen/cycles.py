@@ -236,7 +236,7 @@ def vit_row_step_cycles(kind, *, rows, cols, lanes, dim=None, local=False):
     its error against Verilator).
 
     ``"receive"``: the message streams in at one pair a cycle (``local``: read from amem, B
-    elements per B + 2 cycles) through the residual adder and the LayerNorm;
+    elements per B + 2 cycles) through the residual adder, a queue, the LayerNorm and a queue;
     ``"send"``: amem rows out, B elements per B + 2 cycles; ``"image"``: one pixel a cycle;
     ``"result"``: one word of logits.
     """
@@ -245,11 +245,12 @@ def vit_row_step_cycles(kind, *, rows, cols, lanes, dim=None, local=False):
     words = -(-int(cols) // int(lanes))
     paired = rows * words * (lanes + 2)
     if kind == "receive":
+        from .hw.vit.engine import SKID_LATENCY
         ln = layernorm_cycles(rows, dim)
         if local:
             tail = dim + LN_INPUT_STAGES + ln_geometry(dim).stats_cycles + LN_EMIT_LATENCY
             ln = max(ln, paired + tail)
-        return ln + RESIDUAL_LATENCY + VIT_STEP_OVERHEAD
+        return ln + RESIDUAL_LATENCY + 2 * SKID_LATENCY + VIT_STEP_OVERHEAD
     if kind == "send":
         return paired + VIT_STEP_OVERHEAD
     if kind == "image":

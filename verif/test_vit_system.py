@@ -205,7 +205,8 @@ async def images_through_the_ring_equal_the_golden(dut):
     rng = seeds.rng("vit images and results")
     beats = [p for one in pixels for p in image_beats(one)]
     got, first, last = await images_and_results(dut, beats, len(pixels), rng,
-                                                 timeout_cycles=len(pixels) * 400_000)
+                                                 timeout_cycles=len(pixels) * 400_000,
+                                                 stall=params.get("stall", 0.3))
     for _ in range(64):                       # nothing more comes out
         await RisingEdge(dut.clk)
         await ReadOnly()

@@ -56,6 +56,10 @@ class ViTBuild:
     model: object
     vit: object
 
+    #: nextpnr's default router (router1) did not converge on this design in 35 minutes
+    #: (about 500 wires stayed overused); router2 does.
+    nextpnr_router = "router2"
+
     @property
     def clock_mhz(self):
         return self.pll.output_mhz
@@ -135,6 +139,7 @@ class ViTBuild:
                         "the link figure is the UART's bytes per second over the bytes an "
                         "image needs"},
             "top_module": c.module_name,
+            "nextpnr_router": self.nextpnr_router,
         }
 
     def generate(self, root=None, progress=print):

@@ -29,7 +29,7 @@ parameters, 7 the activation table (an engine whose geometry has one).
 """
 
 from amaranth.hdl import Module, Signal, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...errors import UserError
@@ -45,6 +45,10 @@ __all__ = ["STEP_DESC", "STEP_RECEIVE", "STEP_SEND", "STEP_IMAGE", "STEP_RESULT"
            "MessageBeat", "Step", "EngineShape", "ViTEngine"]
 
 STEP_DESC, STEP_RECEIVE, STEP_SEND, STEP_IMAGE, STEP_RESULT, STEP_END = range(6)
+#: Entries of each registered queue between the receive path's units, and its latency
+#: (``SyncFIFOBuffered``: a write, then the output register).
+SKID_DEPTH = 4
+SKID_LATENCY = 2
 TARGET_PROGRAM, TARGET_ENTRY, TARGET_LN, TARGET_ACT = 4, 5, 6, 7
 
 
@@ -356,24 +360,37 @@ class ViTEngine(wiring.Component):
         with m.If(msg_take):
             m.d.sync += to_receive.eq(to_receive - 1)
 
-        # The adder's output to both the x packer and (ln) the LayerNorm, each exactly once.
+        # Registered queues between the units of the receive path: each unit's stall is then
+        # a register away from the next one's, not a chain of ready signals across the engine
+        # (which limited the built design to 58 MHz).
+        m.submodules.sums = sums = fifo.SyncFIFOBuffered(width=8, depth=SKID_DEPTH)
+        m.submodules.normed = normed = fifo.SyncFIFOBuffered(width=8, depth=SKID_DEPTH)
+        m.d.comb += [sums.w_stream.valid.eq(adder.o.valid),
+                     sums.w_stream.payload.eq(adder.o.payload.value[0]),
+                     adder.o.ready.eq(sums.w_stream.ready)]
+        summed = sums.r_stream
+
+        # The sums to both the x packer and (ln) the LayerNorm, each exactly once.
         sent_x, sent_n = Signal(), Signal()
         use_ln = step.ln
-        x_in = Signal(stream.Signature(unsigned(8)).flip().create().payload.shape())
+        x_in = Signal(unsigned(8))
         done_x = sent_x | x_packer.i.ready
         done_n = ~use_ln | sent_n | ln.i.ready
         m.d.comb += [
-            x_in.eq(adder.o.payload.value[0]),
-            ln.i.valid.eq(adder.o.valid & use_ln & ~sent_n),
-            ln.i.payload.eq(adder.o.payload.value[0]),
-            adder.o.ready.eq(done_x & done_n),
+            x_in.eq(summed.payload),
+            ln.i.valid.eq(summed.valid & use_ln & ~sent_n),
+            ln.i.payload.eq(summed.payload),
+            summed.ready.eq(done_x & done_n),
         ]
-        with m.If(adder.o.valid):
-            with m.If(adder.o.ready):
+        with m.If(summed.valid):
+            with m.If(summed.ready):
                 m.d.sync += [sent_x.eq(0), sent_n.eq(0)]
             with m.Else():
                 m.d.sync += [sent_x.eq(done_x), sent_n.eq(sent_n | ln.i.ready)]
-        wiring.connect(m, ln.o, n_packer.i)
+        m.d.comb += [normed.w_stream.valid.eq(ln.o.valid),
+                     normed.w_stream.payload.eq(ln.o.payload),
+                     ln.o.ready.eq(normed.w_stream.ready)]
+        wiring.connect(m, normed.r_stream, n_packer.i)
 
         # x packer input: the adder's output, or (IMAGE) the pixels.
         if sh.image_pixels:
@@ -382,12 +399,12 @@ class ViTEngine(wiring.Component):
                              x_packer.i.payload.eq(self.image.payload),
                              self.image.ready.eq(x_packer.i.ready)]
             with m.Else():
-                m.d.comb += [x_packer.i.valid.eq(adder.o.valid & ~sent_x),
+                m.d.comb += [x_packer.i.valid.eq(summed.valid & ~sent_x),
                              x_packer.i.payload.eq(x_in)]
             with m.If(unit_start & is_kind(STEP_IMAGE)):
                 m.d.sync += inflight.eq(inflight + 1)
         else:
-            m.d.comb += [x_packer.i.valid.eq(adder.o.valid & ~sent_x),
+            m.d.comb += [x_packer.i.valid.eq(summed.valid & ~sent_x),
                          x_packer.i.payload.eq(x_in)]
 
         # SEND: pairs out with the step's tag.
@@ -428,5 +445,6 @@ class ViTEngine(wiring.Component):
 
         m.d.comb += units_busy.eq(
             x_packer.busy | n_packer.busy | pairs.busy | adder.busy | ln.busy |
-            (to_receive != 0) | (adder.o.valid) | result_busy)
+            (to_receive != 0) | adder.o.valid | (sums.level != 0) | (normed.level != 0) |
+            result_busy)
         return m
