@@ -156,6 +156,8 @@ def _check_messages(watch, expected, what):
     for tag, a, b in watch.messages:
         k = seen.get(tag, 0)
         seen[tag] = k + 1
+        if k >= len(expected[tag]):          # an image beyond the watched ones
+            continue
         ea, eb = expected[tag][k]
         got_a = np.array(a).reshape(ea.shape)
         got_b = np.array(b).reshape(eb.shape)
@@ -191,8 +193,10 @@ async def images_through_the_ring_equal_the_golden(dut):
     dut.result__ready.value = 0
     await reset(dut.clk, dut.rst, 3)
 
-    watch_nmp = MessageWatch(dut, "to_nmp", dut.clk, design.message_beats, watched * layers)
-    watch_nsa = MessageWatch(dut, "to_nsa", dut.clk, design.message_beats, watched * layers)
+    # With n images in flight, messages of the next n - 1 images interleave with the watched.
+    limit = (watched + design.images_in_flight - 1) * layers
+    watch_nmp = MessageWatch(dut, "to_nmp", dut.clk, design.message_beats, limit)
+    watch_nsa = MessageWatch(dut, "to_nsa", dut.clk, design.message_beats, limit)
     load = StreamSource(StreamBus(dut, "load"), dut.clk, gap_probability=0.1,
                         rng=seeds.rng("vit load"))
     load_monitor = StreamMonitor(StreamBus(dut, "load"), dut.clk)
@@ -214,8 +218,8 @@ async def images_through_the_ring_equal_the_golden(dut):
 
     nmp_seen = _check_messages(watch_nmp, to_nmp, "NSA -> NMP")
     nsa_seen = _check_messages(watch_nsa, to_nsa, "NMP -> NSA")
-    assert all(nmp_seen.get(l) == watched for l in range(layers)), nmp_seen
-    assert all(nsa_seen.get(l + 1) == watched for l in range(layers)), nsa_seen
+    assert all(nmp_seen.get(l, 0) >= watched for l in range(layers)), nmp_seen
+    assert all(nsa_seen.get(l + 1, 0) >= watched for l in range(layers)), nsa_seen
     classes = design.classes
     for i, beat in enumerate(got):
         cls = beat & 0xFF

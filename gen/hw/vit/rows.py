@@ -87,8 +87,12 @@ class RowPacker(wiring.Component):
         fill = Signal(8 * b)                   # the word being filled
         out_full = Signal()
 
-        last_col = col + 1 == job.cols
-        closes = (lane == b - 1) | last_col
+        # Whether the next element is its row's last, fills the word's last lane, and whether
+        # the row is the last: registers, so that no comparator sits on the ready path.
+        last_col = Signal()
+        last_lane = Signal()
+        last_row = Signal()
+        closes = last_lane | last_col
         take = Signal()
         m.d.comb += [
             self.i.ready.eq(active & (~closes | ~out_full | self.o.ready)),
@@ -103,23 +107,29 @@ class RowPacker(wiring.Component):
         with m.If(self.start & ~self.busy):
             empty = (self.job.rows == 0) | (self.job.cols == 0)
             m.d.sync += [job.eq(self.job), active.eq(~empty), row.eq(0), col.eq(0),
-                         lane.eq(0), row_base.eq(self.job.a_base), word.eq(0), fill.eq(0)]
+                         lane.eq(0), row_base.eq(self.job.a_base), word.eq(0), fill.eq(0),
+                         last_col.eq(self.job.cols == 1), last_lane.eq(b == 1),
+                         last_row.eq(self.job.rows == 1)]
         with m.Elif(take):
             value = self.i.payload
             filled = Signal(8 * b)
             m.d.comb += filled.eq(fill | (value.as_unsigned() << (lane * 8)))
             with m.If(closes):
                 m.d.sync += [out_full.eq(1), self.o.payload.addr.eq(row_base + word),
-                             self.o.payload.data.eq(filled), fill.eq(0), lane.eq(0)]
+                             self.o.payload.data.eq(filled), fill.eq(0), lane.eq(0),
+                             last_lane.eq(b == 1)]
                 with m.If(last_col):
                     m.d.sync += [col.eq(0), word.eq(0), row.eq(row + 1),
-                                 row_base.eq(row_base + job.stride)]
-                    with m.If(row + 1 == job.rows):
+                                 row_base.eq(row_base + job.stride),
+                                 last_col.eq(job.cols == 1), last_row.eq(row + 2 == job.rows)]
+                    with m.If(last_row):
                         m.d.sync += active.eq(0)
                 with m.Else():
-                    m.d.sync += [col.eq(col + 1), word.eq(word + 1)]
+                    m.d.sync += [col.eq(col + 1), word.eq(word + 1),
+                                 last_col.eq(col + 2 == job.cols)]
             with m.Else():
-                m.d.sync += [fill.eq(filled), lane.eq(lane + 1), col.eq(col + 1)]
+                m.d.sync += [fill.eq(filled), lane.eq(lane + 1), col.eq(col + 1),
+                             last_lane.eq(lane + 2 == b), last_col.eq(col + 2 == job.cols)]
         return m
 
 

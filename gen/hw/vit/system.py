@@ -97,13 +97,17 @@ class ViTCore(wiring.Component):
             m.d.comb += [valid.eq(src.msg_out.valid & src.msg_out.ready),
                          view.eq(src.msg_out.payload)]
 
-        # Host loads to the engine they name.
+        # Host loads to the engine they name, through a registered queue each: the load beat
+        # fans out to every memory of an engine, and must not start at the host link.
         for index, engine in enumerate((nsa, nmp)):
             layout = engine.shape.load_layout
+            queue = fifo.SyncFIFOBuffered(width=layout.size, depth=2)
+            m.submodules[f"load_to_{('nsa', 'nmp')[index]}"] = queue
             with m.If(self.load.payload.engine == index):
-                m.d.comb += [engine.load.valid.eq(self.load.valid),
-                             engine.load.payload.eq(self.load.payload.beat[:layout.size]),
-                             self.load.ready.eq(engine.load.ready)]
+                m.d.comb += [queue.w_stream.valid.eq(self.load.valid),
+                             queue.w_stream.payload.eq(self.load.payload.beat[:layout.size]),
+                             self.load.ready.eq(queue.w_stream.ready)]
+            wiring.connect(m, shaped_stream(queue.r_stream, layout), engine.load)
         wiring.connect(m, wiring.flipped(self.image), nsa.image)
         wiring.connect(m, nsa.result, wiring.flipped(self.result))
         m.d.comb += [
