@@ -117,9 +117,10 @@ def cmd_build(args):
         # The tools work in a folder of their own; only a finished build becomes `build/`, so
         # a failed or interrupted one never leaves a bitstream where a result is looked for.
         partial = folder / f"build.partial-{os.getpid()}"
+        router = getattr(design, "nextpnr_router", None)     # a ViT design names one
         result = run_flow(design.top(), design.board, partial, seed=args.seed,
                           progress=_log if args.verbose else _quiet_progress(),
-                          router=getattr(design, "nextpnr_router", None))
+                          **({"router": router} if router else {}))
         final, old = folder / "build", folder / f"build.old-{os.getpid()}"
         if final.exists():
             final.rename(old)
