@@ -21,7 +21,7 @@ build: $(VENV)/.installed
 	$(PY) -m gen build --board ulx3s
 
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_foundation.py

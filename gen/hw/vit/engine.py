@@ -428,8 +428,6 @@ class ViTEngine(wiring.Component):
             with m.If(logits_reader.start):
                 m.d.sync += [index.eq(0), pending.eq(1)]
             with m.If(logits_reader.o.valid & logits_reader.o.ready):
-                m.d.sync += [kept[i].eq(logits_reader.o.payload)
-                             for i in range(sh.classes) if True] if False else []
                 with m.Switch(index):
                     for i in range(sh.classes):
                         with m.Case(i):
