@@ -82,6 +82,13 @@ def test_deadlocking_fifo_is_refused_before_the_model(tmp_path):
     assert out.returncode == 2
     assert "vit.fifo_depth: 100 can deadlock with 2 images in flight" in out.stderr
     assert "[model]" not in out.stdout and "Traceback" not in out.stderr
+    raw["vit"].update(fifo_depth=17 * 64, images_in_flight=3)     # deadlock-free, but stalls
+    path.write_text(yaml.safe_dump(raw))
+    out = subprocess.run([sys.executable, "-m", "gen", "check", "--config", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "vit.fifo_depth: 1088 can stall an engine with 3 images in flight" in out.stderr
+    assert "use fifo_depth >= 2176" in out.stderr and "[model]" not in out.stdout
 
 
 @pytest.mark.parametrize("spec,match", [
@@ -120,7 +127,8 @@ def test_infer_refuses_bad_input_in_one_line_before_any_work():
     for args, match in (
             (["--images", "digits[:0]"], "give a range inside 0..360"),
             (["--images", "pictures/*.png"], "give digits[:N], digits[A:B] or a .npy file"),
-            (["--config", "gen/configs/default.yaml"], "not a ViT config")):
+            (["--config", "gen/configs/default.yaml"], "not a ViT config"),
+            (["--model", "no/such/model.npz"], "no such integer ViT file")):
         out = _gen("infer", *args)
         assert out.returncode == 2, out.stderr
         assert match in out.stderr and out.stderr.count("\n") == 1, out.stderr

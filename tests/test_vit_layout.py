@@ -25,17 +25,27 @@ def test_default_fifo_holds_a_message():
     assert d.fifo_depth == d.message_beats
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(depth=st.integers(1, 2000), flight=st.integers(1, 12))
-def test_deadlock_rule(depth, flight):
-    """The ring deadlocks only when both engines can send into full FIFOs at once: refused
-    exactly when ``flight > 2 * (depth // message) + 1``, with one line naming the fix."""
+def test_fifo_depth_rule(depth, flight):
+    """Refused exactly when the ring can deadlock (``flight > 2 * (depth // message) + 1``:
+    both engines send into full FIFOs) or a SEND can wait on a full FIFO
+    (``depth // message < flight - 1``), with one line naming the depth that is needed."""
     message = 17 * 8
-    unsafe = flight > 2 * (depth // message) + 1
-    if unsafe:
-        with pytest.raises(UserError, match="fifo_depth .* can deadlock") as info:
+    whole = depth // message
+    if flight > 2 * whole + 1:
+        match = "fifo_depth .* can deadlock"
+    elif whole < flight - 1:
+        match = "fifo_depth .* can stall an engine"
+    else:
+        match = None
+    if match:
+        with pytest.raises(UserError, match=match) as info:
             _design(fifo_depth=depth, images_in_flight=flight)
         assert "\n" not in str(info.value)
+        need = int(str(info.value).rsplit(">= ", 1)[1])
+        assert need == max(flight - 1, 1) * message
+        assert _design(fifo_depth=need, images_in_flight=flight).fifo_depth == need
     else:
         assert _design(fifo_depth=depth, images_in_flight=flight).fifo_depth == depth
 

@@ -17,7 +17,7 @@ from gen.rtl import content_hash, emit_verilog
 
 from . import seeds
 
-__all__ = ["verilator_env", "run_cocotb", "SIM_BUILD", "BUILD_ARGS", "REPO"]
+__all__ = ["verilator_env", "run_cocotb", "bundle", "SIM_BUILD", "BUILD_ARGS", "REPO"]
 
 REPO = Path(__file__).resolve().parent.parent
 SIM_BUILD = REPO / "sim_build"
@@ -150,3 +150,34 @@ def run_cocotb(component, toplevel, test_module, params, *, sources=None, build_
         raise AssertionError(f"cocotb {test_module} on {toplevel}: {ran} tests ran, "
                              f"{failed} failed ({seeds.describe()}; see {results})")
     return results
+
+
+def bundle(units, name="Bundle"):
+    """One component holding every unit of ``units`` (name -> component), each member of each
+    unit a port ``<name>_<member>``: several small units share one Verilator build."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In
+
+    class Bundle(wiring.Component):
+        def __init__(self):
+            super().__init__({f"{unit_name}_{member}": description
+                              for unit_name, unit in units.items()
+                              for member, description in unit.signature.members.items()})
+
+        def elaborate(self, platform):
+            m = Module()
+            for unit_name, unit in units.items():
+                m.submodules[unit_name] = unit
+                for member, description in unit.signature.members.items():
+                    outer, inner = getattr(self, f"{unit_name}_{member}"), getattr(unit, member)
+                    if description.is_signature:
+                        wiring.connect(m, wiring.flipped(outer), inner)
+                    elif description.flow == In:
+                        m.d.comb += inner.eq(outer)
+                    else:
+                        m.d.comb += outer.eq(inner)
+            return m
+
+    Bundle.__name__ = Bundle.__qualname__ = name
+    return Bundle()

@@ -123,36 +123,12 @@ def expected(rows, bases, words, dim):
 def _wrapper(config):
     """One component that forwards the ports of an `IntLayerNorm` of each dim,
     ``ln<dim>_<member>``."""
-    from amaranth.hdl import Module
-    from amaranth.lib import wiring
-    from amaranth.lib.wiring import In
-
     from gen.hw.vit.layernorm import IntLayerNorm
+    from verif.sim import bundle
 
     units = {prefix(dim)[:-1]: IntLayerNorm(dim, depth)
              for dim, depth in zip(config["dims"], config["param_depths"])}
-
-    class LayerNorms(wiring.Component):
-        def __init__(self):
-            super().__init__({f"{name}_{member}": description
-                              for name, unit in units.items()
-                              for member, description in unit.signature.members.items()})
-
-        def elaborate(self, platform):
-            m = Module()
-            for name, unit in units.items():
-                m.submodules[name] = unit
-                for member, description in unit.signature.members.items():
-                    outer, inner = getattr(self, f"{name}_{member}"), getattr(unit, member)
-                    if description.is_signature:
-                        wiring.connect(m, wiring.flipped(outer), inner)
-                    elif description.flow == In:
-                        m.d.comb += inner.eq(outer)
-                    else:
-                        m.d.comb += outer.eq(inner)
-            return m
-
-    return LayerNorms()
+    return bundle(units, "LayerNorms")
 
 
 # ---- testbench -------------------------------------------------------------------------------

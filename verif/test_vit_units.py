@@ -57,40 +57,18 @@ def value8(rng):
 
 def _wrapper(config):
     """One component that forwards the ports of every unit under test, ``<unit>_<member>``."""
-    from amaranth.hdl import Module, unsigned
-    from amaranth.lib import wiring
-    from amaranth.lib.wiring import In
+    from amaranth.hdl import unsigned
 
     from gen.hw.vit.activation import ActivationTable
     from gen.hw.vit.argmax import Argmax
     from gen.hw.vit.residual import ResidualAdder
+    from verif.sim import bundle
 
     tag = unsigned(config["tag_bits"])
     units = {f"res{n}": ResidualAdder(n, tag) for n in config["residual_lanes"]}
     units["act"] = ActivationTable(tag, init=activation_init())
     units.update({f"am{n}": Argmax(n) for n in config["argmax_lengths"]})
-
-    class VitUnits(wiring.Component):
-        def __init__(self):
-            super().__init__({f"{name}_{member}": description
-                              for name, unit in units.items()
-                              for member, description in unit.signature.members.items()})
-
-        def elaborate(self, platform):
-            m = Module()
-            for name, unit in units.items():
-                m.submodules[name] = unit
-                for member, description in unit.signature.members.items():
-                    outer, inner = getattr(self, f"{name}_{member}"), getattr(unit, member)
-                    if description.is_signature:
-                        wiring.connect(m, wiring.flipped(outer), inner)
-                    elif description.flow == In:
-                        m.d.comb += inner.eq(outer)
-                    else:
-                        m.d.comb += outer.eq(inner)
-            return m
-
-    return VitUnits()
+    return bundle(units, "VitUnits")
 
 
 def unit_names(config):

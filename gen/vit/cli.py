@@ -48,14 +48,16 @@ def load_images(spec, seed=0):
     return pixels.astype(np.int64), None
 
 
-def load_model_for(build, path=None):
-    """The model to run on ``build``: its own, or the file ``path``, which must fit the
-    generated design (same dims, no more weight words than the engines hold)."""
+def load_model_for(build, path=None, model=None):
+    """The model to run on ``build``: its own, or the file ``path`` (or that file already
+    loaded, ``model``), which must fit the generated design (same dims, no more weight words
+    than the engines hold)."""
     if path is None:
         return build.model
     from ..hw.vit.layout import model_image
     from .model import IntViT
-    model = IntViT.load(path)
+    if model is None:
+        model = IntViT.load(path)
     try:
         model_image(build.vit, model.arrays())
     except UserError as exc:
@@ -98,8 +100,12 @@ def cmd_infer(args, log=print):
         raise UserError(f"{args.config}: not a ViT config (it has no vit section); use e.g. "
                         f"gen/configs/vit-digits.yaml")
     pixels, labels = load_images(args.images)      # a bad spec fails before any long work
+    given = None
+    if args.model:                                  # and so does an unreadable model file
+        from .model import IntViT
+        given = IntViT.load(args.model)
     build = prepare_design(config, progress=log)
-    model = load_model_for(build, args.model)
+    model = load_model_for(build, args.model, given)
     gold = model.forward(pixels)
     start = time.monotonic()
     if args.port:

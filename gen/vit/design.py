@@ -179,7 +179,7 @@ def prepare_vit_design(config, progress=print):
     long work, then make the model and size the engines for it, and check the resources."""
     from ..design import uart_divisor
     from ..hw.pll import plan_pll
-    from ..hw.vit.layout import ViTDesign
+    from ..hw.vit.layout import ViTDesign, fifo_depth_problem
     from ..sparse.vit import DIM, TOKENS
     try:
         board = get_board(config.board)
@@ -187,12 +187,10 @@ def prepare_vit_design(config, progress=print):
         pll = plan_pll(board.oscillator_mhz, config.clock_mhz)
         divisor = uart_divisor(config.baud, board, board.oscillator_mhz)
         message = TOKENS * DIM
-        depth = config.fifo_depth or message
-        if config.images_in_flight > 2 * (depth // message) + 1:
-            need = -(-(config.images_in_flight - 1) // 2) * message
-            raise UserError(f"vit.fifo_depth: {config.fifo_depth} can deadlock with "
-                            f"{config.images_in_flight} images in flight (a message is "
-                            f"{message} pairs); use fifo_depth >= {need}")
+        problem = fifo_depth_problem(config.images_in_flight, config.fifo_depth or message,
+                                     message)
+        if problem:
+            raise UserError(f"vit.fifo_depth: {problem}")
         from .model import prepared_int_vit
         m = config.model
         progress(f"[model] {m.activation} ViT, seed {m.seed}, "

@@ -22,7 +22,7 @@ from .engine import (STEP_DESC, STEP_END, STEP_IMAGE, STEP_RECEIVE, STEP_RESULT,
 from .layernorm import LN_MULTIPLIERS, LnParams
 from .residual import RESIDUAL_MULTIPLIERS_PER_LANE, ResidualParams
 
-__all__ = ["ViTDesign", "EngineImage", "ModelImage", "model_image", "capacity_of",
+__all__ = ["ViTDesign", "fifo_depth_problem", "EngineImage", "ModelImage", "model_image", "capacity_of",
            "image_beats", "IMAGE_SIDE", "PATCH_SIDE"]
 
 IMAGE_SIDE = 8
@@ -70,6 +70,31 @@ def _check_count(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise UserError(f"vit design field {name} must be a non-negative integer, "
                         f"not {value!r}")
+
+
+def fifo_depth_problem(images_in_flight, fifo_depth, message_beats):
+    """What is wrong with FIFOs of ``fifo_depth`` pairs in the ring of two engines with
+    ``images_in_flight`` images and messages of ``message_beats`` pairs, or None
+    (docs/vit.md section 3).
+
+    An engine takes a message only when its program is idle, so a FIFO is useful in whole
+    messages, ``w = floor(depth / message)``. Deadlock: both engines send into full FIFOs at
+    once, which needs ``2 + 2 w`` images in the ring; free of it iff ``n <= 2 w + 1``.
+    Starving: an engine whose SEND finds its FIFO full waits, idle, though it has finished
+    its work; with one image in each engine up to ``n - 2`` messages wait in one FIFO, so no
+    SEND ever waits iff ``w >= n - 1`` (the busier engine then never stalls, and the
+    throughput model's ``max`` of the two engines holds). The second implies the first.
+    """
+    whole = fifo_depth // message_beats
+    need = max(images_in_flight - 1, 1) * message_beats
+    if images_in_flight > 2 * whole + 1:
+        return (f"{fifo_depth} can deadlock with {images_in_flight} images in "
+                f"flight (a message is {message_beats} pairs); use fifo_depth >= {need}")
+    if whole < images_in_flight - 1:
+        return (f"{fifo_depth} can stall an engine with {images_in_flight} images "
+                f"in flight (a FIFO must hold {images_in_flight - 1} messages of "
+                f"{message_beats} pairs for no SEND to wait); use fifo_depth >= {need}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -155,16 +180,11 @@ class ViTDesign:
         return self.tokens * self.dim
 
     def check_deadlock(self):
-        """Refuse FIFOs that can deadlock the ring: with ``n`` images in flight both engines
-        can be sending at once, each into a full FIFO, unless a FIFO holds whole messages:
-        the ring is free of deadlock iff ``n <= 2 * floor(depth / message) + 1``."""
-        whole = self.fifo_depth // self.message_beats
-        if self.images_in_flight > 2 * whole + 1:
-            need = ceil_div(self.images_in_flight - 1, 2) * self.message_beats
-            raise UserError(
-                f"vit fifo_depth {self.fifo_depth} can deadlock with {self.images_in_flight} "
-                f"images in flight (a message is {self.message_beats} pairs); use fifo_depth "
-                f">= {need} or images_in_flight <= {2 * whole + 1}")
+        """Refuse FIFOs that can deadlock the ring or stall its busier engine
+        (:func:`fifo_depth_problem`)."""
+        problem = fifo_depth_problem(self.images_in_flight, self.fifo_depth, self.message_beats)
+        if problem:
+            raise UserError(f"vit fifo_depth {problem}")
 
     # -- amem regions beyond the kernel's ----------------------------------------------------
     @property
