@@ -36,12 +36,26 @@ def make_report(design, result):
                            (("sync", "$glbnet$clk"), ("host", "$glbnet$host_clk"))
                            if net in result.fmax},
         "timing_met": result.timing_met,
+        # The host link and what a 128x128x128 GEMM spends on it vs the accelerator (a ViT
+        # design, which has no such GEMM, has none).
+        **_link(design),
         "resources": resources,
         "fits": all(r["used"] <= r["available"] for r in resources.values()),
         "bitstream": str(result.bitstream),
         "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
         "nextpnr_utilization": result.utilization,
     }
+
+
+def _link(design):
+    if not hasattr(design, "link_report"):
+        return {}
+    return {"host_link": {"clock_mhz": round(design.host_clock_mhz, 6),
+                          "clock_source": ("oscillator" if design.host_clock_source ==
+                                           "oscillator" else "pll_clkos"),
+                          "baud": round(design.baud_actual, 1),
+                          "bytes_per_second": round(design.bytes_per_second, 1)},
+            "link_vs_compute": design.link_report()}
 
 
 def write_report(report, folder):
@@ -61,6 +75,11 @@ def summary_lines(report):
     for key, r in report["resources"].items():
         lines.append(f"  {key:8s} {r['used']:6d} / {r['available']:6d} "
                      f"({100 * r['used'] / r['available']:5.1f}%)  estimated {r['estimated']}")
+    link = report.get("link_vs_compute")
+    if link:
+        lines.append(f"  host link {link['bytes_per_second']:.0f} bytes/s: GEMM {link['gemm']} "
+                     f"transfer {link['transfer_ms']:.1f} ms vs compute {link['compute_ms']:.3f} "
+                     f"ms")
     lines.append(f"  bitstream {report['bitstream']}")
     return lines
 

@@ -54,10 +54,34 @@ def cmd_check(args):
     print(f"  clock {design.clock_mhz:g} MHz (PLL {design.pll.clki_div}/{design.pll.clkfb_div}/"
           f"{design.pll.clkop_div}), UART {design.baud_actual:.0f} baud "
           f"(divisor {design.uart_divisor})")
+    for line in _link_lines(design):
+        print(line)
     for key in ("lut4", "ff", "mult18", "bram18k"):
         print(f"  {key:8s} ~{getattr(e, key):6d} of {getattr(b, key)}")
     print("  fits: yes")
     return 0
+
+
+def _link_lines(design):
+    """The host link's clock, exact baud and bytes per second; a 128x128x128 GEMM's transfer
+    vs compute time (`gen.design.link_report`)."""
+    c = design.config
+    if design.host_clock_source == "oscillator":
+        source = "the board oscillator"
+    else:
+        source = (f"PLL CLKOS (VCO {design.pll.vco_mhz:g} MHz / {design.pll.clkos_div})")
+    error = abs(design.baud_actual - c.host.baud) / c.host.baud
+    exact = "exactly" if error == 0 else f"{error:.3%} off"
+    r = design.link_report()
+    b = r["bytes"]
+    return [
+        f"  host link: {design.host_clock_mhz:g} MHz from {source}, {c.host.baud} baud "
+        f"{exact}, {design.bytes_per_second:.0f} bytes/s (8N1)",
+        f"  GEMM {r['gemm']}: {b['total']} bytes on the link (A {b['a']}, B {b['b']}, params "
+        f"{b['params']}, C {b['c']}, commands {b['commands']}) {r['transfer_ms']:.1f} ms; "
+        f"compute {r['compute_cycles']} cycles {r['compute_ms']:.3f} ms at "
+        f"{design.clock_mhz:g} MHz; transfer {r['transfer_to_compute']:g}x compute",
+    ]
 
 
 def _check_vit(design):
@@ -285,6 +309,8 @@ MODULE_COMMANDS = {
     "cost-report": (".cost_report", "cost model vs Verilator cycles and nextpnr utilization"),
     "prune": (".sparse.cli", "train, prune and quantize the tiny ViT; accuracy vs sparsity"),
     "infer": (".vit.cli", "images through a ViT design (Verilator, or a board with --port)"),
+    "serve-sim": (".runtime.serve", "power-capped batching + DVFS controllers on a serving trace"),
+    "sweep": (".sweep", "build a grid of designs on Ray: Fmax/resources table, plots, frontier"),
 }
 
 

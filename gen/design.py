@@ -2,33 +2,85 @@
 
 import dataclasses
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from . import __version__
 from .artifacts import write_atomic
 from .boards import get_board
-from .config import DesignConfig
+from .config import SCHEMA, DesignConfig
 from .errors import UserError
 from .estimate import check_fits, estimate_resources
 from .hw.board_top import BoardTop
 from .hw.gemm import DIM_WIDTH
 from .hw.host_bridge import DEFAULT_BYTE_TIMEOUT, PARAM_WORD_BYTES, PROTOCOL_VERSION
-from .hw.pll import plan_pll
+from .hw.pll import PllSettings, plan_pll, secondary_outputs
 from .hw.system import HostSystem
 from .hw.uart import MIN_DIVISOR
 from .cycles import gemm_cycles
+from .host.driver import gemm_link_bytes
 from .rtl import content_hash, emit_verilog
 
-__all__ = ["Design", "prepare_design", "resolve_sizes", "usable_bauds", "uart_divisor",
-           "RTL_OUT", "UART_TOLERANCE"]
+__all__ = ["Design", "HostLink", "prepare_design", "resolve_sizes", "usable_bauds",
+           "uart_divisor", "plan_host_link", "link_report", "RTL_OUT", "UART_TOLERANCE",
+           "PREFERRED_DIVISOR", "HOST_CLOCK_MAX_MHZ", "BYTE_TIMEOUT_S", "LINK_GEMM"]
 
 #: Where generated designs go: ``$ACCELGEN_RTL_OUT``, else ``rtl_out/`` in the working folder.
 RTL_OUT = Path(os.environ.get("ACCELGEN_RTL_OUT", "rtl_out"))
 #: Largest baud-rate error an 8N1 link tolerates with margin (half a bit over 10 bits is 5%).
 UART_TOLERANCE = 0.02
+#: Clocks per bit preferred when a PLL output clocks the host link (16, as UARTs commonly
+#: oversample); a smaller divisor, down to ``MIN_DIVISOR``, only where no output gives 16.
+PREFERRED_DIVISOR = 16
+#: Fastest host clock chosen while a slower PLL output makes the baud as well: the protocol
+#: engine's timing stays easy (the accelerator has its own clock).
+HOST_CLOCK_MAX_MHZ = 100
+#: The inter-byte timeout (PROTOCOL.md): ``DEFAULT_BYTE_TIMEOUT`` cycles at the 25 MHz
+#: oscillator, as many cycles as make 5 ms at any other host clock.
+BYTE_TIMEOUT_S = 5e-3
+#: The GEMM whose transfer and compute times `gen check` and the manifest state.
+LINK_GEMM = (128, 128, 128)
+
+
+@dataclass(frozen=True)
+class HostLink:
+    """The host link's clock and UART divisor (:func:`plan_host_link`).
+
+    ``source`` is ``"oscillator"`` (the board's, straight) or ``"pll"`` (the EHXPLLL's CLKOS
+    output, on the VCO that also makes the accelerator clock); ``pll`` is the design's PLL
+    settings, with ``clkos_div`` set exactly when ``source`` is ``"pll"``.
+    """
+    source: str
+    clock_mhz: Fraction
+    divisor: int
+    baud: int
+    pll: PllSettings
+
+    @property
+    def baud_actual(self):
+        return float(self.clock_mhz * 10 ** 6 / self.divisor)
+
+    @property
+    def exact(self):
+        return self.clock_mhz * 10 ** 6 / self.divisor == self.baud
+
+    @property
+    def baud_error(self):
+        return abs(self.baud_actual - self.baud) / self.baud
+
+    @property
+    def bytes_per_second(self):
+        """8N1: ten bit times a byte."""
+        return self.baud_actual / 10
+
+    @property
+    def byte_timeout(self):
+        """The protocol engine's inter-byte timeout in host cycles (5 ms)."""
+        return round(BYTE_TIMEOUT_S * self.clock_mhz * 10 ** 6)
 
 
 @dataclass(frozen=True)
@@ -37,19 +89,44 @@ class Design:
     board: object
     pll: object
     uart_divisor: int
+    #: The host link (:func:`plan_host_link`); None: the board oscillator, as before.
+    link: HostLink | None = None
 
     @property
     def clock_mhz(self):
         return self.pll.output_mhz
 
     @property
+    def host_clock_source(self):
+        """``"oscillator"`` or ``"pll"`` (the EHXPLLL's CLKOS output)."""
+        return self.link.source if self.link else "oscillator"
+
+    @property
     def host_clock_mhz(self):
-        """The host link's clock: the board oscillator."""
-        return self.board.oscillator_mhz
+        """The host link's clock: the board oscillator, or the PLL's CLKOS output."""
+        return float(self.link.clock_mhz) if self.link else self.board.oscillator_mhz
 
     @property
     def baud_actual(self):
         return self.host_clock_mhz * 1e6 / self.uart_divisor
+
+    @property
+    def bytes_per_second(self):
+        """The link's payload rate: 8N1 is ten bit times a byte."""
+        return self.baud_actual / 10
+
+    @property
+    def byte_timeout(self):
+        """The protocol engine's inter-byte timeout in host cycles (5 ms)."""
+        return self.link.byte_timeout if self.link else DEFAULT_BYTE_TIMEOUT
+
+    def link_report(self, m=None, k=None, n=None):
+        """Transfer vs compute of an ``m x k x n`` GEMM (default `LINK_GEMM`, 128x128x128) on
+        this design at its clocks: see :func:`link_report`."""
+        m, k, n = (m, k, n) if m is not None else LINK_GEMM
+        c = self.config
+        return link_report(m, k, n, rows=c.array.rows, cols=c.array.cols,
+                           clock_mhz=self.clock_mhz, baud=self.baud_actual)
 
     @property
     def estimate(self):
@@ -61,7 +138,11 @@ class Design:
         return dict(rows=c.array.rows, cols=c.array.cols, dataflow=c.array.dataflow,
                     act_depth=c.buffers.act_depth, wgt_depth=c.buffers.wgt_depth,
                     param_depth=c.buffers.param_depth, out_depth=c.buffers.out_depth,
-                    uart_divisor=self.uart_divisor)
+                    uart_divisor=self.uart_divisor,
+                    # Only where it differs from the default: a design clocked as before has
+                    # the same parameters (and simulation builds) as before.
+                    **({"byte_timeout": self.byte_timeout}
+                       if self.byte_timeout != DEFAULT_BYTE_TIMEOUT else {}))
 
     @property
     def digest(self):
@@ -75,10 +156,15 @@ class Design:
         return HostSystem(**self.system_params)
 
     def top(self):
+        # Settings with a CLKOS divider clock the host domain from CLKOS (see BoardTop).
         return BoardTop(self.system(), self.pll, uart_resource=self.board.uart_resource)
 
     def manifest(self):
         c = self.config
+        pll = {"clki_div": self.pll.clki_div, "clkfb_div": self.pll.clkfb_div,
+               "clkop_div": self.pll.clkop_div, "vco_mhz": round(self.pll.vco_mhz, 3)}
+        if self.pll.clkos_div is not None:
+            pll.update(clkos_div=self.pll.clkos_div, clkos_mhz=round(self.pll.clkos_mhz, 6))
         return {
             "generator": __version__,
             "design": c.name,
@@ -86,16 +172,18 @@ class Design:
             "board": self.board.name,
             "device": self.board.device,
             "clock": {"requested_mhz": c.clock_mhz, "pll_mhz": round(self.clock_mhz, 6),
-                      "pll": {"clki_div": self.pll.clki_div, "clkfb_div": self.pll.clkfb_div,
-                              "clkop_div": self.pll.clkop_div,
-                              "vco_mhz": round(self.pll.vco_mhz, 3)}},
-            "host": {"clock_mhz": self.host_clock_mhz,
+                      "pll": pll},
+            "host": {"clock_mhz": round(self.host_clock_mhz, 6),
+                     "clock_source": ("oscillator" if self.host_clock_source == "oscillator"
+                                      else "pll_clkos"),
                      "baud_requested": c.host.baud, "baud_actual": round(self.baud_actual, 1),
-                     "uart_divisor": self.uart_divisor, "protocol_version": PROTOCOL_VERSION,
-                     "byte_timeout_cycles": DEFAULT_BYTE_TIMEOUT,
-                     "byte_timeout_ms": round(DEFAULT_BYTE_TIMEOUT / self.host_clock_mhz / 1e3,
-                                              3),
+                     "uart_divisor": self.uart_divisor,
+                     "bytes_per_second": round(self.bytes_per_second, 1),
+                     "protocol_version": PROTOCOL_VERSION,
+                     "byte_timeout_cycles": self.byte_timeout,
+                     "byte_timeout_ms": round(self.byte_timeout / self.host_clock_mhz / 1e3, 3),
                      "protocol": "gen/host/PROTOCOL.md"},
+            "link_vs_compute": self.link_report(),
             "array": {"rows": c.array.rows, "cols": c.array.cols,
                       "dataflow": c.array.dataflow},
             "buffers": {
@@ -156,10 +244,6 @@ def _nearest_bauds(board, clock_mhz, baud):
     return " or ".join(str(r) for r in near)
 
 
-def _uart_divisor(config, board, clock_mhz):
-    return uart_divisor(config.host.baud, board, clock_mhz)
-
-
 def uart_divisor(baud, board, clock_mhz):
     """Host-clock cycles per UART bit for ``baud`` on ``board``, or one UserError line naming
     ``host.baud`` and the nearest rates that work."""
@@ -176,6 +260,102 @@ def uart_divisor(baud, board, clock_mhz):
         raise UserError(f"host.baud: {baud} is {error:.1%} off what the {clock_mhz:g} MHz host "
                         f"clock can divide to; use {_nearest_bauds(board, clock_mhz, baud)}")
     return divisor
+
+
+def _host_clocks(board, pll):
+    """The host link's possible clocks: ``(source, exact MHz, PLL settings)``, the oscillator
+    first, then every CLKOS output of a PLL that makes ``pll``'s accelerator clock exactly."""
+    clocks = [("oscillator", Fraction(board.oscillator_mhz), pll)]
+    clocks += [("pll", s.exact_clkos_mhz, s)
+               for s in secondary_outputs(board.oscillator_mhz, pll)]
+    return clocks
+
+
+def _link_options(board, pll, baud, tolerance):
+    for source, mhz, settings in _host_clocks(board, pll):
+        hz = mhz * 10 ** 6
+        divisor = round(hz / baud)
+        if divisor < MIN_DIVISOR:
+            continue
+        error = abs(hz / divisor - baud) / baud
+        if error <= tolerance:
+            yield error, HostLink(source, mhz, divisor, baud, settings)
+
+
+def _pll_preference(link):
+    """Among PLL outputs equally good for the baud: at most `HOST_CLOCK_MAX_MHZ`, then at least
+    `PREFERRED_DIVISOR` clocks a bit (or as near as can be), then the slowest clock."""
+    return (link.clock_mhz > HOST_CLOCK_MAX_MHZ, max(0, PREFERRED_DIVISOR - link.divisor),
+            link.clock_mhz)
+
+
+def plan_host_link(board, pll, baud, *, tolerance=UART_TOLERANCE):
+    """The host link's clock and divisor for ``baud``: the board oscillator where it divides
+    to ``baud`` exactly; else a CLKOS output of the accelerator clock's PLL that does (the
+    accelerator clock stays exactly what ``pll`` makes; the VCO may differ); else the
+    oscillator within ``tolerance``; else the PLL output nearest ``baud`` within it.
+    Anything else is one UserError line naming ``host.baud`` and the nearest usable rates."""
+    if baud > board.uart_max_baud:
+        raise UserError(f"host.baud: {baud} exceeds the {board.name} serial port's "
+                        f"{board.uart_max_baud}; use {_nearest_link_bauds(board, pll, baud)}")
+    options = list(_link_options(board, pll, baud, tolerance))
+    oscillator = [(e, link) for e, link in options if link.source == "oscillator"]
+    plls = [(e, link) for e, link in options if link.source == "pll"]
+    if oscillator and oscillator[0][0] == 0:
+        return oscillator[0][1]
+    exact = [link for e, link in plls if e == 0]
+    if exact:
+        return min(exact, key=_pll_preference)
+    if oscillator:
+        return oscillator[0][1]
+    if plls:
+        return min(plls, key=lambda option: (option[0], _pll_preference(option[1])))[1]
+    raise UserError(f"host.baud: {baud} is more than {tolerance * 100:g}% off every rate the "
+                    f"{board.oscillator_mhz:g} MHz oscillator and the PLL outputs beside the "
+                    f"{pll.output_mhz:g} MHz accelerator clock divide to; use "
+                    f"{_nearest_link_bauds(board, pll, baud, tolerance)}")
+
+
+def _nearest_link_bauds(board, pll, baud, tolerance=UART_TOLERANCE):
+    """The usable rates just below and just above ``baud`` over all host clocks, as
+    ``"A or B"``; each is one that :func:`plan_host_link` accepts."""
+    low, high = SCHEMA["host"]["baud"][1:3]
+    below, above = None, None
+    for _, mhz, _ in _host_clocks(board, pll):
+        hz = mhz * 10 ** 6
+        fastest = max(MIN_DIVISOR, math.ceil(hz / board.uart_max_baud))
+        for divisor in {math.floor(hz / baud), math.ceil(hz / baud), fastest}:
+            divisor = max(divisor, fastest)
+            rate = round(hz / divisor)
+            if (rate > board.uart_max_baud or not low <= rate <= high or
+                    abs(hz / divisor - rate) / rate > tolerance):
+                continue
+            if rate <= baud:
+                below = rate if below is None else max(below, rate)
+            else:
+                above = rate if above is None else min(above, rate)
+    return " or ".join(str(r) for r in (below, above) if r is not None)
+
+
+def link_report(m, k, n, *, rows, cols, clock_mhz, baud):
+    """What an ``m x k x n`` GEMM spends on the host link vs the accelerator: the bytes the
+    protocol moves (`gen.host.layout.gemm_link_bytes`: A, B, the parameters, C and the
+    commands, both directions; the driver waits for each reply, so they add up) at ``baud``
+    8N1, and `gen.cycles.gemm_cycles` at ``clock_mhz``. USB latency is not counted."""
+    moved = gemm_link_bytes(m, k, n, rows, cols)
+    bytes_per_second = baud / 10
+    cycles = gemm_cycles(m, k, n, rows, cols)
+    transfer_s = moved["total"] / bytes_per_second
+    compute_s = cycles / (clock_mhz * 1e6)
+    return {
+        "gemm": f"{m}x{k}x{n}",
+        "bytes_per_second": round(bytes_per_second, 1),
+        "bytes": moved,
+        "transfer_ms": round(transfer_s * 1e3, 3),
+        "compute_cycles": cycles,
+        "compute_ms": round(compute_s * 1e3, 4),
+        "transfer_to_compute": round(transfer_s / compute_s, 1),
+    }
 
 
 def resolve_sizes(config, board=None, progress=print):
@@ -202,10 +382,11 @@ def prepare_design(config, progress=print):
         board = get_board(config.board)
         # An alias (`ulx3s`) and the board's own name must give the same design and folder.
         config = dataclasses.replace(config, board=board.name)
-        pll = plan_pll(board.oscillator_mhz, config.clock_mhz)
-        divisor = _uart_divisor(config, board, board.oscillator_mhz)
+        link = plan_host_link(board, plan_pll(board.oscillator_mhz, config.clock_mhz),
+                              config.host.baud)
         config = resolve_sizes(config, board, progress=progress)
-        design = Design(config=config, board=board, pll=pll, uart_divisor=divisor)
+        design = Design(config=config, board=board, pll=link.pll, uart_divisor=link.divisor,
+                        link=link)
         check_fits(config, board, design.estimate)
     except UserError as exc:
         message = str(exc)

@@ -1,11 +1,14 @@
 """Config schema, boards, PLL planning, UART divisor and the budget check."""
 
+from fractions import Fraction
+
 import pytest
 import yaml
 
 from gen.boards import get_board, load_boards
 from gen.config import DEFAULT_CONFIG, load_config, parse_config
-from gen.design import prepare_design
+from gen.design import (HOST_CLOCK_MAX_MHZ, PREFERRED_DIVISOR, plan_host_link,
+                        prepare_design)
 from gen.errors import UserError
 from gen.estimate import bram_blocks
 from gen.hw.pll import plan_pll
@@ -19,7 +22,9 @@ def test_default_config_is_valid_and_fits_its_board():
     design = prepare_design(load_config())
     assert design.board.name == "ulx3s-85f"
     assert design.clock_mhz == 125
-    assert design.uart_divisor == 25          # the host link runs from the 25 MHz oscillator
+    # 3 Mbaud: the host link runs from the PLL's CLKOS at 75 MHz, 25 clocks a bit, exactly.
+    assert design.uart_divisor == 25 and design.host_clock_mhz == 75
+    assert design.baud_actual == design.config.host.baud == 3_000_000
 
 
 def test_boards_have_the_data_sheet_budgets():
@@ -118,11 +123,77 @@ def test_uart_baud_checks():
     raw["host"]["baud"] = 6_000_000
     with pytest.raises(UserError, match="exceeds the ulx3s-85f serial port's 3000000"):
         prepare_design(parse_config(raw))
-    raw["host"]["baud"] = 2_900_000      # 25 MHz / 9 = 2.78 Mbaud: 4% off
-    with pytest.raises(UserError, match="off what the 25 MHz host clock can divide to; use 2777778$"):
-        prepare_design(parse_config(raw))
+    # 25 MHz / 9 = 2.78 Mbaud is 4% off; a PLL output beside 125 MHz comes within 0.15%.
+    raw["host"]["baud"] = 2_900_000
+    design = prepare_design(parse_config(raw))
+    assert design.host_clock_source == "pll" and abs(design.baud_actual / 2.9e6 - 1) < 0.002
     raw["host"]["baud"] = 115200         # 25 MHz / 217 = 115207 baud: 0.01% off, fine
-    assert prepare_design(parse_config(raw)).uart_divisor == 217
+    design = prepare_design(parse_config(raw))
+    assert design.uart_divisor == 217 and design.host_clock_source == "oscillator"
+
+
+def test_a_baud_no_host_clock_makes_is_one_line_with_usable_advice():
+    board = get_board("ulx3s")
+    pll = plan_pll(25, 125)
+    with pytest.raises(UserError) as info:
+        plan_host_link(board, pll, 2_900_000, tolerance=1e-4)
+    message = str(info.value)
+    assert message.startswith("host.baud: 2900000 is more than 0.01% off every rate the 25 MHz "
+                              "oscillator and the PLL outputs") and "\n" not in message
+    advice = message.rsplit("; use ", 1)[1].split(" or ")
+    assert len(advice) == 2 and int(advice[0]) < 2_900_000 < int(advice[1])
+    for rate in advice:
+        assert plan_host_link(board, pll, int(rate), tolerance=1e-4).baud_error <= 1e-4
+
+
+@pytest.mark.parametrize("baud", [1_000_000, 500_000, 250_000])
+def test_oscillator_stays_the_host_clock_where_it_divides_exactly(baud):
+    raw = default_raw()
+    raw["host"]["baud"] = baud
+    design = prepare_design(parse_config(raw))
+    assert design.host_clock_source == "oscillator" and design.pll.clkos_div is None
+    assert design.pll == plan_pll(25, raw["clock_mhz"])       # the accelerator PLL as before
+    assert design.uart_divisor * baud == 25_000_000
+    # Same parameters as before the host clock could come from the PLL: same Verilog.
+    assert "byte_timeout" not in design.system_params and design.byte_timeout == 125_000
+
+
+def clkos_model(settings, input_mhz=25):
+    """The EHXPLLL's outputs from its dividers alone (CLKOP fed back): exact fractions."""
+    pfd = Fraction(input_mhz) / settings.clki_div
+    clkop = pfd * settings.clkfb_div
+    vco = clkop * settings.clkop_div
+    return pfd, clkop, vco, vco / settings.clkos_div
+
+
+@pytest.mark.parametrize("clock_mhz", [125, 100, 50, 75, 150, 62.5])
+def test_3_mbaud_host_clock_from_pll_is_exact_and_keeps_the_accelerator_clock(clock_mhz):
+    board = get_board("ulx3s")
+    accel = plan_pll(25, clock_mhz)
+    link = plan_host_link(board, accel, 3_000_000)
+    assert link.source == "pll" and link.exact
+    pfd, clkop, vco, clkos = clkos_model(link.pll)
+    assert clkop == Fraction(clock_mhz) == accel.exact_output_mhz    # unchanged
+    assert 3.125 <= pfd <= 400 and 400 <= vco <= 800 and 3.125 <= clkos <= 400
+    assert clkos == link.clock_mhz and clkos * 10 ** 6 == 3_000_000 * link.divisor
+    assert link.divisor >= PREFERRED_DIVISOR and clkos <= HOST_CLOCK_MAX_MHZ
+    assert link.byte_timeout == round(clkos * 5000)                 # 5 ms, as at 25 MHz
+    if clock_mhz == 125:
+        assert (link.pll.clki_div, link.pll.clkfb_div, link.pll.clkop_div,
+                link.pll.clkos_div, link.divisor) == (1, 5, 6, 10, 25)   # 750 MHz / 10 / 25
+
+
+def test_3_mbaud_design_reports_its_host_clock_and_link():
+    raw = default_raw()
+    raw["host"]["baud"] = 3_000_000
+    design = prepare_design(parse_config(raw))
+    host = design.manifest()["host"]
+    assert host["clock_source"] == "pll_clkos" and host["clock_mhz"] == 75
+    assert host["baud_actual"] == 3_000_000 and host["bytes_per_second"] == 300_000
+    assert host["byte_timeout_ms"] == 5 and design.system_params["byte_timeout"] == 375_000
+    link = design.manifest()["link_vs_compute"]
+    assert link["gemm"] == "128x128x128" and link["bytes"]["total"] > 3 * 128 * 128
+    assert link["transfer_ms"] == round(link["bytes"]["total"] / 300, 3)
 
 
 def test_board_override_on_load():

@@ -33,11 +33,25 @@ TEST_TIMEOUT_MS = 400
 
 
 async def setup(dut):
+    """Power on; the host clock and the serial line's bit time are the design's where the
+    parameters give them (``host_clock_ns``, ``bit_time_ns``: a board's host clock and the
+    USB bridge's own bit time), else `HOST_CLOCK_NS` and the divisor's bit time."""
     params = json.loads(os.environ["DUT_PARAMS"])
-    await power_on_system(dut, CLOCK_NS, HOST_CLOCK_NS)
-    transport = CocotbUartTransport(dut.uart_rx, dut.uart_tx,
-                                    bit_time_ns=params["uart_divisor"] * HOST_CLOCK_NS)
+    host_clock_ns = params.get("host_clock_ns", HOST_CLOCK_NS)
+    await power_on_system(dut, CLOCK_NS, host_clock_ns)
+    bit_time_ns = params.get("bit_time_ns", params["uart_divisor"] * host_clock_ns)
+    transport = CocotbUartTransport(dut.uart_rx, dut.uart_tx, bit_time_ns=bit_time_ns)
     return params, transport, Driver(transport, max_chunk=64)
+
+
+def board_timing(host_clock_mhz, baud):
+    """``host_clock_ns`` and ``bit_time_ns`` for the simulator (1 ps steps, even for the
+    clock's two halves, and a bit time whose 1.5 is whole picoseconds): the board's host
+    clock, and the bit time of a sender that makes ``baud`` exactly (the FT231X does 1 and
+    3 Mbaud from its 48 MHz clock), each within 100 ppm."""
+    host_ps = 2 * round(1e6 / host_clock_mhz / 2)
+    bit_ps = 2 * round(1e12 / baud / 2)
+    return {"host_clock_ns": host_ps / 1000, "bit_time_ns": bit_ps / 1000}
 
 
 def poll():
@@ -134,6 +148,25 @@ async def default_config_gemms(dut):
                       run.cycles, gemm_cycles(m, k, n, r, c))
 
 
+@cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
+async def link_at_board_timing(dut):
+    """A GEMM and a refusal over the line at the board's host clock and baud."""
+    params, transport, driver = await setup(dut)
+    info = await driver.info()
+    assert (info.rows, info.cols) == (params["rows"], params["cols"])
+    rng = seeds.np_rng("host system at board timing")
+    m, k, n = 7, 9, 10
+    a, w = rng.integers(-128, 128, (m, k)), rng.integers(-128, 128, (k, n))
+    bias = rng.integers(-5000, 5000, n)
+    mult = rng.integers(2 ** 29, 2 ** 31, n)
+    shift = np.full(n, 36)
+    run = await driver.gemm(a, w, bias, mult, shift, poll_interval=poll)
+    np.testing.assert_array_equal(run.y, expected(a, w, bias, mult, shift),
+                                  err_msg=f"{m}x{k}x{n} ({seeds.describe()})")
+    await transport.write(b"x")
+    assert await transport.read(1) == bytes([REPLY_UNKNOWN])
+
+
 PARAMS = dict(rows=3, cols=4, act_depth=256, wgt_depth=256, param_depth=32, out_depth=512,
               uart_divisor=8)
 
@@ -145,12 +178,32 @@ def test_host_system():
                testcase=["gemm_through_the_driver", "refusals"])
 
 
+def test_host_system_at_3_mbaud():
+    """The small system with the host link the generator plans for 3 Mbaud beside a 125 MHz
+    accelerator clock (a PLL CLKOS output, its divisor and 5 ms timeout), simulated at that
+    host clock, fed by a sender at exactly 3 Mbaud."""
+    from gen.boards import get_board
+    from gen.design import plan_host_link
+    from gen.hw.pll import plan_pll
+    from gen.hw.system import HostSystem
+    from verif.sim import run_cocotb
+    board = get_board("ulx3s")
+    link = plan_host_link(board, plan_pll(board.oscillator_mhz, 1000 / CLOCK_NS), 3_000_000)
+    assert link.source == "pll" and link.exact
+    system = dict(PARAMS, uart_divisor=link.divisor, byte_timeout=link.byte_timeout)
+    run_cocotb(HostSystem(**system), "host_system", "verif.test_host_system",
+               dict(system, **board_timing(float(link.clock_mhz), 3_000_000)),
+               testcase="link_at_board_timing")
+
+
 def test_default_config():
-    """gen/configs/default.yaml as shipped, simulated as `gen build` generates it."""
+    """gen/configs/default.yaml as shipped, simulated as `gen build` generates it, at its host
+    clock and baud."""
     from gen.config import DEFAULT_CONFIG, load_config
     from gen.design import prepare_design
     from verif.sim import run_cocotb
     design = prepare_design(load_config(DEFAULT_CONFIG), progress=lambda line: None)
     params = design.system_params
-    run_cocotb(design.system(), "host_system", "verif.test_host_system", params,
+    run_cocotb(design.system(), "host_system", "verif.test_host_system",
+               dict(params, **board_timing(design.host_clock_mhz, design.config.host.baud)),
                testcase="default_config_gemms")

@@ -15,7 +15,14 @@ from ..hw.host_bridge import (MAGIC, PARAM_WORD_BYTES, PROTOCOL_VERSION, REPLY_E
 from .layout import (check_gemm_operands, pack_activations, pack_params, pack_weights,
                      words_to_bytes, LayoutError)
 
-__all__ = ["DeviceInfo", "Status", "GemmRun", "Driver", "ProtocolError", "DeviceError"]
+__all__ = ["DeviceInfo", "Status", "GemmRun", "Driver", "ProtocolError", "DeviceError",
+           "gemm_link_bytes", "DEFAULT_MAX_CHUNK"]
+
+#: Largest number of words one WRITE or READ moves (`Driver`'s ``max_chunk``).
+DEFAULT_MAX_CHUNK = 4096
+#: Bytes of a WRITE or READ header (command, buffer, address u32, count u32), of START.
+_TRANSFER_HEADER = struct.calcsize("<BBII")
+_START_BYTES = struct.calcsize("<BHHH")
 
 
 class ProtocolError(RuntimeError):
@@ -66,7 +73,7 @@ class Driver:
         Largest number of words moved by one WRITE or READ command.
     """
 
-    def __init__(self, transport, *, max_chunk=4096):
+    def __init__(self, transport, *, max_chunk=DEFAULT_MAX_CHUNK):
         self._transport = transport
         self._max_chunk = max_chunk
         self._info = None
@@ -180,3 +187,29 @@ class Driver:
         raw = await self.read_output(0, shape.m * shape.n)
         y = np.frombuffer(raw, dtype=np.int8).reshape(shape.m, shape.n).copy()
         return GemmRun(y=y, cycles=cycles)
+
+
+def gemm_link_bytes(m, k, n, rows, cols, *, max_chunk=DEFAULT_MAX_CHUNK):
+    """Bytes on the serial line, both directions, of one :meth:`Driver.gemm` of ``m x k x n``
+    on a ``rows x cols`` array: ``{"a", "b", "params", "c", "commands", "total"}``.
+
+    ``a``, ``b`` and ``params`` are the three WRITEs (words, headers, replies), ``c`` the READ
+    of the output (header, reply, ``m*n`` bytes), ``commands`` START, one STATUS and CYCLES.
+    The driver sends a command only once the previous reply is in, so the directions do not
+    overlap and the bytes add up. Not counted: INFO (once per driver) and the STATUS polls
+    while the job runs (they overlap the computation).
+    """
+    def transfer(words, word_bytes):
+        chunks = -(-words // max_chunk)
+        return words * word_bytes + chunks * (_TRANSFER_HEADER + 1)
+
+    shape_words = (-(-m // rows) * k, -(-n // cols) * k)
+    moved = {
+        "a": transfer(shape_words[0], rows),
+        "b": transfer(shape_words[1], cols),
+        "params": transfer(n, PARAM_WORD_BYTES),
+        "c": transfer(m * n, 1),
+        "commands": (_START_BYTES + 1) + (1 + 2) + (1 + 5),
+    }
+    moved["total"] = sum(moved.values())
+    return moved

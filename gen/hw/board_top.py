@@ -1,4 +1,5 @@
-"""Board top: oscillator -> PLL -> accelerator clock domain, USB serial pins, status LEDs."""
+"""Board top: oscillator -> PLL -> accelerator clock domain (CLKOP) and host link domain (the
+oscillator, or CLKOS), USB serial pins, status LEDs."""
 
 from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib.cdc import ResetSynchronizer
@@ -17,7 +18,10 @@ class BoardTop(Elaboratable):
         Everything but clocks and pins: the ``sync`` (accelerator) and ``host`` (link)
         domains, the serial lines and two status signals.
     pll : PllSettings
-        Makes that clock from the board oscillator.
+        Makes the ``sync`` clock (CLKOP) from the board oscillator. With a ``clkos_div``, its
+        CLKOS output clocks the ``host`` domain (a clock that divides the baud rate exactly,
+        see :func:`gen.design.plan_host_link`); without one (as :func:`~gen.hw.pll.plan_pll`
+        returns it) the ``host`` domain runs straight from the oscillator.
     uart_resource : str
         Platform resource of the host serial port.
     """
@@ -34,11 +38,17 @@ class BoardTop(Elaboratable):
         m = Module()
         oscillator = platform.request(platform.default_clk)
         m.domains.sync = sync = ClockDomain("sync")
-        # The host link runs straight from the oscillator (see HostSystem).
         m.domains.host = host = ClockDomain("host")
         locked = Signal()
-        m.submodules.pll = pll_instance(self.pll, oscillator.i, sync.clk, locked)
-        m.d.comb += host.clk.eq(oscillator.i)
+        if self.pll.clkos_div is None:
+            # The host link runs straight from the oscillator (see HostSystem).
+            m.submodules.pll = pll_instance(self.pll, oscillator.i, sync.clk, locked)
+            m.d.comb += host.clk.eq(oscillator.i)
+        else:
+            # The host link runs from CLKOS, on the same VCO as the accelerator clock.
+            m.submodules.pll = pll_instance(self.pll, oscillator.i, sync.clk, locked,
+                                            clk_os=host.clk)
+            platform.add_clock_constraint(host.clk, self.pll.clkos_mhz * 1e6)
         # Hold the design in reset until the PLL has locked.
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
         m.submodules.host_reset_sync = ResetSynchronizer(~locked, domain="host")

@@ -1,17 +1,26 @@
-"""ECP5 PLL (EHXPLLL) settings for a requested output clock, and the instance that makes it."""
+"""ECP5 PLL (EHXPLLL) settings for a requested output clock, and the instance that makes it.
+
+CLKOP (fed back) makes the accelerator clock; CLKOS, a second divider on the same VCO, may make
+the host link's clock (see :func:`secondary_outputs` and :func:`gen.design.plan_host_link`).
+"""
 
 from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
 
 from amaranth.hdl import Instance
 
 from ..errors import UserError
 
-__all__ = ["PllSettings", "plan_pll", "pll_instance", "nearest_clocks"]
+__all__ = ["PllSettings", "plan_pll", "pll_instance", "nearest_clocks", "secondary_outputs",
+           "OUTPUT_DIV_MAX"]
 
 # ECP5 sysCLOCK PLL limits (ECP5 family data sheet, FPGA-DS-02012, PLL timing table).
 PFD_MHZ = (3.125, 400.0)
 VCO_MHZ = (400.0, 800.0)
 OUT_MHZ = (3.125, 400.0)
+#: Largest CLKOP/CLKOS output divider.
+OUTPUT_DIV_MAX = 128
 
 
 @dataclass(frozen=True)
@@ -21,6 +30,8 @@ class PllSettings:
     clki_div: int
     clkfb_div: int
     clkop_div: int
+    #: Divider of the second output, CLKOS (the same VCO), or None where CLKOS is unused.
+    clkos_div: int | None = None
 
     @property
     def output_mhz(self):
@@ -29,6 +40,22 @@ class PllSettings:
     @property
     def vco_mhz(self):
         return self.output_mhz * self.clkop_div
+
+    @property
+    def exact_output_mhz(self):
+        """CLKOP as an exact fraction (``output_mhz`` is its float)."""
+        return Fraction(self.input_mhz) * self.clkfb_div / self.clki_div
+
+    @property
+    def exact_clkos_mhz(self):
+        if self.clkos_div is None:
+            return None
+        return self.exact_output_mhz * self.clkop_div / self.clkos_div
+
+    @property
+    def clkos_mhz(self):
+        """The CLKOS output in MHz, or None where it is unused."""
+        return None if self.clkos_div is None else float(self.exact_clkos_mhz)
 
     @property
     def error_ppm(self):
@@ -67,10 +94,36 @@ def _settings(input_mhz):
             out = pfd * clkfb_div
             if not OUT_MHZ[0] <= out <= OUT_MHZ[1]:
                 continue
-            for clkop_div in range(1, 129):
+            for clkop_div in range(1, OUTPUT_DIV_MAX + 1):
                 vco = out * clkop_div
                 if VCO_MHZ[0] <= vco <= VCO_MHZ[1]:
                     yield clki_div, clkfb_div, clkop_div, out, vco
+
+
+@lru_cache(maxsize=64)
+def secondary_outputs(input_mhz, primary):
+    """Every setting that makes exactly ``primary``'s CLKOP (the same fraction of the input,
+    any VCO in range) with a CLKOS output within the PLL's limits: a tuple of
+    :class:`PllSettings` with ``clkos_div`` set, one per CLKOS frequency, slowest first."""
+    out = primary.exact_output_mhz
+    found = []
+    for clki_div, clkfb_div, clkop_div, _, _ in _settings(input_mhz):
+        if Fraction(input_mhz) * clkfb_div / clki_div != out:
+            continue
+        vco = out * clkop_div
+        for clkos_div in range(1, OUTPUT_DIV_MAX + 1):
+            if OUT_MHZ[0] <= vco / clkos_div <= OUT_MHZ[1]:
+                found.append(PllSettings(input_mhz, primary.requested_mhz, clki_div, clkfb_div,
+                                         clkop_div, clkos_div))
+    # One setting per CLKOS frequency: ``primary``'s own dividers where they make it, else
+    # the VCO nearest 600 MHz (as plan_pll prefers), else the smallest input divider.
+    same = (primary.clki_div, primary.clkfb_div, primary.clkop_div)
+    found.sort(key=lambda s: ((s.clki_div, s.clkfb_div, s.clkop_div) != same,
+                              abs(out * s.clkop_div - 600), s.clki_div))
+    unique = {}
+    for setting in found:
+        unique.setdefault(setting.exact_clkos_mhz, setting)
+    return tuple(sorted(unique.values(), key=lambda s: s.exact_clkos_mhz))
 
 
 def nearest_clocks(input_mhz, output_mhz):
@@ -83,8 +136,23 @@ def nearest_clocks(input_mhz, output_mhz):
                  if x is not None)
 
 
-def pll_instance(settings, clk_in, clk_out, locked):
-    """EHXPLLL with CLKOP fed back, as ``ecppll`` from Project Trellis configures it."""
+def pll_instance(settings, clk_in, clk_out, locked, clk_os=None):
+    """EHXPLLL with CLKOP fed back, as ``ecppll`` from Project Trellis configures it; with
+    ``settings.clkos_div`` set, CLKOS drives ``clk_os`` too (zero phase: its coarse phase is
+    CLKOP's, as ``ecppll`` sets a secondary output's)."""
+    if (settings.clkos_div is None) != (clk_os is None):
+        raise ValueError("clk_os is needed exactly when the settings have a CLKOS divider")
+    secondary = {}
+    if clk_os is not None:
+        secondary = dict(
+            a_FREQUENCY_PIN_CLKOS=f"{settings.clkos_mhz:.6g}",
+            p_CLKOS_ENABLE="ENABLED",
+            p_CLKOS_DIV=settings.clkos_div,
+            p_CLKOS_CPHASE=settings.clkop_div - 1,
+            p_CLKOS_FPHASE=0,
+            o_CLKOS=clk_os,
+            i_ENCLKOS=0,
+        )
     return Instance(
         "EHXPLLL",
         a_FREQUENCY_PIN_CLKI=f"{settings.input_mhz:g}",
@@ -121,4 +189,5 @@ def pll_instance(settings, clk_in, clk_out, locked):
         i_PLLWAKESYNC=0,
         i_ENCLKOP=0,
         o_LOCK=locked,
+        **secondary,
     )

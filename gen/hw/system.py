@@ -24,10 +24,11 @@ class HostSystem(wiring.Component):
     byte_timeout : int
         ``host`` clock cycles a command may wait for its next byte before it is dropped (see
         PROTOCOL.md); at least two byte times (``20 * uart_divisor``). The default is 5 ms at
-        a 25 MHz oscillator.
+        a 25 MHz oscillator (the generator passes 5 ms at other host clocks).
 
     Clock domains: ``sync`` runs the accelerator; ``host`` runs the UART and the protocol
-    engine (on a board, the oscillator). The link needs no speed, and keeping its control
+    engine (on a board, the oscillator or a PLL output that divides the baud rate exactly,
+    see :func:`gen.design.plan_host_link`). The link needs no speed, and keeping its control
     logic out of the accelerator's clock keeps it off the accelerator's critical paths. The
     buffers are dual-clock block RAMs; job control crosses with toggle synchronizers; sizes and
     the cycle count are stable whenever they are read across (see PROTOCOL.md).

@@ -1,0 +1,84 @@
+"""Sweep benchmark (issue 12): the measured timing frontier of the ULX3S 85F.
+
+    python benchmarks/bench_sweep.py [--spec FILE] [--dry-run] [--address HOST:PORT]
+                                     [--cpus N] [--out DIR] [--frontier PATH]
+
+Runs ``python -m gen sweep`` on ``gen/configs/sweep-85f.yaml`` (7 array shapes from 4x4 to
+12x12 x 100 and 125 MHz x 2 nextpnr seeds = 28 real builds) on a local Ray instance (or the
+cluster at ``--address``), then prints the table, the measured frontier and how it compares
+with the frontier the allocator reads now (gen/configs/sweep-85f-frontier.yaml). A default-size
+build takes about 4.5 minutes on 2 cores, so the whole grid takes hours on a laptop: it stores
+each result as it finishes, and running the same command again resumes. ``--dry-run`` checks
+the spec and lists the points without building. ``--frontier PATH`` writes the measured
+frontier there (the committed file: see README.md, "Design-space sweeps").
+
+Figures go to rtl_out/sweep/sweep-85f/ (table.txt, results.csv, fmax.png, resources.png,
+frontier.yaml) and a summary to rtl_out/bench/sweep.json.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:      # gen from this checkout, installed or not
+    sys.path.insert(0, str(REPO))
+
+SPEC = REPO / "gen" / "configs" / "sweep-85f.yaml"
+
+
+def main():
+    from gen.__main__ import main as gen_main
+    from gen.sweep import load_spec, sweep_folder
+    from gen.timing_frontier import DEFAULT_FRONTIER, load_frontier, read_frontier
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default=str(SPEC))
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--address")
+    parser.add_argument("--cpus")
+    parser.add_argument("--out")
+    parser.add_argument("--frontier")
+    args = parser.parse_args()
+
+    command = ["sweep", "--spec", args.spec]
+    for flag in ("address", "cpus", "out", "frontier"):
+        if getattr(args, flag) is not None:
+            command += [f"--{flag}", str(getattr(args, flag))]
+    if args.dry_run:
+        return gen_main(command + ["--dry-run"])
+    start = time.monotonic()
+    code = gen_main(command)
+    if code not in (0, 5):            # bad input or interrupted: nothing to summarize
+        return code
+    spec = load_spec(args.spec)
+    folder = sweep_folder(args.out, spec)
+    measured_path = folder / "frontier.yaml"
+    committed = load_frontier(DEFAULT_FRONTIER)
+    print(f"== frontier (rule {spec.frontier_rule}) vs the one the allocator reads now "
+          f"({DEFAULT_FRONTIER.relative_to(REPO)})")
+    measured = read_frontier(measured_path)["frontier"] if measured_path.exists() else []
+    now = dict(committed)
+    for entry in measured:
+        before = now.get(entry["clock_mhz"])
+        print(f"  {entry['clock_mhz']:6g} MHz: {entry['max_pes']:4d} PEs ({entry['array']}, "
+              f"Fmax {entry.get('fmax_mhz', 0):.1f} MHz, {entry['seeds_met']}/{entry['seeds']} "
+              f"seeds met)   committed: {before if before is not None else '-'}")
+    results = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    out = REPO / "rtl_out" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"spec": str(args.spec), "points": len(results),
+               "finished": sum(r.get("status") == "ok" for r in results),
+               "timing_met": sum(bool(r.get("timing_met")) for r in results),
+               "frontier": measured, "committed_frontier": [list(p) for p in committed],
+               "seconds_this_run": round(time.monotonic() - start, 1),
+               "build_seconds": round(sum(r.get("seconds") or 0 for r in results), 1)}
+    (out / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"summary: {out / 'sweep.json'}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
