@@ -378,6 +378,9 @@ class RayExecutor:
             root = str(Path(__file__).resolve().parent.parent)
             path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
             os.environ["PYTHONPATH"] = path
+            # Ray starts its workers at niceness 15: beside any other busy process (a test
+            # run, a second build) the builds, the whole point of the sweep, would starve.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(address="local", num_cpus=self.cpus,
                      object_store_memory=128 * 1024 * 1024, **options)
             return f"a local Ray instance ({self.cpus} CPUs)"
