@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gen.alloc import ActionSpace, Problem, search
-from gen.alloc.core import METHODS
+from gen.alloc.core import METHODS, Evaluator
 from gen.errors import UserError
 
 PE = np.array([1, 2, 3, 4, 6, 8, 12, 16])
@@ -119,7 +119,7 @@ def test_constraint_handling():
     space = ActionSpace((4,) * 6)
     prob = Problem(space, lambda a: -a.sum(axis=1).astype(float) - 0.1 * a[:, 2],
                    lambda a: a.sum(axis=1) - 1.0)
-    for method in ("rl_ga", "rl", "ga", "annealing", "random", "exhaustive"):
+    for method in ("rl_ga", "local", "rl", "ga", "annealing", "random", "exhaustive"):
         r = search(prob, method, 4096 if method == "exhaustive" else 800, seed=3, **FAST.get(method, {}))
         assert r.feasible, method
         assert prob.constraint(r.best_actions[None])[0] <= 0
@@ -128,7 +128,7 @@ def test_constraint_handling():
 
     # Nothing feasible: the result says so and holds the least-violating row.
     never = Problem(space, lambda a: a.sum(axis=1).astype(float), lambda a: 1.0 + a[:, 0] + a[:, 5])
-    for method in ("rl_ga", "ga", "annealing", "random", "exhaustive"):
+    for method in ("rl_ga", "local", "ga", "annealing", "random", "exhaustive"):
         r = search(never, method, 4096 if method == "exhaustive" else 600, seed=0, **FAST.get(method, {}))
         assert not r.feasible and np.isinf(r.history[:, 1]).all(), method
         assert r.best_violation == 1.0 and r.best_actions[0] == 0 and r.best_actions[5] == 0
@@ -177,15 +177,17 @@ def test_features_optional(with_features):
 
 
 def test_single_choice_steps_and_progress():
-    # Steps with one choice must not break mutation or the policy's masking.
+    # Steps with one choice must not break mutation, the local search or the policy's masking.
     space = ActionSpace((1, 5, 1, 5), names=("a", "b", "c", "d"))
     prob = Problem(space, lambda a: np.abs(a[:, 1] - a[:, 3] - 2).astype(float) + a[:, 3])
     seen = []
-    for method in ("rl_ga", "ga", "annealing"):
+    for method in ("rl_ga", "local", "ga", "annealing"):
         r = search(prob, method, 400, seed=0, progress=lambda m, n, v: seen.append((m, n, v)),
                    **FAST.get(method, {}))
         assert r.best_value == 0.0 and r.best_actions[0] == 0 and r.best_actions[2] == 0, method
-        assert seen[-1] == (method, 400, 0.0)
+        # A method that remembers rows pays for each of the 25 points once, then stops.
+        spent = space.size if METHODS[method].remember else 400
+        assert r.evaluations == spent and seen[-1] == (method, spent, 0.0), method
 
 
 def test_policy_samples_match_its_log_probabilities():
@@ -217,7 +219,139 @@ def test_option_ranges():
         search(small, "rl_ga", 10, seed=0, rl_fraction=1.5)
     with pytest.raises(UserError, match="population"):
         search(small, "ga", 10, seed=0, population=1)
-    # rl_fraction 0 and 1 are both valid: GA alone from nothing, RL alone
+    # rl_fraction 0 and 1 are both valid: the local search alone, the policy alone. The
+    # default remembers rows, so the 16 points cost at most 16 evaluations.
     for frac in (0.0, 1.0):
         r = search(small, "rl_ga", 40, seed=0, rl_fraction=frac, batch=8, hidden=8)
-        assert r.evaluations == 40 and r.best_value == 0.0
+        assert r.evaluations <= small.space.size and r.best_value == 0.0
+    with pytest.raises(UserError, match="kick"):
+        search(small, "local", 10, seed=0, kick=2.0)
+
+
+# --------------------------------------------------------------------------------------------
+# The default method (rl_ga): its parts, its memory, its policy stage
+
+
+def test_a_row_scored_before_costs_no_evaluation():
+    prob = pipeline(2)
+    obj = Counting(prob.objective)
+    ev = Evaluator(Problem(prob.space, obj, prob.constraint), 10, "t", remember=True)
+    rows = np.array([[0, 1, 2, 3], [0, 1, 2, 3], [1, 1, 1, 1]])
+    got, values, violations = ev(rows)
+    assert ev.evaluations == 2 == obj.rows and len(got) == 3 and values[0] == values[1]
+    got, again, _ = ev(rows[::-1])               # all known: nothing scored
+    assert ev.evaluations == 2 == obj.rows and np.array_equal(again, values[::-1])
+    got, _, _ = ev(np.array([[2, 2, 2, 2]] * 5 + [[3, 3, 3, 3]] * 20))
+    assert ev.evaluations == 4 and len(got) == 25
+    # Rows past the budget are cut, known rows are still answered.
+    got, _, _ = ev(np.concatenate([rows, prob.space.random(np.random.default_rng(0), 50)]))
+    assert ev.evaluations == 10 == obj.rows and len(got) < 53 and np.array_equal(got[:3], rows)
+
+
+def test_the_default_is_its_local_search_while_it_finds_feasible_rows():
+    # Same random stream: rl_ga hands nothing to the policy here, so it is `local` exactly.
+    prob = pipeline(6, seed=2)
+    for budget in (150, 700):
+        a = search(prob, "rl_ga", budget, seed=4)
+        b = search(prob, "local", budget, seed=4)
+        assert a.feasible and np.array_equal(a.history, b.history)
+        assert np.array_equal(a.best_actions, b.best_actions)
+
+
+def test_the_default_never_returns_worse_than_its_policy_stage():
+    # With a fixed policy share the first rl_fraction * budget rows are the policy's alone
+    # (the same stream as a run that gives the policy everything); the local search that
+    # follows starts from its best and keeps it.
+    prob = pipeline(5, seed=3)
+    for seed in range(3):
+        rl_only = search(prob, "rl_ga", 200, seed=seed, rl_fraction=1.0, **FAST["rl_ga"])
+        both = search(prob, "rl_ga", 400, seed=seed, rl_fraction=0.5, **FAST["rl_ga"])
+        assert np.array_equal(both.history[both.history[:, 0] <= 200],
+                              rl_only.history[rl_only.history[:, 0] <= 200])
+        assert both.feasible and both.best_value <= rl_only.best_value
+
+
+def test_the_default_beats_every_baseline_at_equal_evaluations():
+    prob = pipeline(8, seed=1)          # 32^8 points, half the budget the unconstrained optimum wants
+    for budget in (300, 1000):
+        median = {m: np.median([search(prob, m, budget, seed=s, **FAST.get(m, {})).best_value
+                                for s in range(3)])
+                  for m in ("rl_ga", "rl", "ga", "annealing", "random")}
+        assert all(median["rl_ga"] <= v for v in median.values()), (budget, median)
+
+
+def test_the_policy_takes_over_when_the_local_search_finds_nothing_feasible(monkeypatch):
+    # Feasible only with step 0 at its top level; the violation gives no slope towards it
+    # (a plateau the local search cannot descend), so after `patience` evaluations the
+    # policy gets half of what is left.
+    space = ActionSpace((9,) * 6)
+    prob = Problem(space, lambda a: a.sum(axis=1).astype(float),
+                   lambda a: np.where(a[:, 0] == 8, -1.0, 1.0))
+    from gen.alloc import policy
+    calls = []
+    real = policy.reinforce
+
+    def spy(ev, rng, **kw):
+        calls.append((ev.evaluations, kw["budget"]))
+        return real(ev, rng, **kw)
+
+    monkeypatch.setattr(policy, "reinforce", spy)
+    runs = [search(prob, "rl_ga", 1200, seed=0, patience=200, **FAST["rl_ga"]) for _ in range(2)]
+    assert calls and calls[0][1] == (1200 - calls[0][0]) // 2
+    assert runs[0].feasible and runs[0].best_actions[0] == 8
+    assert np.array_equal(runs[0].history, runs[1].history)
+
+
+def test_the_policy_run_is_a_prefix_of_a_longer_one():
+    # bench_alloc.py reads the policy's value at smaller budgets off one long run.
+    prob = pipeline(3)
+    short = search(prob, "rl", 160, seed=5, **FAST["rl"])
+    long = search(prob, "rl", 400, seed=5, **FAST["rl"])
+    assert np.array_equal(short.history, long.history[long.history[:, 0] <= 160])
+
+
+def test_policy_gradients_and_adam_step_match_torch():
+    # The NumPy trainer is the torch module's loss, gradients and optimizer written out.
+    from gen.alloc.policy import RecurrentPolicy, _Trainer
+
+    choices = (5, 1, 3, 4, 7, 2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        pol = RecurrentPolicy(choices, np.random.default_rng(1).normal(size=(6, 3)), hidden=8,
+                              embed=4)
+        with torch.no_grad():
+            pol.step_bias.normal_(0, 1)
+            pol.head.weight.normal_(0, 1)
+    trainer = _Trainer(pol, lr=0.01, bias_lr=5.0, dtype=np.float64)
+    pol = pol.double()
+    rng = np.random.default_rng(0)
+    rows = trainer.sample(10, rng)
+    top = rows[:3]
+    adv, shift = rng.normal(size=10), rng.normal(size=10) * 0.3   # ratios in and out of the clip
+    logp, ent, cache = trainer.forward(np.concatenate([rows, top]))
+    torch_logp, torch_ent = pol.log_prob_entropy(rows)
+    assert np.allclose(torch_logp.detach().numpy(), logp[:10], atol=1e-12)
+    assert np.isclose(torch_ent.item(), ent[:10].mean(), atol=1e-12)
+    ratio_t = torch.exp(torch_logp - torch.tensor(logp[:10] - shift))
+    adv_t = torch.tensor(adv)
+    loss = (-torch.minimum(ratio_t * adv_t, ratio_t.clamp(0.8, 1.2) * adv_t).mean()
+            - 0.01 * torch_ent - pol.log_prob_entropy(top)[0].mean() / len(choices))
+    pol.zero_grad()
+    loss.backward()
+    ratio = np.exp(shift)
+    active = ((ratio > 0.8) & (ratio < 1.2)) | (ratio * adv <= np.clip(ratio, 0.8, 1.2) * adv)
+    d_chosen = np.concatenate([-np.where(active, ratio * adv, 0.0) / 10,
+                               np.full(3, -1.0 / (3 * len(choices)))])
+    d_ent = np.zeros(ent.shape)
+    d_ent[:10] = -0.01 / ent[:10].size
+    grads = trainer.backward(cache, d_chosen, d_ent)
+    for name, param in pol.named_parameters():
+        assert np.allclose(param.grad.numpy(), grads[name], atol=1e-12), name
+    # One clipped Adam step, as torch's optimizer takes it.
+    shared = [q for n, q in pol.named_parameters() if n != "step_bias"]
+    opt = torch.optim.Adam([{"params": shared}, {"params": [pol.step_bias], "lr": 0.05}], lr=0.01)
+    torch.nn.utils.clip_grad_norm_(pol.parameters(), 1.0)
+    opt.step()
+    trainer.step(grads)
+    for name, param in pol.named_parameters():
+        assert np.allclose(param.detach().numpy(), trainer.params[name], atol=1e-12), name

@@ -173,10 +173,22 @@ def better(v1, c1, v2, c2) -> np.ndarray:
 
 
 class Evaluator:
-    """Scores rows, counts them against the budget, and keeps the best and the history."""
+    """Scores rows, counts them against the budget, and keeps the best and the history.
 
-    def __init__(self, problem: Problem, budget: int, method: str, progress=None):
+    With ``remember=True`` every scored row is kept (``known``: row bytes -> value, violation)
+    and a row scored before costs no evaluation: the call returns it with its old scores.
+    A method that keeps asking only for known rows is stopped (:class:`BudgetSpent`) after
+    :data:`IDLE_CALLS` such calls in a row, and once every row of the space is known.
+    """
+
+    #: Consecutive calls without a new row after which a remembering evaluator stops a method.
+    IDLE_CALLS = 2000
+
+    def __init__(self, problem: Problem, budget: int, method: str, progress=None,
+                 remember: bool = False):
         self.problem = problem
+        self.known = {} if remember else None
+        self._idle = 0
         self.space = problem.space
         self.budget = budget
         self.method = method
@@ -202,6 +214,35 @@ class Evaluator:
         if self.remaining <= 0:
             raise BudgetSpent
         actions = np.ascontiguousarray(actions, dtype=np.int64)
+        if self.known is not None:
+            return self._remembered(actions)
+        return self._score(actions)
+
+    def _remembered(self, actions):
+        known = self.known
+        keys = [row.tobytes() for row in actions]
+        new, pending = [], set()
+        for i, key in enumerate(keys):
+            if key not in known and key not in pending:
+                pending.add(key)
+                new.append(i)
+        if new:
+            self._idle = 0
+            rows, values, violations = self._score(actions[new])
+            for row, value, violation in zip(rows, values.tolist(), violations.tolist()):
+                known[row.tobytes()] = (value, violation)
+        else:
+            self._idle += 1
+            if self._idle > self.IDLE_CALLS or len(known) >= self.space.size:
+                raise BudgetSpent
+        keep = [i for i, key in enumerate(keys) if key in known]
+        if len(keep) < len(keys):
+            actions = actions[keep]
+            keys = [keys[i] for i in keep]
+        scores = np.array([known[key] for key in keys], dtype=np.float64).reshape(-1, 2)
+        return actions, scores[:, 0], scores[:, 1]
+
+    def _score(self, actions):
         if len(actions) > self.remaining:
             actions = actions[:self.remaining]
         n = len(actions)
@@ -248,7 +289,7 @@ class Evaluator:
 
 
 # --------------------------------------------------------------------------------------------
-# Genetic operators (the ``ga`` method, and the fine-tuning stage of ``rl_ga``)
+# Genetic operators (the ``ga`` method)
 
 
 def mutate(pop: np.ndarray, choices: np.ndarray, rng: np.random.Generator, rate: float,
@@ -401,6 +442,11 @@ class MethodSpec:
     function: str
     options: frozenset
     summary: str
+    #: The method's evaluator remembers rows: a row scored before costs no evaluation.
+    remember: bool = False
+    #: The method whose random stream this one draws from (default: its own). ``local`` draws
+    #: the default's, so that it is exactly the default's first stage alone.
+    stream: str | None = None
 
     def load(self) -> Callable:
         return getattr(importlib.import_module(self.module), self.function)
@@ -410,8 +456,10 @@ class MethodSpec:
 #: holds the method's position), so new methods go at the end.
 METHODS = {
     "rl_ga": MethodSpec("gen.alloc.policy", "rl_ga",
-                        RL_OPTIONS | GA_OPTIONS | {"rl_fraction", "seeds", "islands", "fresh"},
-                        "REINFORCE with a recurrent policy, then GA fine-tuning (ConfuciuX)"),
+                        RL_OPTIONS | {"rl_fraction", "patience", "kick", "replay"},
+                        "the default: local search from the lowest row; REINFORCE with a "
+                        "recurrent policy, then local search, where it stalls",
+                        remember=True),
     "rl": MethodSpec("gen.alloc.policy", "reinforce", RL_OPTIONS,
                      "the REINFORCE stage alone"),
     "ga": MethodSpec("gen.alloc.core", "genetic", GA_OPTIONS,
@@ -423,6 +471,9 @@ METHODS = {
                          "uniform random sampling"),
     "exhaustive": MethodSpec("gen.alloc.baselines", "exhaustive", frozenset({"chunk"}),
                              f"every point, refused above {EXHAUSTIVE_LIMIT:,} points"),
+    "local": MethodSpec("gen.alloc.local", "local_search", frozenset({"kick", "replay"}),
+                        "the default's local search alone: iterated local search from the "
+                        "lowest row", remember=True, stream="rl_ga"),
 }
 
 
@@ -433,7 +484,8 @@ OPTION_RANGES = {
     "pair": (0, 1), "chains": (1, None), "t_start": (0, None), "t_end": (0, None), "moves": (1, None),
     "hidden": (1, None), "embed": (1, None), "lr": (0, None), "entropy": (0, None),
     "bias_lr": (0, None), "epochs": (1, None), "clip": (0, None), "imitate": (0, None),
-    "imitate_k": (1, None), "rl_fraction": (0, 1), "seeds": (1, None), "islands": (1, 16), "fresh": (0, 1), "stall": (0, None),
+    "imitate_k": (1, None), "rl_fraction": (0, 1), "stall": (0, None), "kick": (0, 1),
+    "replay": (0, None), "patience": (1, None),
 }
 
 

@@ -1,4 +1,4 @@
-"""REINFORCE with a recurrent policy that walks the steps, and its genetic fine-tuning (ConfuciuX).
+"""REINFORCE with a recurrent policy that walks the steps, and the default method built on it.
 
 The policy is a GRU. At step ``t`` it reads the previous action (an embedding; a start token at
 ``t = 0``), the step's features (z-scored per column), a position encoding and the step's share of
@@ -16,6 +16,15 @@ gradient steps under PPO's clipped ratio (the first step is exactly REINFORCE), 
 self-imitation term raises the log-probability of the best rows seen so far. Together they took
 the policy alone from a best of 2.77 to 1.05 after 3000 rows on the 50-layer problem (seed 0;
 median of 5 seeds with both: 1.20, where GA, annealing and random found nothing feasible).
+
+The module (:class:`RecurrentPolicy`) is torch's; training runs on a float32 NumPy copy of it
+(:class:`_Trainer`: the same loss, gradients and Adam step written out, checked against torch's
+autograd in tests/test_search.py), about twice as fast on a CPU as torch's step-by-step GRU
+backward, whose cost is call overhead.
+
+:func:`rl_ga`, the default method, is the local search of :mod:`gen.alloc.local` with the
+policy as its fallback (see its docstring and docs/DESIGN.md); ConfuciuX's order (the policy
+first, then fine-tuning from its best) is its ``rl_fraction`` option.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import RL_OPTIONS, BudgetSpent, Evaluator, genetic, rank_key
+from .core import Evaluator, rank_key
 
 __all__ = ["RecurrentPolicy", "reinforce", "rl_ga"]
 
@@ -62,46 +71,10 @@ class RecurrentPolicy(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` episodes, int64 ``(n, n_steps)``.
-
-        The walk runs in NumPy with the module's weights: one small GRU step per layer is
-        dominated by call overhead in torch, and sampling needs no gradient.
-        """
-        w_ih = self.gru.weight_ih_l0.numpy().astype(np.float64)
-        w_hh = self.gru.weight_hh_l0.numpy().astype(np.float64)
-        b_ih = self.gru.bias_ih_l0.numpy().astype(np.float64)
-        b_hh = self.gru.bias_hh_l0.numpy().astype(np.float64)
-        tok_w = self.token.weight.numpy().astype(np.float64)
-        head_w = self.head.weight.numpy().astype(np.float64)
-        head_b = self.head.bias.numpy().astype(np.float64)
-        bias = self.step_bias.numpy().astype(np.float64)
-        static = self.static.numpy().astype(np.float64)
-        # The static part of the input projection is the same for every episode.
-        emb_w, stat_w = w_ih[:, :tok_w.shape[1]], w_ih[:, tok_w.shape[1]:]
-        static_proj = static @ stat_w.T + b_ih
-        tok_proj = tok_w @ emb_w.T  # (tokens, 3H)
-        mask = self.mask.numpy()
-        hid = w_hh.shape[1]
-        h = np.zeros((n, hid))
-        tok = np.full(n, self.n_choices)
-        actions = np.empty((n, self.n_steps), dtype=np.int64)
-        for t in range(self.n_steps):
-            gi = tok_proj[tok] + static_proj[t]
-            gh = h @ w_hh.T + b_hh
-            r = 1.0 / (1.0 + np.exp(-(gi[:, :hid] + gh[:, :hid])))
-            z = 1.0 / (1.0 + np.exp(-(gi[:, hid:2 * hid] + gh[:, hid:2 * hid])))
-            cand = np.tanh(gi[:, 2 * hid:] + r * gh[:, 2 * hid:])
-            h = (1.0 - z) * cand + z * h
-            logits = h @ head_w.T + head_b + bias[t]
-            logits[:, mask[t]] = -np.inf
-            logits -= logits.max(axis=1, keepdims=True)
-            p = np.exp(logits)
-            cdf = np.cumsum(p, axis=1)
-            u = rng.random(n) * cdf[:, -1]
-            a = np.minimum((cdf < u[:, None]).sum(axis=1), int(self.n_choices - mask[t].sum()) - 1)
-            actions[:, t] = a
-            tok = a
-        return actions
+        """``n`` episodes, int64 ``(n, n_steps)`` (the walk runs in NumPy, :func:`_sample`)."""
+        params = {k: v.numpy().astype(np.float64) for k, v in self.named_parameters()}
+        return _sample(params, self.static.numpy().astype(np.float64), self.mask.numpy(),
+                       self.n_choices, n, rng)
 
     def log_prob_entropy(self, actions: np.ndarray):
         """Per-episode log-probability of ``actions`` and mean per-step entropy."""
@@ -115,6 +88,170 @@ class RecurrentPolicy(nn.Module):
         p = logp.exp()
         ent = -(p * logp.masked_fill(self.mask, 0.0)).sum(dim=2).mean()
         return chosen, ent
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _sample(params, static, mask, n_choices, n, rng):
+    """``n`` episodes from the policy with parameters ``params`` (names as in
+    :class:`RecurrentPolicy`). One small GRU step per layer is dominated by call overhead in
+    torch, and sampling needs no gradient, so the walk runs in NumPy."""
+    w_ih, w_hh = params["gru.weight_ih_l0"], params["gru.weight_hh_l0"]
+    b_hh = params["gru.bias_hh_l0"]
+    tok_w, head_w, head_b = params["token.weight"], params["head.weight"], params["head.bias"]
+    bias = params["step_bias"]
+    e = tok_w.shape[1]
+    # The static part of the input projection is the same for every episode.
+    static_proj = static @ w_ih[:, e:].T + params["gru.bias_ih_l0"]
+    tok_proj = tok_w @ w_ih[:, :e].T  # (tokens, 3H)
+    hid = w_hh.shape[1]
+    n_steps = static.shape[0]
+    h = np.zeros((n, hid))
+    tok = np.full(n, n_choices)
+    actions = np.empty((n, n_steps), dtype=np.int64)
+    for t in range(n_steps):
+        gi = tok_proj[tok] + static_proj[t]
+        gh = h @ w_hh.T + b_hh
+        r = 1.0 / (1.0 + np.exp(-(gi[:, :hid] + gh[:, :hid])))
+        z = 1.0 / (1.0 + np.exp(-(gi[:, hid:2 * hid] + gh[:, hid:2 * hid])))
+        cand = np.tanh(gi[:, 2 * hid:] + r * gh[:, 2 * hid:])
+        h = (1.0 - z) * cand + z * h
+        logits = h @ head_w.T + head_b + bias[t]
+        logits[:, mask[t]] = -np.inf
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        cdf = np.cumsum(p, axis=1)
+        u = rng.random(n) * cdf[:, -1]
+        a = np.minimum((cdf < u[:, None]).sum(axis=1), int(n_choices - mask[t].sum()) - 1)
+        actions[:, t] = a
+        tok = a
+    return actions
+
+
+class _Trainer:
+    """A :class:`RecurrentPolicy`'s parameters in float64 NumPy, with the forward and backward
+    passes of :meth:`RecurrentPolicy.log_prob_entropy` written out, gradient-norm clipping and
+    Adam: the same model, loss and optimizer as the torch module (tests/test_search.py checks
+    the gradients against torch's autograd), several times faster on a CPU, where torch's
+    step-by-step GRU backward is dominated by call overhead."""
+
+    def __init__(self, policy: RecurrentPolicy, lr: float, bias_lr: float, dtype=np.float32):
+        self.params = {k: v.detach().numpy().astype(dtype).copy()
+                       for k, v in policy.named_parameters()}
+        self.static = policy.static.numpy().astype(dtype)
+        self.mask = policy.mask.numpy()
+        self.n_choices, self.n_steps = policy.n_choices, policy.n_steps
+        self.lr = {k: lr * (bias_lr if k == "step_bias" else 1.0) for k in self.params}
+        self.m = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.steps = 0
+
+    def sample(self, n, rng):
+        return _sample(self.params, self.static, self.mask, self.n_choices, n, rng)
+
+    def forward(self, actions):
+        """Per-episode log-probabilities, per-step entropies ``(N, T)`` and what backward needs.
+
+        The recurrence runs time-major (``(T, N, .)`` arrays), so that each step reads and
+        writes contiguous blocks."""
+        p = self.params
+        a = np.asarray(actions, dtype=np.int64)
+        n, t_steps = a.shape
+        prev = np.concatenate([np.full((n, 1), self.n_choices, dtype=np.int64), a[:, :-1]], axis=1)
+        w_ih, w_hh, b_hh = p["gru.weight_ih_l0"], p["gru.weight_hh_l0"], p["gru.bias_hh_l0"]
+        e = p["token.weight"].shape[1]
+        hid = w_hh.shape[1]
+        gi = ((p["token.weight"] @ w_ih[:, :e].T)[prev.T]
+              + (self.static @ w_ih[:, e:].T + p["gru.bias_ih_l0"])[:, None])  # (T, N, 3H)
+        dt = self.static.dtype
+        hs = np.zeros((t_steps + 1, n, hid), dtype=dt)
+        rz = np.empty((t_steps, n, 2 * hid), dtype=dt)
+        cand = np.empty((t_steps, n, hid), dtype=dt)
+        ghn = np.empty((t_steps, n, hid), dtype=dt)
+        w_hh_t = np.ascontiguousarray(w_hh.T)
+        for t in range(t_steps):
+            gh = hs[t] @ w_hh_t + b_hh
+            g = gi[t]
+            rzt = rz[t] = _sigmoid(g[:, :2 * hid] + gh[:, :2 * hid])
+            ghn[t] = gh[:, 2 * hid:]
+            ct = cand[t] = np.tanh(g[:, 2 * hid:] + rzt[:, :hid] * ghn[t])
+            zt = rzt[:, hid:]
+            hs[t + 1] = ct + zt * (hs[t] - ct)
+        out = hs[1:].transpose(1, 0, 2)  # (N, T, H)
+        logits = out @ p["head.weight"].T + p["head.bias"] + p["step_bias"][None]
+        logits = np.where(self.mask[None], -np.inf, logits)
+        shifted = logits - logits.max(axis=2, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
+        prob = np.exp(logp)
+        logp0 = np.where(self.mask[None], 0.0, logp)
+        ent = -(prob * logp0).sum(axis=2)
+        chosen = np.take_along_axis(logp, a[:, :, None], axis=2)[:, :, 0].sum(axis=1)
+        cache = (a, prev, hs, rz, cand, ghn, prob, logp0, ent)
+        return chosen, ent, cache
+
+    def backward(self, cache, d_chosen, d_ent):
+        """Gradients of a loss with ``dL/d chosen = d_chosen`` (N,) and ``dL/d ent = d_ent``
+        (N, T) (``ent`` the per-step entropies of :meth:`forward`)."""
+        p = self.params
+        a, prev, hs, rz, cand, ghn, prob, logp0, ent = cache
+        n, t_steps = a.shape
+        w_ih, w_hh = p["gru.weight_ih_l0"], p["gru.weight_hh_l0"]
+        e = p["token.weight"].shape[1]
+        hid = w_hh.shape[1]
+        onehot = np.zeros_like(prob)
+        np.put_along_axis(onehot, a[:, :, None], 1.0, axis=2)
+        # d logp[a] / d logits = onehot - p;  d H / d logits = -p (log p + H)
+        d_logits = (d_chosen[:, None, None] * (onehot - prob)
+                    - d_ent[:, :, None] * prob * (logp0 + ent[:, :, None]))
+        out = hs[1:].transpose(1, 0, 2)
+        c = d_logits.shape[2]
+        grads = {"head.weight": d_logits.reshape(-1, c).T @ out.reshape(-1, hid),
+                 "head.bias": d_logits.sum(axis=(0, 1)), "step_bias": d_logits.sum(axis=0)}
+        d_out = np.ascontiguousarray((d_logits @ p["head.weight"]).transpose(1, 0, 2))  # (T, N, H)
+        dt = self.static.dtype
+        d_logits = d_logits.astype(dt, copy=False)
+        d_gi = np.empty((t_steps, n, 3 * hid), dtype=dt)
+        d_gh = np.empty((t_steps, n, 3 * hid), dtype=dt)
+        d_h = np.zeros((n, hid), dtype=dt)
+        for t in range(t_steps - 1, -1, -1):
+            d_h += d_out[t]
+            rzt, ct = rz[t], cand[t]
+            rt, zt = rzt[:, :hid], rzt[:, hid:]
+            d_c = d_h * (1.0 - zt) * (1.0 - ct * ct)
+            d_rz = d_gi[t, :, :2 * hid]
+            d_rz[:, :hid] = d_c * ghn[t]
+            d_rz[:, hid:] = d_h * (hs[t] - ct)
+            d_rz *= rzt * (1.0 - rzt)
+            d_gi[t, :, 2 * hid:] = d_c
+            d_gh[t, :, :2 * hid] = d_rz
+            d_gh[t, :, 2 * hid:] = d_c * rt
+            d_h = d_h * zt + d_gh[t] @ w_hh
+        flat_gh = d_gh.reshape(-1, 3 * hid)
+        flat = d_gi.reshape(-1, 3 * hid)
+        emb = p["token.weight"][prev.T].reshape(-1, e)
+        d_wih = np.concatenate([flat.T @ emb, d_gi.sum(axis=1).T @ self.static], axis=1)
+        d_tok = np.zeros_like(p["token.weight"])
+        np.add.at(d_tok, prev.T.ravel(), flat @ w_ih[:, :e])
+        grads.update({"gru.weight_ih_l0": d_wih,
+                      "gru.weight_hh_l0": flat_gh.T @ hs[:-1].reshape(-1, hid),
+                      "gru.bias_ih_l0": flat.sum(axis=0), "gru.bias_hh_l0": flat_gh.sum(axis=0),
+                      "token.weight": d_tok})
+        return grads
+
+    def step(self, grads, max_norm=1.0, betas=(0.9, 0.999), eps=1e-8):
+        """Clip the gradients' total norm to ``max_norm``, then one Adam step (as torch does)."""
+        norm = np.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+        scale = min(1.0, max_norm / (norm + 1e-6))
+        self.steps += 1
+        c1 = 1.0 - betas[0] ** self.steps
+        c2 = 1.0 - betas[1] ** self.steps
+        for k, g in grads.items():
+            g = (g * scale).astype(self.params[k].dtype, copy=False)
+            self.m[k] = betas[0] * self.m[k] + (1.0 - betas[0]) * g
+            self.v[k] = betas[1] * self.v[k] + (1.0 - betas[1]) * g * g
+            self.params[k] -= self.lr[k] / c1 * self.m[k] / (np.sqrt(self.v[k] / c2) + eps)
 
 
 class _Archive:
@@ -142,9 +279,15 @@ def reinforce(ev: Evaluator, rng: np.random.Generator, budget: int | None = None
               embed: int = 16, bias_lr: float = 5.0, epochs: int = 4, clip: float = 0.2,
               imitate: float = 1.0, imitate_k: int = 8, archive: int = 0) -> _Archive | None:
     """Train the policy on ``budget`` rows (all that remain by default); returns the archive of
-    the best ``archive`` distinct rows it evaluated (None when ``archive`` is 0)."""
+    the best ``archive`` distinct rows it evaluated (None when ``archive`` is 0).
+
+    With an evaluator that remembers rows, a row drawn again costs no evaluation; the stage
+    still ends after twice ``budget`` rows drawn, so that a policy that keeps drawing the same
+    rows does not run on for long."""
     space = ev.space
-    stop_at = ev.evaluations + (ev.remaining if budget is None else min(budget, ev.remaining))
+    rows_left = ev.remaining if budget is None else min(budget, ev.remaining)
+    stop_at = ev.evaluations + rows_left
+    draws_left = 2 * rows_left
     arch = _Archive(archive) if archive else None
     keep = _Archive(imitate_k)
     # Torch state is local: a forked RNG for the initial weights; sampling draws from ``rng``.
@@ -152,103 +295,94 @@ def reinforce(ev: Evaluator, rng: np.random.Generator, budget: int | None = None
         torch.manual_seed(int(rng.integers(2**62)))
         policy = RecurrentPolicy(space.choices, space.features, hidden=hidden, embed=embed)
     # The per-step bias moves faster than the shared weights: it is what singles out one step.
-    shared = [q for name, q in policy.named_parameters() if name != "step_bias"]
-    opt = torch.optim.Adam([{"params": shared}, {"params": [policy.step_bias], "lr": lr * bias_lr}], lr=lr)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        while ev.evaluations < stop_at:
-            n = min(batch, stop_at - ev.evaluations)
-            rows, vals, viol = ev(policy.sample(n, rng))
-            if arch is not None:
-                arch.add(rows, vals, viol)
-            if imitate > 0:
-                keep.add(rows, vals, viol)
-            if len(rows) < 2:
-                continue
-            # Centred ranks: best row +0.5, worst -0.5; ties share a rank.
-            order = rank_key(vals, viol)
-            ranks = np.empty(len(rows))
-            ranks[order] = np.arange(len(rows))
-            key = np.stack([viol > 0, np.where(viol > 0, viol, vals)], axis=1)
-            _, inv = np.unique(key, axis=0, return_inverse=True)
-            inv = inv.ravel()
-            ranks = np.bincount(inv, weights=ranks)[inv] / np.bincount(inv)[inv]
-            adv = 0.5 - ranks / (len(rows) - 1)
-            adv_t = torch.as_tensor(adv, dtype=torch.float32)
-            old_logp = None
-            for _ in range(epochs):
-                logp, ent = policy.log_prob_entropy(rows)
-                if old_logp is None:
-                    old_logp = logp.detach()
-                # PPO's clipped surrogate; on the first pass it is plain REINFORCE (ratio 1).
-                ratio = torch.exp(logp - old_logp)
-                surrogate = torch.minimum(ratio * adv_t, ratio.clamp(1 - clip, 1 + clip) * adv_t)
-                loss = -surrogate.mean() - entropy * ent
-                if imitate > 0 and keep.rows is not None:
-                    # Self-imitation: pull the policy towards the best rows seen so far.
-                    top = keep.rows[:imitate_k]
-                    loss = loss - imitate * policy.log_prob_entropy(top)[0].mean() / space.n_steps
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-                opt.step()
-    finally:
-        torch.set_num_threads(threads)
+    trainer = _Trainer(policy, lr, bias_lr)
+    while ev.evaluations < stop_at and draws_left > 0:
+        n = min(batch, stop_at - ev.evaluations, draws_left)
+        draws_left -= n
+        rows, vals, viol = ev(trainer.sample(n, rng))
+        if arch is not None:
+            arch.add(rows, vals, viol)
+        if imitate > 0:
+            keep.add(rows, vals, viol)
+        if len(rows) < 2:
+            continue
+        # Centred ranks: best row +0.5, worst -0.5; ties share a rank.
+        order = rank_key(vals, viol)
+        ranks = np.empty(len(rows))
+        ranks[order] = np.arange(len(rows))
+        key = np.stack([viol > 0, np.where(viol > 0, viol, vals)], axis=1)
+        _, inv = np.unique(key, axis=0, return_inverse=True)
+        inv = inv.ravel()
+        ranks = np.bincount(inv, weights=ranks)[inv] / np.bincount(inv)[inv]
+        adv = 0.5 - ranks / (len(rows) - 1)
+        # One forward pass scores the batch and the rows to imitate together.
+        top = keep.rows[:imitate_k] if imitate > 0 and keep.rows is not None else rows[:0]
+        both = np.concatenate([rows, top])
+        nb = len(rows)
+        old_logp = None
+        for _ in range(epochs):
+            logp, ent, cache = trainer.forward(both)
+            if old_logp is None:
+                old_logp = logp[:nb].copy()
+            # PPO's clipped surrogate; on the first pass it is plain REINFORCE (ratio 1).
+            # loss = -mean(min(ratio * adv, clip(ratio) * adv)) - entropy * mean(ent)
+            #        - imitate * mean(logp[top]) / n_steps
+            ratio = np.exp(logp[:nb] - old_logp)
+            inside = (ratio > 1 - clip) & (ratio < 1 + clip)
+            active = inside | (ratio * adv <= np.clip(ratio, 1 - clip, 1 + clip) * adv)
+            d_chosen = np.zeros(len(both))
+            d_chosen[:nb] = -np.where(active, ratio * adv, 0.0) / nb
+            if len(top):
+                d_chosen[nb:] = -imitate / (len(top) * space.n_steps)
+            d_ent = np.zeros(ent.shape)
+            d_ent[:nb] = -entropy / ent[:nb].size
+            trainer.step(trainer.backward(cache, d_chosen, d_ent))
     return arch
 
 
 def rl_ga(ev: Evaluator, rng: np.random.Generator, rl_fraction: float | None = None,
-          seeds: int | None = None, population: int = 64, islands: int | None = None,
-          **options):
-    """ConfuciuX: REINFORCE on ``rl_fraction`` of the budget, then a GA whose population starts
-    from the ``seeds`` best distinct rows the policy found (default: half the population; the
-    rest are their mutants and random rows). ``options`` go to :func:`reinforce` or
-    :func:`genetic` by name.
+          patience: int | None = None, kick: float = 0.125, replay: int = 8, **rl_options):
+    """The default method: the local search, and the policy where it finds nothing feasible.
 
-    Default split, tuned on ResNet-50 / MobileNet-V2 pipelined spaces and the synthetic one:
-    on spaces far larger than the budget the policy gets ``max(0.3 * budget, min(0.5 * budget,
-    1500))`` rows (it needs ~1500 to find good feasible regions where random rows are all
-    infeasible: at 3000 evaluations 0.5 beat 0.3 and 0.15; at 10000, 0.3 beat 0.5); on small
-    spaces (size <= 1000 x budget) a fifth, since the GA alone already reaches the optimum
-    there and an early-collapsed policy only narrows its start.
+    1. Iterated local search (:func:`gen.alloc.local.local_search`) from the lowest row. Once it
+       has found a feasible row it keeps the whole budget: it is then exactly the ``local``
+       method (the same random stream).
+    2. If it has gone ``patience`` evaluations (default: a fifth of the budget, at least 500)
+       without finding a feasible row, REINFORCE on half of what remains (the policy's
+       strength: finding feasible regions where random rows are all infeasible), then the
+       local search again from the better of the two rows, for the rest.
+
+    ``rl_fraction`` gives the policy a fixed share of the budget first instead (ConfuciuX's
+    order, the local search in place of its genetic fine-tuning). ``rl_options`` go to
+    :func:`reinforce`; ``kick`` and ``replay`` to the local search. The evaluator remembers
+    rows: no row costs two evaluations.
+
+    Why the local search first, measured on the layer-pipelined ResNet-50 and MobileNet-V2
+    problems of ``benchmarks/bench_alloc.py`` (docs/DESIGN.md, section 1): it comes within 5%
+    of the best value any method finds at 20,000 evaluations in 1,000 to 3,000, where the
+    policy alone is still 3 to 7 times above it; handing the policy half the remaining budget
+    once the local search stalled left every median equal or worse and took 10 to 60 times as
+    long.
     """
+    from .local import descend, local_search, lowest_row
+
     budget = ev.budget
     if rl_fraction is not None:
         rl_rows = int(round(rl_fraction * budget))
-    elif ev.space.log10_size <= np.log10(1000.0 * budget):
-        rl_rows = int(round(0.2 * budget))
-    else:
-        rl_rows = int(round(max(0.3 * budget, min(0.5 * budget, 1500))))
-    rl_options = {k: v for k, v in options.items() if k in RL_OPTIONS}
-    ga_options = {k: v for k, v in options.items() if k not in RL_OPTIONS}
-    seeds = population // 2 if seeds is None else seeds
-    arch = reinforce(ev, rng, budget=rl_rows,
-                     archive=max(seeds, 1), **rl_options)
-    if arch is None or arch.rows is None:
-        genetic(ev, rng, population=population, **ga_options)
+        arch = reinforce(ev, rng, budget=rl_rows, archive=1, **rl_options) if rl_rows else None
+        starts = lowest_row(ev.space)[None]
+        if arch is not None and arch.rows is not None:
+            starts = np.concatenate([starts, arch.rows[:1]])
+        local_search(ev, rng, starts, kick=kick, replay=replay)
         return
-    small = ev.space.log10_size <= np.log10(1000.0 * budget)
-    if islands is None:
-        islands = 3 if small else 1
-    # Island model: the first island fine-tunes the policy's best; the others start from
-    # random rows, so a basin the policy collapsed into early is not the only one refined
-    # (on small spaces a seeded GA alone stalled 1-2% above the exhaustive optimum; three
-    # islands gave the smallest worst case over 5 seeds on the sequential engine spaces).
-    share = ev.remaining // islands
-    for island in range(islands):
-        last = island == islands - 1
-        saved = ev.budget
-        if not last:
-            ev.budget = ev.evaluations + share
-        try:
-            if island == 0:
-                genetic(ev, rng, seeds=arch.rows, scores=(arch.values, arch.violations),
-                        population=population, **ga_options)
-            else:
-                genetic(ev, rng, population=population, **ga_options)
-        except BudgetSpent:
-            if last:
-                raise
-        finally:
-            ev.budget = saved
+    if patience is None:
+        patience = max(500, budget // 5)
+    best = local_search(ev, rng, kick=kick, replay=replay, patience=patience,
+                        stall_only_infeasible=True)
+    # Still nothing feasible: the policy explores on half of what is left.
+    arch = reinforce(ev, rng, budget=ev.remaining // 2, archive=1, **rl_options)
+    if arch is not None and arch.rows is not None:
+        found = descend(ev, rng, arch.rows[0], float(arch.values[0]), float(arch.violations[0]),
+                        replay)
+        best = min((best, found), key=lambda r: (r[2] > 0, r[2] if r[2] > 0 else r[1]))
+    local_search(ev, rng, best[0][None], kick=kick, replay=replay)

@@ -8,10 +8,17 @@ feasible). :func:`search` runs one method under a budget of evaluated rows and r
 Methods
 -------
 ``rl_ga``
-    REINFORCE with a recurrent policy that walks the steps, then a genetic algorithm seeded
-    from the policy's best solutions (ConfuciuX: Kao, Jeong, Krishna, MICRO 2020).
+    The default. Iterated local search from the lowest row (:mod:`gen.alloc.local`); if it finds
+    nothing feasible for a fifth of the budget, REINFORCE with a recurrent policy on half of
+    what is left and the local search again from the better row. With ``rl_fraction`` the
+    policy runs first on that share and the local search fine-tunes its best (ConfuciuX: Kao,
+    Jeong, Krishna, MICRO 2020, with the local search in place of its genetic algorithm).
+    Its evaluator remembers rows: no row costs two evaluations.
 ``rl``
     The REINFORCE stage alone.
+``local``
+    The default's local search alone (the same random stream: while the local search finds
+    feasible rows the two are the same run).
 ``ga``
     The genetic algorithm alone, from a random population: tournament selection, uniform or
     one-point crossover, per-step mutation to neighbouring levels (+/- 1..2) or a random reset,
@@ -88,8 +95,9 @@ def search(problem: Problem, method: str, budget: int, seed: int, progress=None,
     if budget < 1:
         raise UserError(f"search budget must be at least 1 evaluation, got {budget}")
     _check_options(method, options)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, list(METHODS).index(method)]))
-    ev = Evaluator(problem, budget, method, progress)
+    stream = METHODS[method].stream or method
+    rng = np.random.default_rng(np.random.SeedSequence([seed, list(METHODS).index(stream)]))
+    ev = Evaluator(problem, budget, method, progress, remember=METHODS[method].remember)
     run = METHODS[method].load()
     try:
         run(ev, rng, **options)
