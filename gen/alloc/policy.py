@@ -359,10 +359,11 @@ def rl_ga(ev: Evaluator, rng: np.random.Generator, rl_fraction: float | None = N
 
     Why the local search first, measured on the layer-pipelined ResNet-50 and MobileNet-V2
     problems of ``benchmarks/bench_alloc.py`` (docs/DESIGN.md, section 1): it comes within 5%
-    of the best value any method finds at 20,000 evaluations in 1,000 to 3,000, where the
-    policy alone is still 3 to 7 times above it; handing the policy half the remaining budget
-    once the local search stalled left every median equal or worse and took 10 to 60 times as
-    long.
+    of the best value any method finds at 20,000 evaluations after 160 to 2,554 evaluations
+    (median of 5 seeds), where the policy alone is 1% to 4.3 times above that best at 3,000
+    and never gets within 5% on ResNet-50's throughput problems. Handing the policy half the
+    remaining budget once the local search stalled (3 seeds, an earlier version of the local
+    search) left every median equal or worse and took 8 to 90 times as long.
     """
     from .local import descend, local_search, lowest_row
 
