@@ -24,7 +24,8 @@ import math
 
 import numpy as np
 
-from .hw.attention.mac import OPERAND_STAGES
+from .hw.attention.control import JOB_START_LATENCY
+from .hw.attention.mac import OPERAND_STAGES, SEQUENCER_START_CYCLES
 from .hw.gemm import OPERAND_READ_LATENCY
 from .hw.mac_lanes import MAC_LANES_LATENCY
 from .hw.multiplier import MULTIPLIER_LATENCY
@@ -133,11 +134,12 @@ ATTENTION_FIRST_GROUP_CYCLES = 2
 #: The lane drain's registers before a value reaches the requantizer: the copy of the sums into
 #: the shift chain, and the output register.
 ATTENTION_DRAIN_STAGES = 2
-#: After an op's last part goes idle: the two registered idle stages and the finishing cycle
-#: (as in the GEMM engine).
-ATTENTION_FINISH_CYCLES = 3
-#: A softmax op beyond its rows: accept, first read, last write and the idle detection.
-ATTENTION_SOFTMAX_OP_CYCLES = 8
+#: The registered start to the parts, and after an op's last part goes idle: the two
+#: registered idle stages and the finishing cycle (as in the GEMM engine).
+ATTENTION_FINISH_CYCLES = JOB_START_LATENCY + 3
+#: A softmax op beyond its rows: accept, the registered start, first read, last write and the
+#: idle detection.
+ATTENTION_SOFTMAX_OP_CYCLES = JOB_START_LATENCY + 8
 
 
 def softmax_row_cycles(n):
@@ -169,7 +171,10 @@ def attention_mac_op_cycles(steps, lanes, last_lanes=None, *, mac_latency=MAC_LA
     last_lanes = b if last_lanes is None else int(last_lanes)
     written = last_lanes + ATTENTION_DRAIN_STAGES + REQUANT_LATENCY + 1 + int(write_latency)
     drained = b + ATTENTION_DRAIN_STAGES
-    tail = OPERAND_STAGES + mac_latency + max(written, drained) + ATTENTION_FINISH_CYCLES
+    # The walk starts SEQUENCER_START_CYCLES after the parts' start; the first group's
+    # term counts one of them.
+    tail = (SEQUENCER_START_CYCLES - 1 + OPERAND_STAGES + mac_latency + max(written, drained) +
+            ATTENTION_FINISH_CYCLES)
     return max(steps[0], ATTENTION_FIRST_GROUP_CYCLES) + sum(max(s, b) for s in steps[1:]) + tail
 
 
@@ -244,17 +249,18 @@ def vit_row_step_cycles(kind, *, rows, cols, lanes, dim=None, local=False):
     from .hw.vit.residual import RESIDUAL_LATENCY
     words = -(-int(cols) // int(lanes))
     paired = rows * words * (lanes + 2)
+    from .hw.vit.engine import KERNEL_LOAD_LATENCY, SKID_LATENCY
     if kind == "receive":
-        from .hw.vit.engine import SKID_LATENCY
         ln = layernorm_cycles(rows, dim)
         if local:
             tail = dim + LN_INPUT_STAGES + ln_geometry(dim).stats_cycles + LN_EMIT_LATENCY
             ln = max(ln, paired + tail)
-        return ln + RESIDUAL_LATENCY + 2 * SKID_LATENCY + VIT_STEP_OVERHEAD
+        return (ln + RESIDUAL_LATENCY + 2 * SKID_LATENCY + KERNEL_LOAD_LATENCY +
+                VIT_STEP_OVERHEAD)
     if kind == "send":
         return paired + VIT_STEP_OVERHEAD
     if kind == "image":
-        return rows * cols + VIT_STEP_OVERHEAD
+        return rows * cols + KERNEL_LOAD_LATENCY + VIT_STEP_OVERHEAD
     if kind == "result":
         return words * (lanes + 1) + 2 + VIT_STEP_OVERHEAD
     raise ValueError(f"unknown ViT step kind {kind!r}")

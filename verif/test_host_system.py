@@ -6,6 +6,9 @@ Also the shipped design: `gen/configs/default.yaml` through `gen.config.load_con
 (one that no array dimension divides) bit-exact against `golden.gemm_int8` and the device's
 cycle count equal to `gen.cycles.gemm_cycles`.
 
+LEVEL (run-time clock levels) on a design built without them is an unknown command; the
+designs with levels are simulated in `verif/test_clock_switch.py`.
+
 The host link is a UART, not a stream: the driver's waits are bounded (replies time out, polls
 are counted) and every test has a simulated-time bound. Random operands from ``ACCELGEN_SEED``.
 """
@@ -108,6 +111,12 @@ async def refusals(dut):
     # Unknown command.
     await transport.write(b"x")
     assert await transport.read(1) == bytes([REPLY_UNKNOWN])
+    # A design without clock levels does not know LEVEL (nor its argument byte, which then
+    # arrives as a command): two `?`, and the driver says what it means.
+    with pytest.raises(DeviceError, match="no clock levels"):
+        await driver.level(1)
+    with pytest.raises(ValueError, match="level must be"):
+        await driver.level(ord("S"))        # a command byte: refused before it is sent
     # A GEMM larger than the buffers is refused by the driver before anything is sent.
     with pytest.raises(LayoutError):
         await driver.gemm(np.zeros((params["out_depth"], 2), dtype=np.int64),

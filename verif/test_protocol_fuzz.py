@@ -11,6 +11,8 @@ Two levels, both against ``gen/host/PROTOCOL.md``:
   after each, and a bounded wait (the timeout plus the longest reply), INFO answers correctly
   and nothing more comes. Every START that reaches the job fits the buffers. The size check of
   START against its formula at and around every limit, and the timeout's exact boundary.
+  The same fuzz on the engine with two clock levels (LEVEL commands among the others, the
+  harness's clock select standing in with the two cycles the real one takes).
 * The whole `HostSystem` (UART, protocol engine, accelerator) through its simulated serial line
   (`CocotbUartTransport`) with a timeout of three byte times: random bytes and frames cut off
   mid-byte, INFO after each; an oversize START refused at once; ABORT in the middle of a job,
@@ -34,8 +36,8 @@ from amaranth.lib.wiring import In, Out
 from cocotb.triggers import ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 
-from gen.hw.host_bridge import (MAGIC, PROTOCOL_VERSION, REPLY_ERROR, REPLY_OK, REPLY_UNKNOWN,
-                                Buffer, Command, HostBridge, start_fits)
+from gen.hw.host_bridge import (LEVEL_QUERY, MAGIC, PROTOCOL_VERSION, REPLY_ERROR, REPLY_OK,
+                                REPLY_UNKNOWN, Buffer, Command, HostBridge, start_fits)
 from verif import seeds
 from verif.streams import (StreamBus, StreamMonitor, StreamSink, StreamSource, log_seed,
                            power_on_system, reset, start_clock)
@@ -89,14 +91,18 @@ class BridgeHarness(wiring.Component):
     The job starts on the bridge's ``start``, counts cycles, and ends (``done`` pulse) when the
     testbench pulses ``job_end`` (error 0) or ``abort_latency`` cycles after the bridge's
     ``abort`` (error 1). The buffers' write ports, ``start`` with the sizes and ``abort`` are
-    outputs, for the testbench to watch.
+    outputs, for the testbench to watch. With ``clock_levels`` 2 a stand-in clock select
+    applies the bridge's ``level`` two cycles later (as `gen.hw.clock_select.ClockSelect`),
+    and ``level`` is an output too.
     """
 
     def __init__(self, *, rows, cols, act_depth, wgt_depth, param_depth, out_depth,
-                 byte_timeout, abort_latency=3):
+                 byte_timeout, abort_latency=3, clock_levels=1):
         self._bridge = HostBridge(rows=rows, cols=cols, act_depth=act_depth,
                                   wgt_depth=wgt_depth, param_depth=param_depth,
-                                  out_depth=out_depth, byte_timeout=byte_timeout)
+                                  out_depth=out_depth, byte_timeout=byte_timeout,
+                                  clock_levels=clock_levels)
+        levels = {"level": Out(1)} if clock_levels > 1 else {}
         self._out_depth = out_depth
         self._abort_latency = abort_latency
         super().__init__({
@@ -116,6 +122,7 @@ class BridgeHarness(wiring.Component):
             "abort":      Out(1),
             "busy":       Out(1),
             "job_end":    In(1),
+            **levels,
         })
 
     def elaborate(self, platform):
@@ -154,6 +161,10 @@ class BridgeHarness(wiring.Component):
                 m.d.sync += [busy.eq(0), done.eq(1)]
         m.d.comb += [bridge.busy.eq(busy), bridge.done.eq(done), bridge.error.eq(error),
                      bridge.cycles.eq(cycles), self.busy.eq(busy)]
+        if bridge.clock_levels > 1:
+            taking, active = Signal(), Signal()
+            m.d.sync += [taking.eq(bridge.level), active.eq(taking)]
+            m.d.comb += [bridge.level_active.eq(active), self.level.eq(active)]
         return m
 
 
@@ -172,6 +183,8 @@ class ProtocolModel:
     def __init__(self, p):
         self.p = p
         self.busy = self.done = self.error = False
+        self.levels = p.get("clock_levels", 1)
+        self.level = 0
 
     def word_bytes(self, buf):
         return {Buffer.ACT: self.p["rows"], Buffer.WGT: self.p["cols"], Buffer.PARAM: 9}.get(
@@ -231,6 +244,13 @@ class ProtocolModel:
             if buf != Buffer.OUT or addr + count > self.p["out_depth"] or self.busy:
                 return Expect(E)
             return Expect(K + bytes(out_pattern(self.p["out_depth"])[addr:addr + count]))
+        if code == Command.LEVEL and self.levels > 1:
+            # Busy or not: a level switch loses nothing.
+            level = cmd[1]
+            if level == LEVEL_QUERY or level < self.levels:
+                self.level = self.level if level == LEVEL_QUERY else level
+                return Expect(K + bytes([self.level, self.levels]))
+            return Expect(E)
         return Expect(bytes([REPLY_UNKNOWN]))
 
     def job_ended(self):
@@ -263,11 +283,15 @@ def random_start(rng, p):
 
 def random_command(rng, p, *, max_count=6, huge=False):
     """One complete, well-formed command (bytes) with random, boundary-biased arguments."""
+    levels = p.get("clock_levels", 1) > 1
     code = rng.choices([Command.INFO, Command.WRITE, Command.READ, Command.START,
-                        Command.STATUS, Command.CYCLES, Command.ABORT, None],
-                       weights=[1, 5, 3, 4, 2, 1, 2, 1])[0]
+                        Command.STATUS, Command.CYCLES, Command.ABORT, Command.LEVEL, None],
+                       weights=[1, 5, 3, 4, 2, 1, 2, 3 if levels else 0, 1])[0]
     if code is None:
-        return bytes([rng.choice([b for b in range(256) if b not in b"IWRSPCA"])])
+        known = b"IWRSPCAL" if levels else b"IWRSPCA"
+        return bytes([rng.choice([b for b in range(256) if b not in known])])
+    if code == Command.LEVEL:
+        return bytes([code, rng.choice([0, 1, 2, 3, LEVEL_QUERY, rng.randrange(256)])])
     if code in (Command.WRITE, Command.READ):
         buf = rng.choice([0, 1, 2, 3] * 3 + [4, 255]) if code == Command.WRITE else \
             rng.choice([3] * 6 + [0, 1, 2, 7])
@@ -315,6 +339,9 @@ class BridgeTB:
         self.model = ProtocolModel(self.p)
         self.writes, self.starts, self.aborts = [], [], 0
         self.bytes_sent = 0
+        self.level_switches = 0
+        #: False after garbage, until `resync_model` has asked LEVEL which level is active.
+        self.level_known = True
         self._watch_task = cocotb.start_soon(self._watch())
 
     async def _watch(self):
@@ -371,6 +398,11 @@ class BridgeTB:
             f"{self.writes[writes0:]}, expected {expect.writes}"
         assert self.starts[starts0:] == ([expect.start] if expect.start else []), what
         assert self.aborts - aborts0 == int(expect.abort), what
+        if self.model.levels > 1 and self.level_known:
+            assert int(self.dut.level.value) == self.model.level, (
+                f"{what}: the clock select has level {int(self.dut.level.value)}, the model "
+                f"{self.model.level}")
+            self.level_switches += cmd[0] == Command.LEVEL and cmd[1] < self.model.levels
         return got
 
     async def wait_quiet(self):
@@ -409,6 +441,16 @@ class BridgeTB:
         assert not (bits & 4) or bits & 2, "error without done"
         self.model.busy, self.model.done, self.model.error = (bool(bits & 1), bool(bits & 2),
                                                               bool(bits & 4))
+        if self.model.levels > 1:
+            # Garbage may have held a LEVEL: ask which level is active.
+            self.sink.clear()
+            self.bytes_sent += 2
+            await self.source.send(bytes([Command.LEVEL, LEVEL_QUERY]))
+            ok, level, count = await self.sink.recv(3, timeout_cycles=400)
+            assert (ok, count) == (REPLY_OK, self.model.levels) and level < count
+            assert level == int(self.dut.level.value), "LEVEL's answer is not the active level"
+            self.model.level = level
+            self.level_known = True
 
     async def end_job(self):
         await RisingEdge(self.dut.clk)
@@ -470,6 +512,7 @@ async def bridge_fuzz(dut):
             checked += 1
         else:
             tb.source.gap_probability = rng.choice([0, 0, 0.3])
+            tb.level_known = False
             data = random_garbage(rng, rng.randint(1, 48))
             if rng.random() < 0.3:        # a stall past the timeout somewhere inside
                 at = rng.randint(0, len(data))
@@ -488,8 +531,13 @@ async def bridge_fuzz(dut):
               "bytes_sent": tb.bytes_sent, "starts_passed": len(tb.starts),
               "aborts": tb.aborts, "words_stored": len(tb.writes),
               "simulated_us": round(get_sim_time("ns") / 1000, 1)}
+    name = "bridge_fuzz"
+    if tb.model.levels > 1:
+        counts["level_switches"] = tb.level_switches
+        assert tb.level_switches >= sequences // 40, counts
+        name = "bridge_fuzz_levels"
     dut._log.info("bridge fuzz: %s (%s)", json.dumps(counts), seeds.describe())
-    _record_counts("bridge_fuzz", counts)
+    _record_counts(name, counts)
 
 
 @cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
@@ -589,6 +637,8 @@ BRIDGE_PARAMS = dict(rows=3, cols=4, act_depth=64, wgt_depth=48, param_depth=22,
 #: How many random sequences / START sizes (``ACCELGEN_FUZZ_SEQUENCES`` overrides the first).
 FUZZ_SEQUENCES = 2500
 SIZE_CASES = 300
+#: Random sequences of the fuzz with clock levels.
+LEVEL_FUZZ_SEQUENCES = 1000
 
 
 def _fuzz_env():
@@ -607,6 +657,18 @@ def test_bridge_protocol():
     run_cocotb(BridgeHarness(**BRIDGE_PARAMS), "bridge_harness", "verif.test_protocol_fuzz",
                BRIDGE_PARAMS, extra_env=_fuzz_env(),
                testcase=["bridge_fuzz", "start_size_check", "timeout_boundary"])
+    _print_counts()
+
+
+def test_bridge_protocol_with_levels():
+    """The same fuzz on the engine with two clock levels: LEVEL among the random commands
+    (select, query, unknown levels refused), while jobs run or not."""
+    from verif.sim import run_cocotb
+    params = dict(BRIDGE_PARAMS, clock_levels=2)
+    env = dict(_fuzz_env(), FUZZ_SEQUENCES=os.environ.get("ACCELGEN_FUZZ_SEQUENCES",
+                                                          str(LEVEL_FUZZ_SEQUENCES)))
+    run_cocotb(BridgeHarness(**params), "bridge_harness", "verif.test_protocol_fuzz", params,
+               extra_env=env, testcase=["bridge_fuzz"])
     _print_counts()
 
 

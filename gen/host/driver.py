@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hw.host_bridge import (MAGIC, PARAM_WORD_BYTES, PROTOCOL_VERSION, REPLY_ERROR,
-                              REPLY_OK, Buffer, Command)
+from ..hw.host_bridge import (LEVEL_QUERY, LEVEL_REPLY_BYTES, MAGIC, PARAM_WORD_BYTES,
+                              PROTOCOL_VERSION, REPLY_ERROR, REPLY_OK, REPLY_UNKNOWN, Buffer,
+                              Command)
 from .layout import (check_gemm_operands, pack_activations, pack_params, pack_weights,
                      words_to_bytes, LayoutError)
 
-__all__ = ["DeviceInfo", "Status", "GemmRun", "Driver", "ProtocolError", "DeviceError",
+__all__ = ["DeviceInfo", "Status", "ClockLevel", "GemmRun", "Driver", "ProtocolError", "DeviceError",
            "gemm_link_bytes", "DEFAULT_MAX_CHUNK"]
 
 #: Largest number of words one WRITE or READ moves (`Driver`'s ``max_chunk``).
@@ -54,6 +55,14 @@ class Status:
     busy: bool
     done: bool
     error: bool
+
+
+@dataclass(frozen=True)
+class ClockLevel:
+    """LEVEL's answer: the accelerator clock level in use (0 is the design's ``clock_mhz``,
+    the power-on level) and how many the design has (``manifest.json``: ``clock.levels``)."""
+    active: int
+    count: int
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,30 @@ class Driver:
         bits = (await self._transport.read(1))[0]
         # Bits 3..7 are reserved (read 0 in version 2) and ignored here.
         return Status(busy=bool(bits & 1), done=bool(bits & 2), error=bool(bits & 4))
+
+    async def level(self, level=None):
+        """Select accelerator clock level ``level`` (None: change nothing) and return the
+        `ClockLevel` after it. Allowed while a job runs: the switch loses no data. The device
+        refuses a level it does not have (`DeviceError`); a design built without clock levels
+        does not know the command (`DeviceError` too, saying so)."""
+        if level is None:
+            level = LEVEL_QUERY
+        elif isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < 32:
+            # Below every command byte: a design without LEVEL answers both bytes with `?`.
+            raise ValueError(f"level must be an int from 0 to 31, not {level!r}")
+        await self._transport.write(bytes([Command.LEVEL, level]))
+        reply = await self._transport.read(1)
+        if reply == bytes([REPLY_UNKNOWN]):
+            # The argument byte that followed was taken as a command: resynchronise on it.
+            await self._transport.read(1)
+            raise DeviceError("the device has no clock levels (a design generated without "
+                              "clock_levels_mhz)")
+        if reply == bytes([REPLY_ERROR]):
+            raise DeviceError(f"device refused clock level {level} (no such level)")
+        if reply != bytes([REPLY_OK]):
+            raise ProtocolError(f"LEVEL: expected an OK byte, got {reply!r}")
+        active, count = await self._transport.read(LEVEL_REPLY_BYTES)
+        return ClockLevel(active=active, count=count)
 
     async def cycles(self):
         await self._transport.write(bytes([Command.CYCLES]))

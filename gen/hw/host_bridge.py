@@ -14,7 +14,8 @@ from .requant import RequantParams
 
 __all__ = ["HostBridge", "PROTOCOL_VERSION", "MAGIC", "Command", "Buffer",
            "REPLY_OK", "REPLY_ERROR", "REPLY_UNKNOWN", "PARAM_WORD_BYTES",
-           "DEFAULT_BYTE_TIMEOUT", "ABORT_WAIT_LIMIT", "start_fits"]
+           "DEFAULT_BYTE_TIMEOUT", "ABORT_WAIT_LIMIT", "LEVEL_QUERY", "LEVEL_REPLY_BYTES",
+           "start_fits"]
 
 PROTOCOL_VERSION = 2
 MAGIC = b"GEMM"
@@ -28,6 +29,12 @@ PARAM_WORD_BYTES = 9
 DEFAULT_BYTE_TIMEOUT = 125_000
 #: Host-clock cycles ABORT waits for the accelerator to stop before it replies anyway.
 ABORT_WAIT_LIMIT = 2 ** 16
+#: LEVEL's argument that changes nothing and only reports the active level.
+LEVEL_QUERY = 0xFF
+#: LEVEL's reply after the status byte: the active level and the number of levels.
+LEVEL_REPLY_BYTES = 2
+#: Host-clock cycles LEVEL waits for the clock select to take the new level (it takes two).
+_LEVEL_WAIT_LIMIT = 8
 
 
 class Command:
@@ -38,6 +45,8 @@ class Command:
     STATUS = ord("P")
     CYCLES = ord("C")
     ABORT = ord("A")
+    #: Only in a design with clock levels (PROTOCOL.md, LEVEL); others answer ``?``.
+    LEVEL = ord("L")
 
 
 class Buffer:
@@ -81,6 +90,10 @@ class HostBridge(wiring.Component):
     byte_timeout : int
         Host-clock cycles a command may wait for its next byte (argument or WRITE data); after
         that the partial command is dropped without a reply (see PROTOCOL.md).
+    clock_levels : int
+        Accelerator clock levels (1, or 2 with a :class:`~gen.hw.clock_select.ClockSelect`).
+        With more than one, the LEVEL command exists and ``level`` / ``level_active`` are
+        members; with one, the engine is exactly the one without levels.
 
     Members
     -------
@@ -98,10 +111,22 @@ class HostBridge(wiring.Component):
         Job status from the accelerator: ``busy`` a level (a START not yet seen by the
         accelerator counts), ``done`` a one-cycle pulse at a job's end, ``error`` that job's
         outcome (valid from ``done`` on).
+    level : ``Out(range(clock_levels))``, level_active : ``In(range(clock_levels))``
+        Only with clock levels: the level LEVEL asked for (a register, 0 after reset) and the
+        one the clock select applies.
     """
 
     def __init__(self, *, rows, cols, dataflow_id=0, act_depth, wgt_depth, param_depth,
-                 out_depth, byte_timeout=DEFAULT_BYTE_TIMEOUT):
+                 out_depth, byte_timeout=DEFAULT_BYTE_TIMEOUT, clock_levels=1):
+        self._clock_levels = operator.index(clock_levels)
+        if not 1 <= self._clock_levels <= 2:
+            raise ValueError(f"clock_levels must be 1 or 2 (one DCSC), not {clock_levels}")
+        self._arg_bytes = dict(_ARG_BYTES)
+        levels = {}
+        if self._clock_levels > 1:
+            self._arg_bytes[Command.LEVEL] = 1
+            levels = {"level": Out(range(self._clock_levels)),
+                      "level_active": In(range(self._clock_levels))}
         self._byte_timeout = operator.index(byte_timeout)
         if self._byte_timeout < 2:
             raise ValueError(f"byte_timeout must be at least 2 cycles, not {byte_timeout}")
@@ -132,11 +157,16 @@ class HostBridge(wiring.Component):
             "done":     In(1),
             "error":    In(1),
             "cycles":   In(32),
+            **levels,
         })
 
     @property
     def byte_timeout(self):
         return self._byte_timeout
+
+    @property
+    def clock_levels(self):
+        return self._clock_levels
 
     @property
     def word_bytes(self):
@@ -233,6 +263,11 @@ class HostBridge(wiring.Component):
                 m.d.sync += [remainder.eq(trial), quotient.eq(Cat(0, quotient[:-1]))]
 
         abort_wait = Signal(range(ABORT_WAIT_LIMIT))
+        if self._clock_levels > 1:
+            level_wait = Signal(range(_LEVEL_WAIT_LIMIT))
+            level_reply = Cat(Const(REPLY_OK, 8), self.level_active.as_unsigned(),
+                              Const(0, 8 - len(self.level_active)),
+                              Const(self._clock_levels, 8))
 
         m.d.comb += [
             self.tx.payload.eq(reply[0:8]),
@@ -252,7 +287,7 @@ class HostBridge(wiring.Component):
                 with m.If(self.rx.valid):
                     m.d.sync += [command.eq(self.rx.payload), arg_index.eq(0)]
                     with m.Switch(self.rx.payload):
-                        for code, nbytes in _ARG_BYTES.items():
+                        for code, nbytes in self._arg_bytes.items():
                             with m.Case(code):
                                 m.d.sync += arg_count.eq(nbytes)
                                 m.next = "ARGS" if nbytes else "EXEC"
@@ -316,6 +351,17 @@ class HostBridge(wiring.Component):
                             send(REPLY_ERROR, 1)
                         with m.Else():
                             send(REPLY_OK, 1, read=arg_count_words != 0)
+                    if self._clock_levels > 1:
+                        with m.Case(Command.LEVEL):
+                            # Allowed while a job runs: the clock select never loses an edge.
+                            level_arg = args[0:8]
+                            with m.If(level_arg == LEVEL_QUERY):
+                                send(level_reply, 1 + LEVEL_REPLY_BYTES)
+                            with m.Elif(level_arg < self._clock_levels):
+                                m.d.sync += [self.level.eq(level_arg), level_wait.eq(0)]
+                                m.next = "LEVEL_WAIT"
+                            with m.Else():
+                                send(REPLY_ERROR, 1)      # no such level: nothing changes
 
             with m.State("SIZE_DIV"):
                 divide_step(m_tiles, m_rem, self._rows)
@@ -360,6 +406,15 @@ class HostBridge(wiring.Component):
                 m.d.sync += abort_wait.eq(abort_wait + 1)
                 with m.If((~self.busy & done_flag) | (abort_wait == ABORT_WAIT_LIMIT - 1)):
                     send(REPLY_OK, 1)
+
+            if self._clock_levels > 1:
+                with m.State("LEVEL_WAIT"):
+                    # Reply once the clock select has taken the level (two cycles), so that
+                    # the reply names it; bounded in case nothing answers.
+                    m.d.sync += level_wait.eq(level_wait + 1)
+                    with m.If((self.level_active == self.level) |
+                              (level_wait == _LEVEL_WAIT_LIMIT - 1)):
+                        send(level_reply, 1 + LEVEL_REPLY_BYTES)
 
             with m.State("SEND"):
                 m.d.comb += self.tx.valid.eq(1)

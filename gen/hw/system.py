@@ -25,6 +25,11 @@ class HostSystem(wiring.Component):
         ``host`` clock cycles a command may wait for its next byte before it is dropped (see
         PROTOCOL.md); at least two byte times (``20 * uart_divisor``). The default is 5 ms at
         a 25 MHz oscillator (the generator passes 5 ms at other host clocks).
+    clock_levels : int
+        1 (default: the system as without levels, byte for byte) or 2: the protocol gets its
+        LEVEL command and the system its ``level`` / ``level_active`` members, to be wired to
+        a :class:`~gen.hw.clock_select.ClockSelect` that makes the ``sync`` clock (see
+        :class:`~gen.hw.board_top.BoardTop` and docs/clocking.md).
 
     Clock domains: ``sync`` runs the accelerator; ``host`` runs the UART and the protocol
     engine (on a board, the oscillator or a PLL output that divides the baud rate exactly,
@@ -39,10 +44,14 @@ class HostSystem(wiring.Component):
         Serial lines, host side 8N1.
     busy, error : ``Out(1)``
         For status LEDs.
+    level : ``Out(1)``, level_active : ``In(1)``
+        Only with two clock levels, both in the ``host`` domain: the level the host asked for
+        (to the clock select's ``level``) and the one it applies (from its ``active``).
     """
 
     def __init__(self, *, rows, cols, dataflow="output_stationary", act_depth, wgt_depth,
-                 param_depth, out_depth, uart_divisor, byte_timeout=DEFAULT_BYTE_TIMEOUT):
+                 param_depth, out_depth, uart_divisor, byte_timeout=DEFAULT_BYTE_TIMEOUT,
+                 clock_levels=1):
         self._accel_args = dict(rows=rows, cols=cols, dataflow=dataflow, act_depth=act_depth,
                                 wgt_depth=wgt_depth, param_depth=param_depth,
                                 out_depth=out_depth)
@@ -55,19 +64,28 @@ class HostSystem(wiring.Component):
         self._bridge = HostBridge(
             rows=rows, cols=cols, dataflow_id=sorted(DATAFLOWS).index(dataflow),
             act_depth=act_depth, wgt_depth=wgt_depth, param_depth=param_depth,
-            out_depth=out_depth, byte_timeout=byte_timeout)
+            out_depth=out_depth, byte_timeout=byte_timeout, clock_levels=clock_levels)
         self._receiver = UARTReceiver(uart_divisor)
         self._transmitter = UARTTransmitter(uart_divisor)
+        levels = {}
+        if self._bridge.clock_levels > 1:
+            levels = {"level": Out(range(self._bridge.clock_levels)),
+                      "level_active": In(range(self._bridge.clock_levels))}
         super().__init__({
             "uart_rx": In(1, init=1),
             "uart_tx": Out(1, init=1),
             "busy":    Out(1),
             "error":   Out(1),
+            **levels,
         })
 
     @property
     def bridge(self):
         return self._bridge
+
+    @property
+    def clock_levels(self):
+        return self._bridge.clock_levels
 
     def elaborate(self, platform):
         m = Module()
@@ -79,6 +97,9 @@ class HostSystem(wiring.Component):
         bridge, receiver, transmitter = self._bridge, self._receiver, self._transmitter
 
         m.d.comb += [receiver.rx.eq(self.uart_rx), self.uart_tx.eq(transmitter.tx)]
+        if self.clock_levels > 1:
+            # Both in the host domain: the clock select's own logic runs there too.
+            m.d.comb += [self.level.eq(bridge.level), bridge.level_active.eq(self.level_active)]
         wiring.connect(m, receiver.o, bridge.rx)
         wiring.connect(m, bridge.tx, transmitter.i)
         wiring.connect(m, bridge.act_wr, accel.act_wr)

@@ -1,27 +1,32 @@
-"""A table-driven WHAT-IF device: the default GEMM engine serving a network in batches.
+"""A table-driven device: the default GEMM engine serving a network in batches.
 
-Throughput is the project's exact cycle model; power is NOT measured: it is a provisional
-formula whose constants are stated once, below, until the Verilator-toggle power model of
-issue 11 point 3 exists. Frequency levels are clocks the ECP5 PLL makes exactly from the board
-oscillator; switching them at run time (point 2) is not built yet, so this device switches
-instantly apart from a what-if relock pause. Batching is modelled, not measured in Verilator
-(point 1).
+Throughput is the project's exact cycle model, checked against Verilator per batch
+(``verif/test_batch_cycles.py``); power is the toggle-activity model of
+:mod:`gen.runtime.power_model`, whose activity is measured in Verilator but whose per-toggle
+energies are assumptions, so its powers stay labelled WHAT-IF. Frequency levels are clocks the
+ECP5 PLL makes exactly from the board oscillator; switching them at run time (issue 11 point 2)
+is not built yet, so this device switches instantly apart from a what-if relock pause.
 
 Throughput
-    A batch of ``b`` inputs of each layer of the chosen network (:mod:`gen.workloads`) is the
-    layer's GEMM with ``M = b x rows-per-input``, split into jobs as the runtime splits them
-    (:func:`gen.cost.layer_cost`, whose cycles are :func:`gen.cycles.gemm_cycles` exactly).
-    Host transfers are left out: the what-if is a link fast enough that compute dominates (the
-    generated design's UART is far slower; see ``gen alloc``).
+    A batch of ``b`` inputs is the network's (:mod:`gen.workloads`) jobs of :func:`batch_jobs`:
+    a conv / gemm layer's GEMM with ``M = b x rows-per-input`` (one weight pass for the batch),
+    an attention product once per input and head (its right-hand operand is the input's own),
+    split into jobs as the runtime splits them. Cycles per batch are the sum of
+    :func:`gen.cycles.gemm_cycles` over those jobs (here by its closed form, through
+    :func:`gen.cost.layer_cost`), equal to Verilator's count for the default design at batch
+    1, 2 and 7 (``verif/test_batch_cycles.py``; every batch size: ``python -m
+    verif.measure_batch``). Host transfers are left out: the what-if is a link fast enough that
+    compute dominates (the generated design's UART is far slower; see ``gen alloc``).
 
 Largest batch
     The largest ``b`` (at most 255, BatchDVFS's range) for which every layer's batch runs
     without splitting M: its activations fit ``buffers.act_depth`` and its outputs
     ``buffers.out_depth`` (and ``M`` fits the engine's dimension registers).
 
-Power (WHAT-IF)
-    ``P = P_STATIC_W + f_MHz * (C0_W_PER_MHZ + C1_W_PER_MHZ * u)`` with ``u`` the fraction of
-    PE-cycles doing a MAC over the period (0 while idle). See :data:`WHAT_IF_POWER`.
+Power (WHAT-IF energies, measured activity)
+    :class:`gen.runtime.power_model.PowerModel` of the design: busy at batch ``b`` while a
+    batch of ``b`` runs, idle otherwise, at the current level; a period's power is its energy
+    over its length. A reading adds relative noise ``noise_rel`` (:data:`DEVICE_CONSTANTS`).
 """
 
 import math
@@ -32,17 +37,12 @@ from ..config import load_config
 from ..errors import UserError
 from .device import Device, PeriodReport
 
-__all__ = ["ModelDevice", "WHAT_IF_POWER", "default_levels_mhz", "check_levels"]
+__all__ = ["ModelDevice", "DEVICE_CONSTANTS", "default_levels_mhz", "check_levels",
+           "batch_layers", "batch_jobs"]
 
-#: WHAT-IF power constants: provisional, not measured (docs/runtime.md, "Device model").
-#: ``p_static_w`` is gen/cost.py's STATIC_MW (a Lattice power-calculator ballpark for the
-#: ECP5-85F's quiescent core power); the per-MHz terms are round guesses, chosen before any
-#: controller was run: a clock-tree / idle-register part and a part proportional to PE
-#: activity, the activity part twice the other at full utilization.
-WHAT_IF_POWER = {
-    "p_static_w": 0.100,        # W, quiescent
-    "c0_w_per_mhz": 0.0010,     # W per MHz, clocks and registers running, PEs idle
-    "c1_w_per_mhz": 0.0020,     # W per MHz at 100 % PE utilization
+#: The device's own constants (not the power model's): both what-ifs, chosen before any
+#: controller ran.
+DEVICE_CONSTANTS = {
     "noise_rel": 0.01,          # relative standard deviation of a power reading
     "relock_s": 0.001,          # PLL relock pause on a level change, idle at the new level
 }
@@ -93,10 +93,43 @@ def _engine(config):
             "out_depth": c.buffers.out_depth}
 
 
+def batch_layers(workload, batch):
+    """The GEMM view (``as_arrays`` columns) of one batch of ``batch`` inputs.
+
+    A conv / gemm layer's batch is part of M: one weight pass serves every input. An attention
+    product's right-hand operand (K^T, V) belongs to one input, so its batch multiplies the
+    number of products instead (``gemm_view`` would put it in M as if K^T were shared)."""
+    arrays = workload.with_batch(batch).as_arrays()
+    attention = np.isin(arrays["kind"], ("attn_scores", "attn_context"))
+    arrays["M"] = np.where(attention, arrays["M"] // batch, arrays["M"])
+    arrays["count"] = np.where(attention, arrays["count"] * batch, arrays["count"])
+    return arrays
+
+
+def batch_jobs(workload, engine, batch):
+    """The engine jobs of one batch, as the runtime splits them (:func:`gen.cost._split_jobs`):
+    a list of ``{"layer", "m", "k", "n", "count"}``; their cycles sum to the batch's."""
+    from ..cost import _split_jobs
+    arrays = batch_layers(workload, batch)
+    _, mc, nc = _split_jobs(arrays["M"], arrays["K"], arrays["N"], engine["rows"],
+                            engine["cols"], engine["act_depth"], engine["wgt_depth"],
+                            engine["param_depth"], engine["out_depth"])
+    jobs = []
+    for i, name in enumerate(arrays["name"]):
+        m, k, n, count = (int(arrays[key][i]) for key in ("M", "K", "N", "count"))
+        for mm, jm in ((int(mc[i]), m // int(mc[i])), (m % int(mc[i]), int(m % int(mc[i]) > 0))):
+            for nn, jn in ((int(nc[i]), n // int(nc[i])),
+                           (n % int(nc[i]), int(n % int(nc[i]) > 0))):
+                if jm * jn:
+                    jobs.append({"layer": str(name), "m": mm, "k": k, "n": nn,
+                                 "count": count * jm * jn})
+    return jobs
+
+
 def _batch_cost(workload, engine, batch):
     """(cycles, MACs, fits) of one batch of ``batch`` inputs through every layer."""
     from ..cost import _split_jobs, layer_cost
-    arrays = workload.with_batch(batch).as_arrays()
+    arrays = batch_layers(workload, batch)
     cost = layer_cost(arrays, engine, "accelgen_os")
     if not cost["feasible"].all():
         bad = arrays["name"][~cost["feasible"]][0]
@@ -110,16 +143,19 @@ def _batch_cost(workload, engine, batch):
 
 
 class ModelDevice(Device):
-    """The WHAT-IF table device (see the module docstring).
+    """The table device (see the module docstring).
 
     ``design``: a design config path (None: the built-in default); ``network``: a workload name;
-    ``levels_mhz``: None for :func:`default_levels_mhz`; ``power``: overrides of
-    :data:`WHAT_IF_POWER`; ``seed``: the power-reading noise.
+    ``levels_mhz``: None for :func:`default_levels_mhz`; ``power``: overrides of the power
+    model's :data:`~gen.runtime.power_model.CONSTANTS` and of :data:`DEVICE_CONSTANTS`;
+    ``seed``: the power-reading noise; ``activity``: an activity file (None: the default
+    design's); ``report``: a build's report.json for the resource counts (None: the estimate).
     """
 
     name = "model"
 
-    def __init__(self, design=None, network="digits_vit", levels_mhz=None, power=None, seed=0):
+    def __init__(self, design=None, network="digits_vit", levels_mhz=None, power=None, seed=0,
+                 activity=None, report=None):
         super().__init__()
         from ..boards import get_board
         from ..workloads import get_workload
@@ -139,17 +175,8 @@ class ModelDevice(Device):
         if not self._levels:
             raise UserError(f"{config.source}: clock_mhz {self.design_mhz:g} is below the "
                             f"lowest default level ({oscillator:g} MHz); give levels_mhz")
-        unknown = set(power or {}) - set(WHAT_IF_POWER)
-        if unknown:
-            raise UserError(f"power: unknown constant {sorted(unknown)[0]!r}; known: "
-                            f"{', '.join(WHAT_IF_POWER)}")
-        self.power = dict(WHAT_IF_POWER, **(power or {}))
-        for key, value in self.power.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not math.isfinite(value) or value < 0:
-                raise UserError(f"power.{key}: {value!r} must be a finite number >= 0")
         self.workload = get_workload(network)
-        engine = _engine(config)
+        self.engine = engine = _engine(config)
         cycles, macs = [], []
         for b in range(1, MAX_BATCH + 1):
             c, m, fits = _batch_cost(self.workload, engine, b)
@@ -164,6 +191,7 @@ class ModelDevice(Device):
         self._cycles = np.array(cycles, dtype=np.int64)          # per batch size 1..max
         self._macs = np.array(macs, dtype=np.int64)
         self._util = self._macs / (self._cycles * self.rows * self.cols)
+        self._power_setup(config, power, activity, report)
         self._rng = np.random.default_rng(seed)
         self._level = len(self._levels) - 1
         self._now = 0.0
@@ -182,7 +210,7 @@ class ModelDevice(Device):
 
     @property
     def idle_power_w(self):
-        return self.power_w(0, 0.0)
+        return self.power_w(0)
 
     def _batch_limit_reason(self):
         return self._limit_reason
@@ -194,6 +222,22 @@ class ModelDevice(Device):
             self._relock = self.power["relock_s"]
 
     # -- the table ---------------------------------------------------------------------------
+    def _check_batch(self, batch):
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or \
+                not 1 <= batch <= self.max_batch:
+            raise UserError(f"{self.name}: batch {batch!r} must be an integer 1 .. "
+                            f"{self.max_batch}")
+        return int(batch)
+
+    def batch_cycles(self, batch):
+        """Engine cycles of one batch of ``batch`` inputs through the whole network (the cycle
+        model that ``verif/test_batch_cycles.py`` checks against Verilator)."""
+        return int(self._cycles[self._check_batch(batch) - 1])
+
+    def jobs(self, batch):
+        """The engine jobs of one batch (:func:`batch_jobs`)."""
+        return batch_jobs(self.workload, self.engine, self._check_batch(batch))
+
     def batch_seconds(self, level, batch):
         """Service time of one batch of ``batch`` inputs at ``level``."""
         return self._cycles[batch - 1] / (self._levels[level] * 1e6)
@@ -202,20 +246,48 @@ class ModelDevice(Device):
         """Fraction of PE-cycles doing a MAC while a batch of ``batch`` runs."""
         return float(self._util[batch - 1])
 
-    def power_w(self, level, utilization):
-        """The WHAT-IF power at ``level`` with mean PE utilization ``utilization``."""
-        p = self.power
-        return p["p_static_w"] + self._levels[level] * (p["c0_w_per_mhz"] +
-                                                        p["c1_w_per_mhz"] * utilization)
+    def power_w(self, level, batch=None):
+        """The model's power at ``level`` busy at ``batch`` (None: idle)."""
+        if batch is None:
+            return float(self._p_idle[level])
+        return float(self._p_busy[level, self._check_batch(batch) - 1])
 
     def table(self):
         levels = np.array(self._levels)[:, None]
         throughput = np.arange(1, self.max_batch + 1)[None, :] / (self._cycles[None, :] /
                                                                   (levels * 1e6))
-        p = self.power
-        power = p["p_static_w"] + levels * (p["c0_w_per_mhz"] +
-                                            p["c1_w_per_mhz"] * self._util[None, :])
-        return throughput, power
+        return throughput, self._p_busy.copy()
+
+    def _power_setup(self, config, power, activity, report):
+        from .power_model import CONSTANTS, PowerModel, load_activity
+        if power is not None and not isinstance(power, dict):
+            raise UserError("power: expected a mapping of constants")
+        power = dict(power or {})
+        known = list(CONSTANTS) + list(DEVICE_CONSTANTS)
+        unknown = sorted(map(str, set(power) - set(known)))
+        if unknown:
+            raise UserError(f"power: unknown constant {unknown[0]!r}; known: "
+                            f"{', '.join(known)}")
+        self.power = dict(DEVICE_CONSTANTS)
+        for key in DEVICE_CONSTANTS:
+            if key in power:
+                value = power.pop(key)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                        not math.isfinite(value) or value < 0:
+                    raise UserError(f"power.{key}: {value!r} must be a finite number >= 0")
+                self.power[key] = float(value)
+        activity = load_activity(activity)
+        self.power_model = PowerModel.for_design(config, self._levels, activity, power, report)
+        self._p_idle = np.array([self.power_model.power_w(f) for f in self._levels])
+        self._p_busy = self.power_model.table(range(1, self.max_batch + 1))
+        measured_on = {k: activity.design.get(k) for k in self.engine}
+        notes = [self.power_model.label]
+        if measured_on != self.engine:
+            notes.append("activity measured on the default design, not this one")
+        if not activity.measured(self.max_batch):
+            notes.append(f"activity beyond batch {activity.batches[-1]} is batch "
+                         f"{activity.batches[-1]}'s")
+        self.power_label = "; ".join(notes)
 
     # -- running ------------------------------------------------------------------------------
     def reset_clock(self, now=0.0):
@@ -231,7 +303,7 @@ class ModelDevice(Device):
         relock = min(getattr(self, "_relock", 0.0), seconds)
         self._relock = 0.0
         t += relock
-        busy = active = 0.0        # seconds busy, PE-active seconds (utilization x time)
+        busy = extra = 0.0         # seconds busy, joules above idle while busy
         served = batches = 0
         worst = 0.0
         lat_parts = []
@@ -251,7 +323,7 @@ class ModelDevice(Device):
             dt = self._cycles[n - 1] / f_hz
             t += dt
             busy += dt
-            active += dt * self._util[n - 1]
+            extra += dt * (self._p_busy[level, n - 1] - self._p_idle[level])
             served += n
             batches += 1
             worst = max(worst, dt)
@@ -259,10 +331,7 @@ class ModelDevice(Device):
                 lat_parts.append(t - arrivals)
         duration = max(t, end) - start
         p = self.power
-        mhz = self._levels[level]
-        energy = duration * (p["p_static_w"] + mhz * p["c0_w_per_mhz"]) + \
-            mhz * p["c1_w_per_mhz"] * active
-        power = energy / duration
+        power = self._p_idle[level] + extra / duration
         reading = power * (1 + p["noise_rel"] * self._rng.standard_normal())
         self._last_power = reading
         self._now = start + duration

@@ -9,7 +9,10 @@ from ..requant import RequantParams
 from .geometry import OP_SOFTMAX, TARGET_AMEM, TARGET_PMEM, TARGET_QMEM, TARGET_WMEM, as_geometry
 from .memory import BANKED_READ_LATENCY, QUEUE_DEPTH, banked_read_signature
 
-__all__ = ["PartsBusy", "job_signature", "OpControl", "HostPort"]
+__all__ = ["JOB_START_LATENCY", "PartsBusy", "job_signature", "OpControl", "HostPort"]
+
+#: Cycles from a descriptor's acceptance to its parts' ``start`` (a register).
+JOB_START_LATENCY = 1
 
 
 class PartsBusy(data.StructLayout):
@@ -23,8 +26,9 @@ class PartsBusy(data.StructLayout):
 def job_signature(geometry):
     """The ops handed to one part of the kernel, seen from :class:`OpControl`.
 
-    ``start`` pulses in the cycle a descriptor for this part is taken, with that descriptor
-    on ``desc``; ``running`` holds the running (or last) op from the next cycle on.
+    ``start`` pulses :data:`JOB_START_LATENCY` cycles after a descriptor for this part is
+    taken, with that descriptor on ``desc``; ``running`` holds the running (or last) op from
+    the cycle after it was taken (so ``desc`` and ``running`` are the same register).
     """
     layout = as_geometry(geometry).descriptor_layout
     return wiring.Signature({"start": Out(1), "desc": Out(layout), "running": Out(layout)})
@@ -86,10 +90,17 @@ class OpControl(wiring.Component):
             start.eq(self.desc.valid & self.desc.ready),
             softmax.eq(desc.op == OP_SOFTMAX),
             empty.eq((desc.rows == 0) | Mux(softmax, desc.n_hi == 0, desc.c_hi <= desc.c_lo)),
+        ]
+        # The parts' start is a register (JOB_START_LATENCY): the descriptor handshake depends
+        # on the host port and the engine's program, and the start fans out to every part's
+        # op registers; combinational, that chain set the kernel's critical path.
+        pending = Signal()           # a start is on its way to the parts
+        m.d.sync += [
+            pending.eq(start),
             self.mac_job.start.eq(start & ~empty & ~softmax),
             self.softmax_job.start.eq(start & ~empty & softmax),
         ]
-        m.d.comb += [job.desc.eq(desc) for job in (self.mac_job, self.softmax_job)]
+        m.d.comb += [job.desc.eq(self.op) for job in (self.mac_job, self.softmax_job)]
         m.d.comb += [job.running.eq(self.op) for job in (self.mac_job, self.softmax_job)]
 
         # Completion: every part idle, registered twice. "All idle two cycles ago" still means
@@ -98,9 +109,9 @@ class OpControl(wiring.Component):
         all_idle = Signal()
         finish = Signal()
         m.d.sync += [busy_q.eq(self.parts_busy), all_idle.eq(~busy_q.as_value().any())]
-        with m.If(start):
+        with m.If(start | pending):
             m.d.sync += [busy_q.eq(~0), all_idle.eq(0)]
-        m.d.comb += finish.eq(all_idle & ~start)
+        m.d.comb += finish.eq(all_idle & ~start & ~pending)
 
         m.d.sync += self.done.eq(0)
         with m.If(start):

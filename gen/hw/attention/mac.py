@@ -19,12 +19,15 @@ from .memory import ByteWrite, banked_read_signature
 #: activation table: the table read and its output register.
 ACTIVATION_TABLE_LATENCY = 2
 
-__all__ = ["OPERAND_STAGES", "ACTIVATION_TABLE_LATENCY", "Beat", "GroupTag", "ResultTag", "times_constant",
+__all__ = ["OPERAND_STAGES", "SEQUENCER_START_CYCLES", "ACTIVATION_TABLE_LATENCY", "Beat", "GroupTag", "ResultTag", "times_constant",
            "requant_input_signature", "requant_output_signature",
            "MacSequencer", "MacDatapath", "LaneDrain", "ResultWriter"]
 
 #: Registers from a beat to the MAC structure's operands (see :class:`MacDatapath`).
 OPERAND_STAGES = 6
+#: Cycles from a MAC op's start to its walk: the first pointer's address into a register, then
+#: its read.
+SEQUENCER_START_CYCLES = 2
 
 
 def times_constant(value, constant):
@@ -156,6 +159,7 @@ class MacSequencer(wiring.Component):
         last_block = Signal()        # c is the last block of the row
         c_next = Signal(g.block_bits)    # the block of the next group
         p_next = Signal(g.paddr_bits)    # its pointer's pmem address
+        p_lo = Signal(g.paddr_bits)      # the first block's pointer address (per op)
         is_last = Signal()
         beat = Signal()
         group_begins = Signal()      # the first cycle of a group (its beats may be held)
@@ -170,10 +174,14 @@ class MacSequencer(wiring.Component):
         # cycle of the current one. A group lasts at least 2 cycles (B >= 2, and the first
         # group's last beat waits one cycle), so the pointer is on pmem's read port when the
         # group ends and is taken into `count` / `waddr` then.
+        # The first pointer is read the cycle after start, from `p_lo` (a register: its adder
+        # in front of pmem's address was one of the kernel's longest paths).
         start = self.job.desc
+        fetch_first = Signal()
+        m.d.sync += fetch_first.eq(self.job.start)
         m.d.comb += [
-            self.ptr_rd.addr.eq(Mux(self.job.start, start.ptr_base + start.c_lo, p_next)),
-            self.ptr_rd.en.eq(self.job.start | (seq_run & group_begins)),
+            self.ptr_rd.addr.eq(Mux(fetch_first, p_lo, p_next)),
+            self.ptr_rd.en.eq(fetch_first | (seq_run & group_begins)),
         ]
         next_count = Signal(g.count_bits)
         next_waddr = Signal(g.waddr_bits)
@@ -182,22 +190,37 @@ class MacSequencer(wiring.Component):
             next_waddr.eq(Mux(linear, self.ptr_rd.data.start, d.list_base)),
         ]
 
-        def enter_group(c_new):
-            """Updates when the group of block ``c_new`` (a register) becomes current."""
-            wraps = c_new + 1 == d.c_hi
-            c_after = Mux(wraps, d.c_lo, c_new + 1)
+        # The block after `c_next` and its pointer address, from registers only: whether
+        # `c_next` is the row's last block (`next_wraps`), the first block's pointer address
+        # (`p_lo`) and the block before the last (`c_prelast`), all set per op. (Computed from
+        # `c_next` itself, an adder, a compare, a multiplexer and an adder were in series.)
+        next_wraps = Signal()
+        c_prelast = Signal(g.block_bits + 1)
+        lo_wraps = Signal()
+
+        def enter_group(wraps, c_after, p_after, after_wraps):
+            """Updates when the group of the block ``c_next`` (or, at launch, ``c_lo``)
+            becomes current: ``wraps`` says whether it is the row's last block; the block
+            after it is ``c_after`` at ``p_after``, itself the last block iff
+            ``after_wraps``."""
             return [
                 count.eq(next_count), waddr.eq(next_waddr),
                 zero.eq(next_count == 0), left.eq(next_count - 1), first.eq(1),
                 last_block.eq(wraps),
-                c_next.eq(c_after), p_next.eq(d.ptr_base + c_after),
+                c_next.eq(c_after), p_next.eq(p_after), next_wraps.eq(after_wraps),
             ]
 
-        # The walk starts the cycle after start (pointer read in flight, `running` registered).
+        # The walk starts two cycles after start (SEQUENCER_START_CYCLES: `p_lo`, then the
+        # first pointer's read).
         launch = Signal()
-        m.d.sync += launch.eq(self.job.start)
+        m.d.sync += launch.eq(fetch_first)
+        with m.If(self.job.start):
+            m.d.sync += [p_lo.eq(start.ptr_base + start.c_lo), c_prelast.eq(start.c_hi - 2),
+                         lo_wraps.eq(start.c_lo + 1 == start.c_hi)]
         with m.If(launch):
-            m.d.sync += enter_group(d.c_lo)
+            m.d.sync += enter_group(lo_wraps, Mux(lo_wraps, d.c_lo, d.c_lo + 1),
+                                    Mux(lo_wraps, p_lo, p_lo + 1),
+                                    Mux(lo_wraps, lo_wraps, d.c_lo == c_prelast))
             m.d.sync += [
                 seq_run.eq(1),
                 i_left.eq(d.rows - 1), i_word.eq(0), i_lane.eq(0),
@@ -209,7 +232,9 @@ class MacSequencer(wiring.Component):
             ]
         with m.Elif(beat):
             with m.If(is_last):
-                m.d.sync += enter_group(c_next)
+                m.d.sync += enter_group(next_wraps, Mux(next_wraps, d.c_lo, c_next + 1),
+                                        Mux(next_wraps, p_lo, p_next + 1),
+                                        Mux(next_wraps, lo_wraps, c_next == c_prelast))
                 m.d.sync += [since_last.eq(1), c.eq(c_next)]
                 with m.If(last_group):
                     m.d.sync += seq_run.eq(0)
@@ -247,7 +272,7 @@ class MacSequencer(wiring.Component):
             self.tags.payload.n_base.eq(n_base),
             self.tags.payload.word.eq(Mux(d.transpose, o_tcol + i_word, o_row + c)),
             self.tags.payload.i_lane.eq(i_lane),
-            self.busy.eq(seq_run | launch),
+            self.busy.eq(seq_run | launch | fetch_first),
         ]
         return m
 

@@ -62,13 +62,23 @@ class SoftmaxReader(wiring.Component):
         flight = data.StructLayout({"valid": 1, "lane": g.lane_bits, "last": 1})
         reads = [Signal(flight, name=f"read{k}") for k in range(BANKED_READ_LATENCY)]
         issue = Signal()
+        # Registers, so that the issue decision (which enables most of the reader) starts
+        # from flip-flops: whether `col` is its row's last score and the row the op's last,
+        # and the queue's free entries less the reads in flight (a credit count; as a sum of
+        # the queue's level and the reads in flight it was an adder and a compare deep).
         row_end = Signal()
-        in_flight = sum(read.valid for read in reads)
+        last_row = Signal()
+        credits = Signal(range(QUEUE_DEPTH + 1), init=QUEUE_DEPTH)
+        taken = Signal()
         m.d.comb += [
-            row_end.eq(col + 1 == d.n_hi),
-            issue.eq(run & (queue.level + in_flight < QUEUE_DEPTH)),
+            issue.eq(run & (credits != 0)),
             self.amem_rd.addr.eq(word),
+            taken.eq(self.scores.valid & self.scores.ready),
         ]
+        with m.If(issue & ~taken):
+            m.d.sync += credits.eq(credits - 1)
+        with m.Elif(~issue & taken):
+            m.d.sync += credits.eq(credits + 1)
         m.d.sync += [reads[0].valid.eq(issue), reads[0].lane.eq(lane), reads[0].last.eq(row_end)]
         m.d.sync += [later.eq(earlier) for earlier, later in zip(reads, reads[1:])]
         # The read data arrives with the last stage; the credit check above keeps room for it.
@@ -84,15 +94,17 @@ class SoftmaxReader(wiring.Component):
         start = self.job.desc
         with m.If(self.job.start):
             m.d.sync += [run.eq(1), rows_left.eq(start.rows - 1), col.eq(0),
-                         a_row.eq(start.a_base), word.eq(start.a_base), lane.eq(0)]
+                         a_row.eq(start.a_base), word.eq(start.a_base), lane.eq(0),
+                         row_end.eq(start.n_hi == 1), last_row.eq(start.rows == 1)]
         with m.Elif(issue):
             with m.If(row_end):
                 m.d.sync += [col.eq(0), lane.eq(0), a_row.eq(a_row + d.a_stride),
-                             word.eq(a_row + d.a_stride), rows_left.eq(rows_left - 1)]
-                with m.If(rows_left == 0):
+                             word.eq(a_row + d.a_stride), rows_left.eq(rows_left - 1),
+                             row_end.eq(d.n_hi == 1), last_row.eq(rows_left == 1)]
+                with m.If(last_row):
                     m.d.sync += run.eq(0)
             with m.Else():
-                m.d.sync += col.eq(col + 1)
+                m.d.sync += [col.eq(col + 1), row_end.eq(col + 2 == d.n_hi)]
                 with m.If(lane == b - 1):
                     m.d.sync += [lane.eq(0), word.eq(word + 1)]
                 with m.Else():

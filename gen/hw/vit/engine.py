@@ -49,6 +49,10 @@ STEP_DESC, STEP_RECEIVE, STEP_SEND, STEP_IMAGE, STEP_RESULT, STEP_END = range(6)
 #: (``SyncFIFOBuffered``: a write, then the output register).
 SKID_DEPTH = 4
 SKID_LATENCY = 2
+#: Entries of the registered queue of writes into the kernel (host loads and the packers'
+#: words), and the cycles a write spends in it.
+KERNEL_LOAD_DEPTH = 2
+KERNEL_LOAD_LATENCY = 2
 TARGET_PROGRAM, TARGET_ENTRY, TARGET_LN, TARGET_ACT = 4, 5, 6, 7
 
 
@@ -278,10 +282,22 @@ class ViTEngine(wiring.Component):
                             m.next = "FETCH"
 
         # -- host loads -------------------------------------------------------------------
+        # Writes into the kernel (the host's loads and the packers' words) go through a
+        # registered queue: the kernel's host port holds descriptors back while a load is
+        # offered, and from a register that check no longer follows the engine's state.
+        m.submodules.kernel_loads = kernel_loads = fifo.SyncFIFOBuffered(
+            width=g.load_layout.size, depth=KERNEL_LOAD_DEPTH)
+        m.d.comb += [kernel.load.valid.eq(kernel_loads.r_stream.valid),
+                     kernel.load.payload.eq(kernel_loads.r_stream.payload),
+                     kernel_loads.r_stream.ready.eq(kernel.load.ready)]
+        k_load = stream.Signature(g.load_layout).flip().create()
+        m.d.comb += [kernel_loads.w_stream.valid.eq(k_load.valid),
+                     kernel_loads.w_stream.payload.eq(k_load.payload),
+                     k_load.ready.eq(kernel_loads.w_stream.ready)]
         load = self.load.payload
         kernel_load = Signal()
         m.d.comb += [
-            self.load.ready.eq(idle_load),
+            self.load.ready.eq(idle_load & ((load.target >= 4) | k_load.ready)),
             kernel_load.eq(self.load.valid & idle_load & (load.target < 4)),
             prog_wr.addr.eq(load.addr), prog_wr.data.eq(load.data),
             prog_wr.en.eq(self.load.valid & idle_load & (load.target == TARGET_PROGRAM)),
@@ -296,7 +312,6 @@ class ViTEngine(wiring.Component):
                                              (load.target == TARGET_ACT))]
 
         # Writes into the kernel: the host's loads, else the packers (x first).
-        k_load = kernel.load
         with m.If(kernel_load):
             m.d.comb += [k_load.valid.eq(1), k_load.payload.target.eq(load.target),
                          k_load.payload.addr.eq(load.addr), k_load.payload.data.eq(load.data)]
@@ -444,5 +459,5 @@ class ViTEngine(wiring.Component):
         m.d.comb += units_busy.eq(
             x_packer.busy | n_packer.busy | pairs.busy | adder.busy | ln.busy |
             (to_receive != 0) | adder.o.valid | (sums.level != 0) | (normed.level != 0) |
-            result_busy)
+            (kernel_loads.level != 0) | result_busy)
         return m

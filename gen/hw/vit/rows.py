@@ -13,7 +13,7 @@ Both take one job at a time (``start`` with its parameters, then ``busy`` until 
 beat has left).
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -167,32 +167,38 @@ class RowReader(wiring.Component):
         b = g.lanes
         job = Signal(RowJob(g))
 
-        # Issue: row by row, word by word, a's word then b's.
+        # Issue: row by row, word by word, a's word then b's. The address and the "last word"
+        # and "last row" flags are registers computed a step ahead, so that the read port's
+        # address and the issue decision start from flip-flops.
         issuing = Signal()
         i_row = Signal(g.dim_bits)
         i_word = Signal(g.dim_bits)
         i_second = Signal()
+        i_last_word = Signal()
+        i_last_row = Signal()
         a_row = Signal(g.aaddr_bits)
         b_row = Signal(g.aaddr_bits)
-        m.d.comb += [
-            self.rd_addr.valid.eq(issuing),
-            self.rd_addr.payload.eq(Mux(i_second, b_row, a_row) + i_word),
-        ]
+        addr = Signal(g.aaddr_bits)
+        m.d.comb += [self.rd_addr.valid.eq(issuing), self.rd_addr.payload.eq(addr)]
         first_of_pair = ~i_second if self._pair else 0
         with m.If(self.rd_addr.valid & self.rd_addr.ready):
             with m.If(first_of_pair):
-                m.d.sync += i_second.eq(1)
+                m.d.sync += [i_second.eq(1), addr.eq(b_row + i_word)]
             with m.Else():
                 m.d.sync += i_second.eq(0)
-                with m.If(i_word + 1 == job.words):
+                with m.If(i_last_word):
                     m.d.sync += [i_word.eq(0), i_row.eq(i_row + 1),
-                                 a_row.eq(a_row + job.stride), b_row.eq(b_row + job.stride)]
-                    with m.If(i_row + 1 == job.rows):
+                                 a_row.eq(a_row + job.stride), b_row.eq(b_row + job.stride),
+                                 addr.eq(a_row + job.stride), i_last_word.eq(job.words == 1),
+                                 i_last_row.eq(i_row + 2 == job.rows)]
+                    with m.If(i_last_row):
                         m.d.sync += issuing.eq(0)
                 with m.Else():
-                    m.d.sync += i_word.eq(i_word + 1)
+                    m.d.sync += [i_word.eq(i_word + 1), addr.eq(a_row + i_word + 1),
+                                 i_last_word.eq(i_word + 2 == job.words)]
 
-        # Return: collect a word (and its pair), then emit its elements one per cycle.
+        # Return: collect a word (and its pair), then emit its elements one per cycle; the
+        # "last" flags are registers here too.
         emitting = Signal()                    # elements to come from the current rows
         a_word = Signal(8 * b)
         b_word = Signal(8 * b)
@@ -201,6 +207,9 @@ class RowReader(wiring.Component):
         lane = Signal(range(b))
         col = Signal(g.dim_bits)
         row = Signal(g.dim_bits)
+        last_col = Signal()
+        last_lane = Signal()
+        last_row = Signal()
         m.d.comb += self.rd_data.ready.eq(emitting & ~full)
         with m.If(self.rd_data.valid & self.rd_data.ready):
             if self._pair:
@@ -218,24 +227,28 @@ class RowReader(wiring.Component):
         else:
             m.d.comb += self.o.payload.eq(a_value)
         m.d.comb += self.o.valid.eq(full)
-        last_col = col + 1 == job.cols
         with m.If(self.o.valid & self.o.ready):
-            with m.If(last_col | (lane == b - 1)):
-                m.d.sync += [full.eq(0), lane.eq(0)]
+            with m.If(last_col | last_lane):
+                m.d.sync += [full.eq(0), lane.eq(0), last_lane.eq(b == 1)]
             with m.Else():
-                m.d.sync += lane.eq(lane + 1)
+                m.d.sync += [lane.eq(lane + 1), last_lane.eq(lane + 2 == b)]
             with m.If(last_col):
-                m.d.sync += [col.eq(0), row.eq(row + 1)]
-                with m.If(row + 1 == job.rows):
+                m.d.sync += [col.eq(0), row.eq(row + 1), last_col.eq(job.cols == 1),
+                             last_row.eq(row + 2 == job.rows)]
+                with m.If(last_row):
                     m.d.sync += emitting.eq(0)
             with m.Else():
-                m.d.sync += col.eq(col + 1)
+                m.d.sync += [col.eq(col + 1), last_col.eq(col + 2 == job.cols)]
 
         with m.If(self.start & ~self.busy):
             empty = (self.job.rows == 0) | (self.job.cols == 0)
             m.d.sync += [job.eq(self.job), issuing.eq(~empty), emitting.eq(~empty),
                          i_row.eq(0), i_word.eq(0), i_second.eq(0),
                          a_row.eq(self.job.a_base), b_row.eq(self.job.b_base),
-                         have_a.eq(0), full.eq(0), lane.eq(0), col.eq(0), row.eq(0)]
+                         addr.eq(self.job.a_base), i_last_word.eq(self.job.words == 1),
+                         i_last_row.eq(self.job.rows == 1),
+                         have_a.eq(0), full.eq(0), lane.eq(0), col.eq(0), row.eq(0),
+                         last_col.eq(self.job.cols == 1), last_lane.eq(b == 1),
+                         last_row.eq(self.job.rows == 1)]
         m.d.comb += self.busy.eq(issuing | emitting)
         return m
