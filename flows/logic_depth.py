@@ -160,11 +160,14 @@ def main(argv=None):
     parser.add_argument("--under", default="", help="only cells whose name starts with this")
     parser.add_argument("--above", type=float, default=7.5,
                         help="group endpoints slower than this many ns by module (default 7.5)")
+    parser.add_argument("--paths", action="store_true",
+                        help="print every cell of each printed path, with its source line")
     args = parser.parse_args(argv)
     try:
         with open(args.netlist) as f:
             netlist = json.load(f)
         ends = [e for e in endpoint_delays(netlist) if e.cell.startswith(args.under)]
+        cells = netlist["modules"]["top"]["cells"]
     except (OSError, ValueError) as error:
         print(f"error: {args.netlist}: {error}", file=sys.stderr)
         return 2
@@ -173,7 +176,11 @@ def main(argv=None):
     print(f"{'ns':>6s}  endpoint  (path: source ... last cell)")
     for e in ends[:args.top]:
         print(f"{e.delay_ns:6.2f}  {e.cell}.{e.port}")
-        if e.path:
+        if e.path and args.paths:
+            for name in e.path:
+                src = cells.get(name, {}).get("attributes", {}).get("src", "")
+                print(f"        {name}  {src.split('|')[0]}")
+        elif e.path:
             print(f"        from {e.path[0]}  ({len(e.path) - 1} cells)")
     print(f"\nendpoints slower than {args.above} ns, by module:")
     for module, (worst, count) in by_module(ends, above_ns=args.above).items():

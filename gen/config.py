@@ -3,7 +3,8 @@
 Every problem is reported with its place in the file (``array.rows``) and what to change.
 
 Sizes (``array.rows/cols``, ``buffers.*``) may say ``auto``; an optional ``allocator`` section
-says how to choose them. Loading a config never runs the allocator: it returns a
+says how to choose them. An optional ``clock_levels_mhz`` list asks for run-time accelerator
+clock levels (docs/clocking.md); without it the design is exactly the one without levels. Loading a config never runs the allocator: it returns a
 :class:`DesignConfig` whose ``auto_fields`` are still open, and the design stage
 (:func:`gen.design.resolve_sizes`) fills them in. Data flows one way: this module knows nothing
 of the allocator.
@@ -20,7 +21,8 @@ from .schema import check_mapping, show
 from .yamlfile import read_yaml
 
 __all__ = ["DesignConfig", "ArrayConfig", "BufferConfig", "HostConfig", "AllocatorConfig",
-           "load_config", "parse_config", "check_name", "DEFAULT_CONFIG", "SCHEMA", "AUTO", "AUTO_FIELDS"]
+           "load_config", "parse_config", "check_name", "DEFAULT_CONFIG", "SCHEMA", "AUTO", "AUTO_FIELDS",
+           "CLOCK_LEVELS"]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 DATAFLOWS = ("output_stationary",)
@@ -31,6 +33,9 @@ AUTO = "auto"
 MAX_NAME = 64
 AUTO_FIELDS = (("array", "rows"), ("array", "cols"), ("buffers", "act_depth"),
                ("buffers", "wgt_depth"), ("buffers", "param_depth"), ("buffers", "out_depth"))
+#: Run-time clock levels a design may have: the two inputs of one ECP5 DCSC
+#: (`gen.hw.clock_select.CLOCK_SELECT_LEVELS`; docs/clocking.md says why one).
+CLOCK_LEVELS = 2
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ class DesignConfig:
     buffers: BufferConfig
     host: HostConfig
     allocator: AllocatorConfig | None = None
+    #: Run-time accelerator clock levels in MHz, ``(clock_mhz, slower)``; None: no levels.
+    clock_levels_mhz: tuple | None = None
     #: Where the config came from (a file name), for messages; not part of the design.
     source: str = field(default="config", compare=False)
 
@@ -101,6 +108,10 @@ class DesignConfig:
         del raw["source"]
         if raw["allocator"] is None:
             del raw["allocator"]
+        if raw["clock_levels_mhz"] is None:
+            del raw["clock_levels_mhz"]       # a config without levels hashes as before
+        else:
+            raw["clock_levels_mhz"] = list(raw["clock_levels_mhz"])
         return raw
 
     def to_yaml(self):
@@ -165,12 +176,18 @@ def check_name(name, where="name"):
 def parse_config(raw, *, source="config"):
     """Validate a config mapping and return a :class:`DesignConfig`."""
     try:
+        levels = None
         if isinstance(raw, dict) and "allocator" in raw:
             raw = dict(raw)
             allocator = _allocator_section(raw.pop("allocator"))
         else:
             allocator = None
+        if isinstance(raw, dict) and "clock_levels_mhz" in raw:
+            raw = dict(raw)
+            levels = raw.pop("clock_levels_mhz")
         values = _walk(raw, SCHEMA)
+        if levels is not None:
+            levels = _clock_levels(levels, values["clock_mhz"])
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
     check_name(values["name"], f"{source}: name")
@@ -183,10 +200,30 @@ def parse_config(raw, *, source="config"):
     config = DesignConfig(
         name=values["name"], board=values["board"], clock_mhz=values["clock_mhz"],
         array=ArrayConfig(**values["array"]), buffers=BufferConfig(**values["buffers"]),
-        host=HostConfig(**values["host"]), allocator=allocator, source=str(source))
+        host=HostConfig(**values["host"]), allocator=allocator, clock_levels_mhz=levels,
+        source=str(source))
     if allocator is not None and not config.auto_fields:
         raise UserError(f"{source}: allocator: given but no size says 'auto'")
     return config
+
+
+def _clock_levels(raw, clock_mhz):
+    """``clock_levels_mhz`` checked for its shape: ``[clock_mhz, a slower clock]`` (whether
+    the PLL makes the slower one beside the others is the design stage's check)."""
+    where = "clock_levels_mhz"
+    help_text = (f"{CLOCK_LEVELS} accelerator clocks in MHz to switch among at run time, "
+                 f"clock_mhz first, e.g. [{clock_mhz:g}, {clock_mhz / 2:g}]")
+    if (not isinstance(raw, list) or len(raw) != CLOCK_LEVELS or
+            any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in raw)):
+        raise UserError(f"{where}: expected a list of {help_text}, got {show(raw)}")
+    levels = tuple(float(x) for x in raw)
+    if levels[0] != clock_mhz:
+        raise UserError(f"{where}: the first level must be clock_mhz ({clock_mhz:g}, where "
+                        f"timing is closed and the design starts), not {levels[0]:g}")
+    if not 0 < levels[1] < clock_mhz:
+        raise UserError(f"{where}: the second level, {levels[1]:g} MHz, must be slower than "
+                        f"clock_mhz ({clock_mhz:g})")
+    return levels
 
 
 def _check_useful(values, source):

@@ -18,7 +18,7 @@ from .estimate import check_fits, estimate_resources
 from .hw.board_top import BoardTop
 from .hw.gemm import DIM_WIDTH
 from .hw.host_bridge import DEFAULT_BYTE_TIMEOUT, PARAM_WORD_BYTES, PROTOCOL_VERSION
-from .hw.pll import PllSettings, plan_pll, secondary_outputs
+from .hw.pll import PllSettings, output_levels, plan_pll, secondary_outputs
 from .hw.system import HostSystem
 from .hw.uart import MIN_DIVISOR
 from .cycles import gemm_cycles
@@ -26,7 +26,8 @@ from .host.driver import gemm_link_bytes
 from .rtl import content_hash, emit_verilog
 
 __all__ = ["Design", "HostLink", "prepare_design", "resolve_sizes", "usable_bauds",
-           "uart_divisor", "plan_host_link", "link_report", "RTL_OUT", "UART_TOLERANCE",
+           "uart_divisor", "plan_host_link", "link_report", "plan_clock_levels",
+           "clock_levels_line", "LEVEL_TOLERANCE_PPM", "RTL_OUT", "UART_TOLERANCE",
            "PREFERRED_DIVISOR", "HOST_CLOCK_MAX_MHZ", "BYTE_TIMEOUT_S", "LINK_GEMM"]
 
 #: Where generated designs go: ``$ACCELGEN_RTL_OUT``, else ``rtl_out/`` in the working folder.
@@ -44,6 +45,11 @@ HOST_CLOCK_MAX_MHZ = 100
 BYTE_TIMEOUT_S = 5e-3
 #: The GEMM whose transfer and compute times `gen check` and the manifest state.
 LINK_GEMM = (128, 128, 128)
+#: How near a ``clock_levels_mhz`` entry must be to a clock the PLL makes (the clocks are
+#: printed to 6 decimals, well within it).
+LEVEL_TOLERANCE_PPM = 1.0
+#: Levels `clock_levels_line` names before it elides the rest.
+_LEVELS_SHOWN = 12
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,14 @@ class Design:
         return self.pll.output_mhz
 
     @property
+    def clock_levels_mhz(self):
+        """The run-time clock levels, level 0 first (CLKOP, then CLKOS2); ``(clock_mhz,)``
+        for a design without levels."""
+        if self.pll.clkos2_div is None:
+            return (self.clock_mhz,)
+        return (self.clock_mhz, self.pll.clkos2_mhz)
+
+    @property
     def host_clock_source(self):
         """``"oscillator"`` or ``"pll"`` (the EHXPLLL's CLKOS output)."""
         return self.link.source if self.link else "oscillator"
@@ -142,7 +156,10 @@ class Design:
                     # Only where it differs from the default: a design clocked as before has
                     # the same parameters (and simulation builds) as before.
                     **({"byte_timeout": self.byte_timeout}
-                       if self.byte_timeout != DEFAULT_BYTE_TIMEOUT else {}))
+                       if self.byte_timeout != DEFAULT_BYTE_TIMEOUT else {}),
+                    # Likewise only with clock levels.
+                    **({"clock_levels": len(self.clock_levels_mhz)}
+                       if len(self.clock_levels_mhz) > 1 else {}))
 
     @property
     def digest(self):
@@ -165,14 +182,24 @@ class Design:
                "clkop_div": self.pll.clkop_div, "vco_mhz": round(self.pll.vco_mhz, 3)}
         if self.pll.clkos_div is not None:
             pll.update(clkos_div=self.pll.clkos_div, clkos_mhz=round(self.pll.clkos_mhz, 6))
+        clock = {"requested_mhz": c.clock_mhz, "pll_mhz": round(self.clock_mhz, 6), "pll": pll}
+        ports = {"clk": "in", "rst": "in", "host_clk": "in", "host_rst": "in",
+                 "uart_rx": "in", "uart_tx": "out", "busy": "out", "error": "out"}
+        if self.pll.clkos2_div is not None:
+            # Only with levels: a design without them has the manifest it had before.
+            pll.update(clkos2_div=self.pll.clkos2_div, clkos2_mhz=round(self.pll.clkos2_mhz, 6))
+            clock["levels"] = [{"level": i, "mhz": round(mhz, 6), "output": output}
+                               for i, (mhz, output) in enumerate(zip(self.clock_levels_mhz,
+                                                                     ("CLKOP", "CLKOS2")))]
+            clock["level_command"] = "LEVEL (gen/host/PROTOCOL.md)"
+            ports.update(level="out", level_active="in")
         return {
             "generator": __version__,
             "design": c.name,
             "digest": self.digest,
             "board": self.board.name,
             "device": self.board.device,
-            "clock": {"requested_mhz": c.clock_mhz, "pll_mhz": round(self.clock_mhz, 6),
-                      "pll": pll},
+            "clock": clock,
             "host": {"clock_mhz": round(self.host_clock_mhz, 6),
                      "clock_source": ("oscillator" if self.host_clock_source == "oscillator"
                                       else "pll_clkos"),
@@ -201,9 +228,7 @@ class Design:
                 for m, k, n in ((c.array.rows, 1, c.array.cols), (64, 64, 64),
                                 (128, 128, 128))},
             "top_module": c.module_name,
-            "ports": {"clk": "in", "rst": "in", "host_clk": "in", "host_rst": "in",
-                      "uart_rx": "in", "uart_tx": "out",
-                      "busy": "out", "error": "out"},
+            "ports": ports,
         }
 
     def generate(self, root=None, progress=print):
@@ -358,6 +383,52 @@ def link_report(m, k, n, *, rows, cols, clock_mhz, baud):
     }
 
 
+def _mhz(value):
+    """A clock as `gen check` prints it: exact to 6 decimals, no trailing zeros."""
+    return f"{float(value):.6f}".rstrip("0").rstrip(".")
+
+
+def plan_clock_levels(board, pll, levels_mhz, where="clock_levels_mhz"):
+    """``pll`` with a CLKOS2 divider making ``levels_mhz[1]`` from the same VCO (that of the
+    accelerator clock and the host link); ``levels_mhz[0]`` is ``pll``'s CLKOP (the config
+    checks that). A level no output divider makes within `LEVEL_TOLERANCE_PPM` is one
+    UserError line naming ``where`` and the nearest levels that VCO makes."""
+    from .runtime.model_device import check_levels
+    makeable = output_levels(pll)
+    exact = []
+    for mhz in levels_mhz:
+        near = min(makeable, key=lambda level: abs(level - Fraction(mhz)))
+        if abs(near - Fraction(mhz)) > Fraction(mhz) * Fraction(LEVEL_TOLERANCE_PPM) / 10 ** 6:
+            below = max((x for x in makeable if x <= mhz), default=None)
+            above = min((x for x in makeable if x > mhz), default=None)
+            nearest = " or ".join(_mhz(x) for x in (below, above) if x is not None)
+            raise UserError(
+                f"{where}: the PLL cannot make {mhz:g} MHz beside the {pll.output_mhz:g} MHz "
+                f"accelerator clock (an output divider of its {_mhz(pll.vco_mhz)} MHz VCO); "
+                f"the nearest levels it makes are {nearest} MHz")
+        exact.append(near)
+    # The what-if device's checks (a frequency, at most the design's clock, made exactly by
+    # the PLL, none twice) hold for the levels as made.
+    check_levels([float(x) for x in exact], board.oscillator_mhz, pll.output_mhz, where=where)
+    return dataclasses.replace(pll, clkos2_div=makeable[exact[1]])
+
+
+def clock_levels_line(design):
+    """`gen check`'s line on clock levels: the design's, or the ones its PLL could switch
+    among (output dividers of the same VCO, at most the accelerator clock)."""
+    if len(design.clock_levels_mhz) > 1:
+        fast, slow = design.clock_levels_mhz
+        return (f"  clock levels: 0 = {_mhz(fast)} MHz (CLKOP), 1 = {_mhz(slow)} MHz (CLKOS2 "
+                f"= VCO {_mhz(design.pll.vco_mhz)} / {design.pll.clkos2_div}), glitch-free "
+                f"DCSC switch, LEVEL command")
+    levels = list(output_levels(design.pll))
+    shown = ", ".join(_mhz(x) for x in levels[:_LEVELS_SHOWN])
+    more = f", ... {_mhz(levels[-1])}" if len(levels) > _LEVELS_SHOWN else ""
+    return (f"  clock levels: none (clock_levels_mhz: [{_mhz(levels[0])}, <level>] adds one); "
+            f"the PLL's VCO {_mhz(design.pll.vco_mhz)} MHz makes {shown}{more} MHz "
+            f"({len(levels)} levels)")
+
+
 def resolve_sizes(config, board=None, progress=print):
     """``config`` with its ``auto`` sizes chosen by the allocator (:mod:`gen.alloc`) for the
     network its ``allocator`` section names; a config without ``auto`` comes back as it is."""
@@ -384,8 +455,12 @@ def prepare_design(config, progress=print):
         config = dataclasses.replace(config, board=board.name)
         link = plan_host_link(board, plan_pll(board.oscillator_mhz, config.clock_mhz),
                               config.host.baud)
+        pll = link.pll
+        if config.clock_levels_mhz is not None:
+            # Levels from the VCO the host link settled on, checked before any search.
+            pll = plan_clock_levels(board, pll, config.clock_levels_mhz)
         config = resolve_sizes(config, board, progress=progress)
-        design = Design(config=config, board=board, pll=link.pll, uart_divisor=link.divisor,
+        design = Design(config=config, board=board, pll=pll, uart_divisor=link.divisor,
                         link=link)
         check_fits(config, board, design.estimate)
     except UserError as exc:

@@ -62,12 +62,11 @@ def workload_jobs(device, batch, seed=0):
     """Every job of one batch (``device.jobs(batch)``, expanded by count) with the trained
     integer ViT's real operands for ``batch`` test images: a list of ``(name, a, w, bias,
     mult, shift)`` int64 arrays."""
-    from gen.vit.model import digits_pixels, prepared_int_vit
+    from gen.vit.model import digits_pixels, patches, prepared_int_vit
     model = prepared_int_vit(seed=seed, pruned=False)
     p = model._tensors()
     pixels, _ = digits_pixels(seed)
     out = model.forward(pixels[:batch])
-    from gen.vit.model import patches
     heads, dim = len(p["layers"][0]["kept_features"]), p["head"]["w"].shape[0]
     head_dim = dim // heads
 
@@ -106,7 +105,7 @@ def workload_jobs(device, batch, seed=0):
     return jobs
 
 
-# -- the cocotb side ---------------------------------------------------------------------------------
+# -- the cocotb side ------------------------------------------------------------------------------
 @cocotb.test(timeout_time=3600, timeout_unit="sec")
 async def activity_jobs(dut):
     """Jobs from ACTIVITY_JOBS (an .npz); ACTIVITY_MODE "run" loads and runs each job, "load"
@@ -139,7 +138,7 @@ async def activity_jobs(dut):
         json.dump({"cycles": cycles}, f)
 
 
-# -- coverage.dat --------------------------------------------------------------------------------------
+# -- coverage.dat ---------------------------------------------------------------------------------
 def _demangle(name):
     """Verilator's coverage names escape characters as ``__0XX`` (hex): ``__05F`` is ``_``."""
     return re.sub(r"__0([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), name)

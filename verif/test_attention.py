@@ -438,7 +438,7 @@ def test_geometry_without_hardware():
     with pytest.raises(TypeError):
         geometry.capacity["q"] = 1
     # One group of 1 beat, all lanes written: max(1, 2) + 1 (the first pointer's address
-    # registered) + 6 operand stages + 4 (MAC) + (4 + 2 + 11 + 1) + 1 (registered start) + 3;
+    # registered) + 7 operand stages + 4 (MAC) + (4 + 2 + 11 + 1) + 1 (registered start) + 3;
     # a softmax op of 7 rows of 7 scores: 7 * (3 * 7 + 28) + 1 + 8.
-    assert geometry.mac_op_cycles([1]) == 2 + 1 + 6 + 4 + 18 + 1 + 3
+    assert geometry.mac_op_cycles([1]) == 2 + 1 + 7 + 4 + 18 + 1 + 3
     assert geometry.softmax_op_cycles(7, 7) == 7 * 49 + 1 + 8

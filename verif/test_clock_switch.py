@@ -75,7 +75,9 @@ class EdgeLog:
 @cocotb.test(timeout_time=20, timeout_unit="ms")
 async def dcsc_random_switching(dut):
     log_seed(dut)
-    rng = seeds.rng("dcsc model")
+    mode = json.loads(os.environ["DUT_PARAMS"])["mode"]
+    held = 1 if mode == "POS" else 0      # the output's value while no input is enabled
+    rng = seeds.rng(f"dcsc model {mode}")
     fast, slow = MODEL_PERIODS_PS
     dut.MODESEL.value = 0
     dut.SEL0.value, dut.SEL1.value = 1, 0
@@ -111,9 +113,9 @@ async def dcsc_random_switching(dut):
             continue
         out = logs["DCSOUT"].between(settled, stop)
         if sel == (0, 0):
-            assert out == [] and logs["DCSOUT"].value_at(settled) == 1, (
+            assert out == [] and logs["DCSOUT"].value_at(settled) == held, (
                 f"SEL 00 from {start} ps: the output moved ({out[:3]}...), it should hold "
-                f"high ({seeds.describe()})")
+                f"at {held} ({mode}, {seeds.describe()})")
             continue
         source = logs["CLK0" if sel == (0, 1) else "CLK1"].between(settled, stop)
         assert out == source, (
@@ -121,13 +123,13 @@ async def dcsc_random_switching(dut):
             f"{out[:4]} are not the selected clock's {source[:4]} ({seeds.describe()})")
         followed += len(out)
     assert followed > 3 * MODEL_SWITCHES, f"only {followed} edges checked"
-    # Held state: with neither input enabled the output rests high (DCSMODE POS).
+    # Held state: with neither input enabled the output rests high (POS) or low (NEG).
     dut.SEL1.value, dut.SEL0.value = 0, 0
     await Timer(2 * slow, unit="ps")
-    assert int(dut.DCSOUT.value) == 1
-    dut._log.info("DCSC model: %d switches, %d output pulses, shortest %d ps, %d edges "
-                  "checked against the selected clock", len(selects), len(pulses), shortest,
-                  followed)
+    assert int(dut.DCSOUT.value) == held
+    dut._log.info("DCSC model, DCSMODE %s: %d switches, %d output pulses, shortest %d ps, %d "
+                  "edges checked against the selected clock", mode, len(selects), len(pulses),
+                  shortest, followed)
 
 
 @cocotb.test(timeout_time=1, timeout_unit="ms")
@@ -145,9 +147,11 @@ async def dcsc_mux_mode(dut):
             assert int(dut.DCSOUT.value) == expected, (sel, step)
 
 
-def test_dcsc_model():
+@pytest.mark.parametrize("mode", ["POS", "NEG"])
+def test_dcsc_model(mode):
     from verif.sim import run_cocotb
-    run_cocotb(None, "DCSC", "verif.test_clock_switch", {"model": "dcsc"}, sources=[MODEL],
+    run_cocotb(None, "DCSC", "verif.test_clock_switch", {"model": "dcsc", "mode": mode},
+               sources=[MODEL], build_args=[f'-GDCSMODE="{mode}"'],
                testcase=["dcsc_random_switching", "dcsc_mux_mode"])
 
 

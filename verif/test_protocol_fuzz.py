@@ -980,3 +980,26 @@ def test_driver_checks_the_version_and_aborts():
     status = asyncio.run(driver.abort())
     assert (status.busy, status.done, status.error) == (False, True, True)
     assert bytes(transport.sent) == b"IAP"
+
+
+def test_driver_level_command():
+    """LEVEL on the host side: the bytes sent, the reply read, refusals and a device without
+    levels (two `?`: the command and its argument) as DeviceError, bad levels never sent."""
+    import asyncio
+    from gen.host.driver import ClockLevel, DeviceError, Driver
+    transport = _ScriptedTransport(K + bytes([1, 2]), K + bytes([1, 2]))
+    driver = Driver(transport)
+    assert asyncio.run(driver.level(1)) == ClockLevel(active=1, count=2)
+    assert asyncio.run(driver.level()) == ClockLevel(active=1, count=2)
+    assert bytes(transport.sent) == bytes([Command.LEVEL, 1, Command.LEVEL, LEVEL_QUERY])
+    with pytest.raises(DeviceError, match="refused clock level 5"):
+        asyncio.run(Driver(_ScriptedTransport(E)).level(5))
+    unknown = _ScriptedTransport(bytes([REPLY_UNKNOWN]) * 2)
+    with pytest.raises(DeviceError, match="no clock levels"):
+        asyncio.run(Driver(unknown).level(0))
+    assert not unknown.replies, "the second `?` (the argument's) was not read"
+    quiet = _ScriptedTransport()
+    for bad in (32, ord("S"), -1, True, 1.0):
+        with pytest.raises(ValueError, match="level must be an int from 0 to 31"):
+            asyncio.run(Driver(quiet).level(bad))
+    assert not quiet.sent

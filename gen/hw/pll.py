@@ -1,7 +1,9 @@
 """ECP5 PLL (EHXPLLL) settings for a requested output clock, and the instance that makes it.
 
 CLKOP (fed back) makes the accelerator clock; CLKOS, a second divider on the same VCO, may make
-the host link's clock (see :func:`secondary_outputs` and :func:`gen.design.plan_host_link`).
+the host link's clock (see :func:`secondary_outputs` and :func:`gen.design.plan_host_link`);
+CLKOS2, a third, may make a slower accelerator clock level switched in at run time
+(:func:`output_levels`, :class:`gen.hw.clock_select.ClockSelect`, docs/clocking.md).
 """
 
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ from amaranth.hdl import Instance
 from ..errors import UserError
 
 __all__ = ["PllSettings", "plan_pll", "pll_instance", "nearest_clocks", "secondary_outputs",
-           "OUTPUT_DIV_MAX"]
+           "output_levels", "OUTPUT_DIV_MAX"]
 
 # ECP5 sysCLOCK PLL limits (ECP5 family data sheet, FPGA-DS-02012, PLL timing table).
 PFD_MHZ = (3.125, 400.0)
@@ -32,6 +34,8 @@ class PllSettings:
     clkop_div: int
     #: Divider of the second output, CLKOS (the same VCO), or None where CLKOS is unused.
     clkos_div: int | None = None
+    #: Divider of the third output, CLKOS2 (a slower accelerator clock level), or None.
+    clkos2_div: int | None = None
 
     @property
     def output_mhz(self):
@@ -56,6 +60,17 @@ class PllSettings:
     def clkos_mhz(self):
         """The CLKOS output in MHz, or None where it is unused."""
         return None if self.clkos_div is None else float(self.exact_clkos_mhz)
+
+    @property
+    def exact_clkos2_mhz(self):
+        if self.clkos2_div is None:
+            return None
+        return self.exact_output_mhz * self.clkop_div / self.clkos2_div
+
+    @property
+    def clkos2_mhz(self):
+        """The CLKOS2 output in MHz, or None where it is unused."""
+        return None if self.clkos2_div is None else float(self.exact_clkos2_mhz)
 
     @property
     def error_ppm(self):
@@ -126,6 +141,19 @@ def secondary_outputs(input_mhz, primary):
     return tuple(sorted(unique.values(), key=lambda s: s.exact_clkos_mhz))
 
 
+def output_levels(settings):
+    """Every clock an output divider makes from ``settings``' VCO at or below its CLKOP (the
+    accelerator clock, where timing is closed): ``{exact MHz: divider}``, fastest first.
+    These are the accelerator clock levels a design with these settings can switch among."""
+    vco = settings.exact_output_mhz * settings.clkop_div
+    levels = {}
+    for div in range(settings.clkop_div, OUTPUT_DIV_MAX + 1):
+        mhz = vco / div
+        if OUT_MHZ[0] <= mhz <= OUT_MHZ[1]:
+            levels.setdefault(mhz, div)
+    return levels
+
+
 def nearest_clocks(input_mhz, output_mhz):
     """The achievable output clocks just below and just above ``output_mhz`` (one if it lies
     outside the range), rounded to 6 digits, each of which :func:`plan_pll` accepts."""
@@ -136,12 +164,15 @@ def nearest_clocks(input_mhz, output_mhz):
                  if x is not None)
 
 
-def pll_instance(settings, clk_in, clk_out, locked, clk_os=None):
+def pll_instance(settings, clk_in, clk_out, locked, clk_os=None, clk_os2=None):
     """EHXPLLL with CLKOP fed back, as ``ecppll`` from Project Trellis configures it; with
     ``settings.clkos_div`` set, CLKOS drives ``clk_os`` too (zero phase: its coarse phase is
-    CLKOP's, as ``ecppll`` sets a secondary output's)."""
+    CLKOP's, as ``ecppll`` sets a secondary output's), and likewise CLKOS2 ``clk_os2`` with
+    ``settings.clkos2_div``."""
     if (settings.clkos_div is None) != (clk_os is None):
         raise ValueError("clk_os is needed exactly when the settings have a CLKOS divider")
+    if (settings.clkos2_div is None) != (clk_os2 is None):
+        raise ValueError("clk_os2 is needed exactly when the settings have a CLKOS2 divider")
     secondary = {}
     if clk_os is not None:
         secondary = dict(
@@ -152,6 +183,16 @@ def pll_instance(settings, clk_in, clk_out, locked, clk_os=None):
             p_CLKOS_FPHASE=0,
             o_CLKOS=clk_os,
             i_ENCLKOS=0,
+        )
+    if clk_os2 is not None:
+        secondary.update(
+            a_FREQUENCY_PIN_CLKOS2=f"{settings.clkos2_mhz:.6g}",
+            p_CLKOS2_ENABLE="ENABLED",
+            p_CLKOS2_DIV=settings.clkos2_div,
+            p_CLKOS2_CPHASE=settings.clkop_div - 1,
+            p_CLKOS2_FPHASE=0,
+            o_CLKOS2=clk_os2,
+            i_ENCLKOS2=0,
         )
     return Instance(
         "EHXPLLL",

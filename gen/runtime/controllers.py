@@ -255,7 +255,9 @@ class BOBD(Controller):
         with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore")
             self.opt.tell(list(key), y)
-        if self.probes >= self.evaluations:
+        # The 50 tells may run out first when a low cap makes most points worse than a bad one
+        # (and _ask needs one tell left).
+        if self.probes >= self.evaluations or len(self.opt.yi) >= 50:
             return self._settle(cap_w)
         return self._ask()
 

@@ -200,6 +200,9 @@ class PowerModel:
     the activity's read rate applies to (the others are read only now and then: 0).
     """
 
+    #: Where the resource counts came from (``for_design`` says which).
+    resource_source = "given"
+
     def __init__(self, resources, levels_mhz, activity=None, constants=None,
                  bram_reads_share=1.0):
         self.resources = check_resources(resources)
@@ -241,8 +244,6 @@ class PowerModel:
         model = cls(resources, levels_mhz, activity, constants, bram_reads_share=share)
         model.resource_source = "build report" if report is not None else "gen.estimate"
         return model
-
-    resource_source = "given"
 
     @property
     def assumptions(self):

@@ -299,7 +299,7 @@ def parse_serve_config(raw, source="serve config"):
         c.seed = raw["seed"]
     if "power" in raw:
         if not isinstance(raw["power"], dict):
-            raise UserError(f"{source}: power: expected a mapping of WHAT-IF constants")
+            raise UserError(f"{source}: power: expected a mapping of power-model constants")
         c.power = dict(raw["power"])
     if "gpu_max_batch" in raw:
         c.gpu_max_batch = int(_positive(raw, "gpu_max_batch", source, 1, 255))

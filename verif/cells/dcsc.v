@@ -1,9 +1,11 @@
 // Simulation model of the Lattice ECP5 dynamic clock select, DCSC (two clocks in, one out).
 //
-// Written for this project from the ECP5 sysCLOCK PLL/DLL Design and Usage Guide (Lattice
-// TN1263): yosys's ECP5 cells_bb.v declares DCSC only as a black box (ports CLK1, CLK0, SEL1,
-// SEL0, MODESEL, DCSOUT; parameter DCSMODE, default "POS"), so a design that instantiates one
-// (gen/hw/clock_select.py) cannot be simulated without a model.
+// Written for this project from the dynamic clock select's behaviour as the ECP5 sysCLOCK
+// PLL/DLL Design and Usage Guide (Lattice TN1263) describes it and as Lattice's ECP5
+// simulation library models it (read, not copied). yosys's ECP5 cells_bb.v declares DCSC only
+// as a black box (ports CLK1, CLK0, SEL1, SEL0, MODESEL, DCSOUT; parameter DCSMODE, default
+// "POS"), so a design that instantiates one (gen/hw/clock_select.py) cannot be simulated
+// without a model. No setup time on SEL and no metastability are modelled.
 //
 // MODESEL 1: a plain multiplexer, which may glitch: SEL {SEL1, SEL0} 01 gives CLK0, 10 CLK1,
 //   anything else low.

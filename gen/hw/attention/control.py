@@ -187,11 +187,21 @@ class HostPort(wiring.Component):
         # for it and for the reads in flight.
         m.submodules.results = results = fifo.SyncFIFOBuffered(width=8 * b, depth=QUEUE_DEPTH)
         flight = Signal(BANKED_READ_LATENCY)     # reads taken 1, 2, ... cycles ago
-        in_flight = sum(flight[k] for k in range(BANKED_READ_LATENCY))
+        # The queue's free entries less the reads in flight, as a register (a sum of the
+        # level and the reads in flight was an adder and a compare in front of `ready`).
+        credits = Signal(range(QUEUE_DEPTH + 1), init=QUEUE_DEPTH)
+        taken = Signal()
+        returned = Signal()
         m.d.comb += [
-            self.rd_addr.ready.eq(~self.busy & (results.level + in_flight < QUEUE_DEPTH)),
+            self.rd_addr.ready.eq(~self.busy & (credits != 0)),
             self.amem_rd.addr.eq(self.rd_addr.payload),
+            taken.eq(self.rd_addr.valid & self.rd_addr.ready),
+            returned.eq(self.rd_data.valid & self.rd_data.ready),
         ]
+        with m.If(taken & ~returned):
+            m.d.sync += credits.eq(credits - 1)
+        with m.Elif(~taken & returned):
+            m.d.sync += credits.eq(credits + 1)
         m.d.sync += flight.eq((flight << 1) | (self.rd_addr.valid & self.rd_addr.ready))
         arriving = results.w_stream
         m.d.comb += [arriving.valid.eq(flight[-1]), arriving.payload.eq(self.amem_rd.data)]

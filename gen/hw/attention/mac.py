@@ -24,7 +24,7 @@ __all__ = ["OPERAND_STAGES", "SEQUENCER_START_CYCLES", "ACTIVATION_TABLE_LATENCY
            "MacSequencer", "MacDatapath", "LaneDrain", "ResultWriter"]
 
 #: Registers from a beat to the MAC structure's operands (see :class:`MacDatapath`).
-OPERAND_STAGES = 6
+OPERAND_STAGES = 7
 #: Cycles from a MAC op's start to its walk: the first pointer's address into a register, then
 #: its read.
 SEQUENCER_START_CYCLES = 2
@@ -164,9 +164,12 @@ class MacSequencer(wiring.Component):
         beat = Signal()
         group_begins = Signal()      # the first cycle of a group (its beats may be held)
         last_group = Signal()
+        # `is_last` (the current beat closes its group) and `paced` (B cycles have passed
+        # since the previous group's last beat) are registers kept beside `left` and
+        # `since_last`: the beat decision enables most of the sequencer.
+        paced = Signal()
         m.d.comb += [
-            is_last.eq(zero | (left == 0)),
-            beat.eq(seq_run & ~(is_last & (since_last < b))),
+            beat.eq(seq_run & ~(is_last & ~paced)),
             last_group.eq(last_block & (i_left == 0)),
         ]
 
@@ -206,6 +209,7 @@ class MacSequencer(wiring.Component):
             return [
                 count.eq(next_count), waddr.eq(next_waddr),
                 zero.eq(next_count == 0), left.eq(next_count - 1), first.eq(1),
+                is_last.eq(next_count <= 1),
                 last_block.eq(wraps),
                 c_next.eq(c_after), p_next.eq(p_after), next_wraps.eq(after_wraps),
             ]
@@ -228,14 +232,14 @@ class MacSequencer(wiring.Component):
                 a_row.eq(d.a_base), b_col.eq(d.b_base + d.c_lo),
                 o_row.eq(d.o_base), o_tcol.eq(d.o_base),
                 n_base.eq(times_constant(d.c_lo, b)),
-                since_last.eq(b - 1),
+                since_last.eq(b - 1), paced.eq(0),
             ]
         with m.Elif(beat):
             with m.If(is_last):
                 m.d.sync += enter_group(next_wraps, Mux(next_wraps, d.c_lo, c_next + 1),
                                         Mux(next_wraps, p_lo, p_next + 1),
                                         Mux(next_wraps, lo_wraps, c_next == c_prelast))
-                m.d.sync += [since_last.eq(1), c.eq(c_next)]
+                m.d.sync += [since_last.eq(1), paced.eq(b == 1), c.eq(c_next)]
                 with m.If(last_group):
                     m.d.sync += seq_run.eq(0)
                 with m.Elif(last_block):
@@ -254,9 +258,10 @@ class MacSequencer(wiring.Component):
                     m.d.sync += [n_base.eq(n_base + b), b_col.eq(b_col + 1),
                                  o_tcol.eq(o_tcol + times_constant(d.o_stride, b))]
             with m.Else():
-                m.d.sync += [left.eq(left - 1), first.eq(0), waddr.eq(waddr + 1)]
-        with m.If(~launch & ~(beat & is_last) & (since_last < b)):
-            m.d.sync += since_last.eq(since_last + 1)
+                m.d.sync += [left.eq(left - 1), first.eq(0), waddr.eq(waddr + 1),
+                             is_last.eq(left == 1)]
+        with m.If(~launch & ~(beat & is_last) & ~paced):
+            m.d.sync += [since_last.eq(since_last + 1), paced.eq(since_last == b - 1)]
         m.d.sync += group_begins.eq(launch | (beat & is_last))
 
         m.d.comb += [
@@ -281,9 +286,10 @@ class MacDatapath(wiring.Component):
     """Beats in, sums out: the operand pipeline and the MAC lanes.
 
     The pipeline has :data:`OPERAND_STAGES` registers from a beat to the MAC structure's
-    operands: 1 wmem read, 1b its banks' outputs registered, 2 the word registered, 3 amem
-    reads (broadcast row + ``k // B`` on port A, per-lane row ``offset(k) + c`` on port B),
-    4 their banks' outputs registered, 5 lane select -> MAC operands.
+    operands: 1 wmem read, 1b its banks' outputs registered, 2 the word registered, 2b the
+    amem addresses registered (broadcast row + ``k // B`` for port A, per-lane row
+    ``offset(k) + c`` for port B), 3 amem reads, 4 their banks' outputs registered, 5 lane
+    select -> MAC operands.
 
     Parameters
     ----------
@@ -322,18 +328,22 @@ class MacDatapath(wiring.Component):
 
         beat = self.beats.payload
         flags = data.StructLayout({"valid": 1, "first": 1, "last": 1, "zero": 1})
-        st1, st1b, st2, st3, st4, st5 = (Signal(flags, name=f"st{n}")
-                                         for n in ("1", "1b", "2", "3", "4", "5"))
+        st1, st1b, st2, st2b, st3, st4, st5 = (Signal(flags, name=f"st{n}")
+                                               for n in ("1", "1b", "2", "2b", "3", "4", "5"))
         st1_a_row, st1b_a_row, st2_a_row = (Signal(g.aaddr_bits, name=f"st{n}_a_row")
                                             for n in ("1", "1b", "2"))
         st1_b_col, st1b_b_col, st2_b_col = (Signal(g.aaddr_bits, name=f"st{n}_b_col")
                                             for n in ("1", "1b", "2"))
         st2_word = Signal(g.word_bits)
-        st2_lane, st3_lane, st4_lane = (Signal(g.lane_bits, name=f"st{n}_lane")
-                                        for n in (2, 3, 4))
+        st2_lane, st2b_lane, st3_lane, st4_lane = (Signal(g.lane_bits, name=f"st{n}_lane")
+                                                   for n in ("2", "2b", "3", "4"))
         # Data registers need no reset (the flags say what is valid).
-        st2_value, st3_value, st4_value = (Signal(8 * b, name=f"st{n}_value", reset_less=True)
-                                           for n in (2, 3, 4))
+        st2_value, st2b_value, st3_value, st4_value = (
+            Signal(8 * b, name=f"st{n}_value", reset_less=True) for n in ("2", "2b", "3", "4"))
+        # The amem addresses are registers (stage 2b): their adders in front of the banks'
+        # address multiplexers were among the kernel's longest paths.
+        addr_a = Signal(g.aaddr_bits)
+        addr_b = Signal(g.aaddr_bits)
         m.d.comb += self.wmem_rd.addr.eq(beat.waddr)
         m.d.sync += [
             st1.valid.eq(self.beats.valid), st1.first.eq(beat.first), st1.last.eq(beat.last),
@@ -342,14 +352,14 @@ class MacDatapath(wiring.Component):
             st2.eq(st1b), st2_a_row.eq(st1b_a_row), st2_b_col.eq(st1b_b_col),
             st2_word.eq(self.wmem_rd.data.word), st2_lane.eq(self.wmem_rd.data.lane),
             st2_value.eq(self.wmem_rd.data.value),
-            st3.eq(st2), st3_lane.eq(st2_lane), st3_value.eq(st2_value),
+            st2b.eq(st2), st2b_lane.eq(st2_lane), st2b_value.eq(st2_value),
+            addr_a.eq(st2_a_row + st2_word),
+            addr_b.eq(st2_b_col + st2_value[:g.aaddr_bits]),
+            st3.eq(st2b), st3_lane.eq(st2b_lane), st3_value.eq(st2b_value),
             st4.eq(st3), st4_lane.eq(st3_lane), st4_value.eq(st3_value),
             st5.eq(st4),
         ]
-        m.d.comb += [
-            self.amem_rd.addr.eq(st2_a_row + st2_word),
-            self.amem_rd1.addr.eq(st2_b_col + st2_value[:g.aaddr_bits]),
-        ]
+        m.d.comb += [self.amem_rd.addr.eq(addr_a), self.amem_rd1.addr.eq(addr_b)]
         x_reg = Signal(signed(8), reset_less=True)
         w_reg = Signal(8 * b, reset_less=True)
         m.d.sync += [
@@ -420,15 +430,20 @@ class LaneDrain(wiring.Component):
         send = Signal()
         head = self.tags.payload
         m.d.comb += [send.eq(drain_left != 0), self.tags.ready.eq(self.sums.valid)]
+        # qmem's address follows `dr_n` as a register (the adder and the multiplexer were in
+        # front of the read port): q_base + dr_n per channel, else q_base.
+        q_addr = Signal(g.qaddr_bits)
         with m.If(self.sums.valid):
             m.d.sync += [chain[l].eq(self.sums.payload[l]) for l in range(b)]
             m.d.sync += [drain_left.eq(b), dr_n.eq(head.n_base), dr_word.eq(head.word),
-                         dr_lane.eq(0), dr_ilane.eq(head.i_lane)]
+                         dr_lane.eq(0), dr_ilane.eq(head.i_lane),
+                         q_addr.eq(Mux(d.per_channel, d.q_base + head.n_base, d.q_base))]
         with m.Elif(send):
             m.d.sync += [chain[l].eq(chain[l + 1]) for l in range(b - 1)]
             m.d.sync += [drain_left.eq(drain_left - 1), dr_n.eq(dr_n + 1),
                          dr_lane.eq(dr_lane + 1),
-                         dr_word.eq(dr_word + Mux(d.transpose, d.o_stride, 0))]
+                         dr_word.eq(dr_word + Mux(d.transpose, d.o_stride, 0)),
+                         q_addr.eq(q_addr + d.per_channel)]
 
         out_valid, out_skip = Signal(), Signal()
         out_acc = Signal(signed(ACC_BITS), reset_less=True)
@@ -441,7 +456,7 @@ class LaneDrain(wiring.Component):
             out_tag.lane.eq(Mux(d.transpose, dr_ilane, dr_lane)),
         ]
         m.d.comb += [
-            self.param_rd.addr.eq(Mux(d.per_channel, d.q_base + dr_n, d.q_base)),
+            self.param_rd.addr.eq(q_addr),
             self.param_rd.en.eq(send),
             self.o.valid.eq(out_valid & ~out_skip),
             self.o.payload.acc.eq(out_acc),

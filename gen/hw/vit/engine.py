@@ -246,6 +246,10 @@ class ViTEngine(wiring.Component):
             m.d.comb += take_image.eq(self.image.valid & (inflight < sh.images_in_flight))
 
         units_busy = Signal()
+        # The descriptor is the step's, whatever the state (only `valid` depends on it): a
+        # payload gated by the program's state put that state in front of the kernel's op
+        # registers.
+        m.d.comb += kernel.desc.payload.eq(step.desc)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [idle_load.eq(1), entry_rd.addr.eq(self.msg_in.payload.tag)]
@@ -264,8 +268,7 @@ class ViTEngine(wiring.Component):
             with m.State("RUN"):
                 with m.Switch(step.kind):
                     with m.Case(STEP_DESC):
-                        m.d.comb += [kernel.desc.valid.eq(~started),
-                                     kernel.desc.payload.eq(step.desc)]
+                        m.d.comb += kernel.desc.valid.eq(~started)
                         with m.If(kernel.desc.ready & ~started):
                             m.d.sync += started.eq(1)
                         with m.If(started & kernel.done):
@@ -351,8 +354,13 @@ class ViTEngine(wiring.Component):
             reading.append(logits_reader)
             m.d.comb += [logits_reader.start.eq(unit_start & is_kind(STEP_RESULT)),
                          logits_reader.job.eq(row_job(step.a_base))]
+        # Which reader has the kernel's read port: a register that follows the step (a reader
+        # issues its first read two cycles after its step's RUN began, the flag is right from
+        # the first).
+        result_step = Signal()
+        m.d.sync += result_step.eq(step.kind == STEP_RESULT)
         for n, reader in enumerate(reading):
-            with m.If((step.kind == STEP_RESULT) == (n == 1)):
+            with m.If(result_step == (n == 1)):
                 wiring.connect(m, reader.rd_addr, kernel.rd_addr)
                 wiring.connect(m, kernel.rd_data, reader.rd_data)
 

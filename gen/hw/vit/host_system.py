@@ -156,19 +156,33 @@ class ViTHostSystem(wiring.Component):
             bridge.pixels.ready.eq(pixel_fifo.w_rdy),
             # w_level lags reads (never writes): room it shows is there.
             bridge.image_room.eq(pixel_fifo.w_level <= pixel_depth - IMAGE_BYTES),
-            core.image.payload.eq(pixel_fifo.r_data),
-            core.image.valid.eq(pixel_fifo.r_rdy),
-            pixel_fifo.r_en.eq(core.image.ready),
+        ]
+        # A registered stage on each side of the core: an AsyncFIFO's r_rdy and w_rdy are
+        # compares of synchronized pointers, which otherwise sit in front of the engines'
+        # image and result handshakes.
+        m.submodules.pixel_stage = pixel_stage = fifo.SyncFIFOBuffered(width=8, depth=2)
+        m.d.comb += [
+            pixel_stage.w_data.eq(pixel_fifo.r_data),
+            pixel_stage.w_en.eq(pixel_fifo.r_rdy),
+            pixel_fifo.r_en.eq(pixel_stage.w_rdy),
+            core.image.payload.eq(pixel_stage.r_data),
+            core.image.valid.eq(pixel_stage.r_rdy),
+            pixel_stage.r_en.eq(core.image.ready),
         ]
         # sync -> host: results.
         result_depth = 1 << max(1, (self.design.images_in_flight - 1).bit_length())
         m.submodules.result_fifo = result_fifo = fifo.AsyncFIFO(
             width=len(bridge.result.payload), depth=result_depth, w_domain="sync",
             r_domain="host")
+        m.submodules.result_stage = result_stage = fifo.SyncFIFOBuffered(
+            width=len(bridge.result.payload), depth=2)
         m.d.comb += [
-            result_fifo.w_data.eq(core.result.payload),
-            result_fifo.w_en.eq(core.result.valid),
-            core.result.ready.eq(result_fifo.w_rdy),
+            result_stage.w_data.eq(core.result.payload),
+            result_stage.w_en.eq(core.result.valid),
+            core.result.ready.eq(result_stage.w_rdy),
+            result_fifo.w_data.eq(result_stage.r_data),
+            result_fifo.w_en.eq(result_stage.r_rdy),
+            result_stage.r_en.eq(result_fifo.w_rdy),
             bridge.result.payload.eq(result_fifo.r_data),
             bridge.result.valid.eq(result_fifo.r_rdy),
             result_fifo.r_en.eq(bridge.result.ready),

@@ -220,8 +220,10 @@ class RowReader(wiring.Component):
             else:
                 m.d.sync += [a_word.eq(self.rd_data.payload), full.eq(1)]
 
-        a_value = a_word.word_select(lane, 8).as_signed()
-        b_value = b_word.word_select(lane, 8).as_signed()
+        # The words shift down a byte per element, so the output is their low byte (a lane
+        # multiplexer there was in front of every consumer's compare or adder).
+        a_value = a_word[:8].as_signed()
+        b_value = b_word[:8].as_signed()
         if self._pair:
             m.d.comb += [self.o.payload.a.eq(a_value), self.o.payload.b.eq(b_value)]
         else:
@@ -231,7 +233,8 @@ class RowReader(wiring.Component):
             with m.If(last_col | last_lane):
                 m.d.sync += [full.eq(0), lane.eq(0), last_lane.eq(b == 1)]
             with m.Else():
-                m.d.sync += [lane.eq(lane + 1), last_lane.eq(lane + 2 == b)]
+                m.d.sync += [lane.eq(lane + 1), last_lane.eq(lane + 2 == b),
+                             a_word.eq(a_word >> 8), b_word.eq(b_word >> 8)]
             with m.If(last_col):
                 m.d.sync += [col.eq(0), row.eq(row + 1), last_col.eq(job.cols == 1),
                              last_row.eq(row + 2 == job.rows)]
