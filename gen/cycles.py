@@ -249,18 +249,18 @@ def vit_row_step_cycles(kind, *, rows, cols, lanes, dim=None, local=False):
     from .hw.vit.residual import RESIDUAL_LATENCY
     words = -(-int(cols) // int(lanes))
     paired = rows * words * (lanes + 2)
-    from .hw.vit.engine import KERNEL_LOAD_LATENCY, SKID_LATENCY
+    from .hw.vit.engine import KERNEL_LOAD_LATENCY, SKID_LATENCY, UNIT_START_LATENCY
+    overhead = VIT_STEP_OVERHEAD + UNIT_START_LATENCY
     if kind == "receive":
         ln = layernorm_cycles(rows, dim)
         if local:
             tail = dim + LN_INPUT_STAGES + ln_geometry(dim).stats_cycles + LN_EMIT_LATENCY
             ln = max(ln, paired + tail)
-        return (ln + RESIDUAL_LATENCY + 2 * SKID_LATENCY + KERNEL_LOAD_LATENCY +
-                VIT_STEP_OVERHEAD)
+        return ln + RESIDUAL_LATENCY + 2 * SKID_LATENCY + KERNEL_LOAD_LATENCY + overhead
     if kind == "send":
-        return paired + VIT_STEP_OVERHEAD
+        return paired + overhead
     if kind == "image":
-        return rows * cols + KERNEL_LOAD_LATENCY + VIT_STEP_OVERHEAD
+        return rows * cols + KERNEL_LOAD_LATENCY + overhead
     if kind == "result":
-        return words * (lanes + 1) + 2 + VIT_STEP_OVERHEAD
+        return words * (lanes + 1) + 2 + overhead
     raise ValueError(f"unknown ViT step kind {kind!r}")

@@ -6,6 +6,7 @@ CLKOS2, a third, may make a slower accelerator clock level switched in at run ti
 (:func:`output_levels`, :class:`gen.hw.clock_select.ClockSelect`, docs/clocking.md).
 """
 
+import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -15,7 +16,7 @@ from amaranth.hdl import Instance
 from ..errors import UserError
 
 __all__ = ["PllSettings", "plan_pll", "pll_instance", "nearest_clocks", "secondary_outputs",
-           "output_levels", "OUTPUT_DIV_MAX"]
+           "output_levels", "level_settings", "OUTPUT_DIV_MAX"]
 
 # ECP5 sysCLOCK PLL limits (ECP5 family data sheet, FPGA-DS-02012, PLL timing table).
 PFD_MHZ = (3.125, 400.0)
@@ -152,6 +153,37 @@ def output_levels(settings):
         if OUT_MHZ[0] <= mhz <= OUT_MHZ[1]:
             levels.setdefault(mhz, div)
     return levels
+
+
+@lru_cache(maxsize=64)
+def level_settings(input_mhz, primary):
+    """Every clock a CLKOS2 output can add below ``primary``'s CLKOP, on any VCO that keeps
+    ``primary``'s CLKOP and (where it has one) its CLKOS exactly: ``{exact MHz: PllSettings
+    with clkos2_div}``, fastest first. For each level, ``primary``'s own dividers where they
+    make it, else the VCO nearest 600 MHz (as plan_pll prefers), else the smallest input
+    divider."""
+    out, clkos = primary.exact_output_mhz, primary.exact_clkos_mhz
+    candidates = []
+    for clki_div, clkfb_div, clkop_div, _, _ in _settings(input_mhz):
+        if Fraction(input_mhz) * clkfb_div / clki_div != out:
+            continue
+        clkos_div = None
+        if clkos is not None:
+            ratio = out * clkop_div / clkos
+            if ratio.denominator != 1 or not 1 <= ratio <= OUTPUT_DIV_MAX:
+                continue
+            clkos_div = int(ratio)
+        candidates.append(PllSettings(input_mhz, primary.requested_mhz, clki_div, clkfb_div,
+                                      clkop_div, clkos_div))
+    same = (primary.clki_div, primary.clkfb_div, primary.clkop_div)
+    candidates.sort(key=lambda s: ((s.clki_div, s.clkfb_div, s.clkop_div) != same,
+                                   abs(out * s.clkop_div - 600), s.clki_div))
+    levels = {}
+    for setting in candidates:
+        for mhz, div in output_levels(setting).items():
+            if mhz < out:
+                levels.setdefault(mhz, dataclasses.replace(setting, clkos2_div=div))
+    return dict(sorted(levels.items(), reverse=True))
 
 
 def nearest_clocks(input_mhz, output_mhz):

@@ -1,6 +1,6 @@
 """The sparse attention kernel: its components joined (see :mod:`gen.hw.attention`)."""
 
-from amaranth.hdl import Module, signed, unsigned
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -98,11 +98,16 @@ class SparseAttentionKernel(wiring.Component):
         wiring.connect(m, host.amem_wr, amem.host_wr)
         wiring.connect(m, host.amem_rd, amem.host_rd)
         op = control.op
+        # Which op owns amem's port A and write port, as a register: it selects every address
+        # bit. It follows `op` a cycle late, still before any part touches amem (the parts
+        # start JOB_START_LATENCY after `op` is set, and read or write later still).
+        op_is_mac = Signal()
+        m.d.sync += op_is_mac.eq(op.op != OP_SOFTMAX)
         m.d.comb += [
             control.hold.eq(host.hold),
             host.busy.eq(control.busy),
             amem.busy.eq(control.busy),
-            amem.mac.eq(op.op != OP_SOFTMAX),
+            amem.mac.eq(op_is_mac),
             self.busy.eq(control.busy),
             self.done.eq(control.done),
             self.cycles.eq(control.cycles),

@@ -53,6 +53,9 @@ SKID_LATENCY = 2
 #: words), and the cycles a write spends in it.
 KERNEL_LOAD_DEPTH = 2
 KERNEL_LOAD_LATENCY = 2
+#: Cycles from a row step's start in the program to its units' start (a register: the
+#: start fans out to every unit's job registers).
+UNIT_START_LATENCY = 1
 TARGET_PROGRAM, TARGET_ENTRY, TARGET_LN, TARGET_ACT = 4, 5, 6, 7
 
 
@@ -223,7 +226,9 @@ class ViTEngine(wiring.Component):
         step = Signal(Step(sh))
         pc = Signal(sh.pc_bits)
         started = Signal()              # the current step's unit has been started
-        unit_start = Signal()
+        unit_start = Signal()           # the program starts the step's units ...
+        unit_go = Signal()              # ... and they see it (UNIT_START_LATENCY)
+        m.d.sync += unit_go.eq(unit_start)
         inflight = Signal(range(sh.images_in_flight + 1))
 
         receive = Signal()
@@ -336,11 +341,11 @@ class ViTEngine(wiring.Component):
 
         is_kind = lambda kind: step.kind == kind
         m.d.comb += [
-            x_packer.start.eq(unit_start & (is_kind(STEP_RECEIVE) | is_kind(STEP_IMAGE))),
+            x_packer.start.eq(unit_go & (is_kind(STEP_RECEIVE) | is_kind(STEP_IMAGE))),
             x_packer.job.eq(row_job(step.x_base)),
-            n_packer.start.eq(unit_start & is_kind(STEP_RECEIVE) & step.ln),
+            n_packer.start.eq(unit_go & is_kind(STEP_RECEIVE) & step.ln),
             n_packer.job.eq(row_job(step.n_base)),
-            pairs.start.eq(unit_start & ((is_kind(STEP_RECEIVE) & step.local) |
+            pairs.start.eq(unit_go & ((is_kind(STEP_RECEIVE) & step.local) |
                                          is_kind(STEP_SEND))),
             pairs.job.eq(row_job(step.a_base)),
             adder.params.eq(step.radd),
@@ -352,7 +357,7 @@ class ViTEngine(wiring.Component):
         if sh.classes:
             m.submodules.logits = logits_reader = RowReader(g, pair=False)
             reading.append(logits_reader)
-            m.d.comb += [logits_reader.start.eq(unit_start & is_kind(STEP_RESULT)),
+            m.d.comb += [logits_reader.start.eq(unit_go & is_kind(STEP_RESULT)),
                          logits_reader.job.eq(row_job(step.a_base))]
         # Which reader has the kernel's read port: a register that follows the step (a reader
         # issues its first read two cycles after its step's RUN began, the flag is right from
@@ -366,7 +371,7 @@ class ViTEngine(wiring.Component):
 
         # RECEIVE: message (or local pairs) -> adder -> x_packer, and -> LayerNorm -> n_packer.
         to_receive = Signal(range(g.max_inner * g.max_inner + 1))
-        with m.If(unit_start & is_kind(STEP_RECEIVE) & ~step.local):
+        with m.If(unit_go & is_kind(STEP_RECEIVE) & ~step.local):
             m.d.sync += to_receive.eq(step.count)
         msg_take = Signal()
         with m.If(local):
@@ -424,7 +429,7 @@ class ViTEngine(wiring.Component):
             with m.Else():
                 m.d.comb += [x_packer.i.valid.eq(summed.valid & ~sent_x),
                              x_packer.i.payload.eq(x_in)]
-            with m.If(unit_start & is_kind(STEP_IMAGE)):
+            with m.If(unit_go & is_kind(STEP_IMAGE)):
                 m.d.sync += inflight.eq(inflight + 1)
         else:
             m.d.comb += [x_packer.i.valid.eq(summed.valid & ~sent_x),
@@ -467,5 +472,5 @@ class ViTEngine(wiring.Component):
         m.d.comb += units_busy.eq(
             x_packer.busy | n_packer.busy | pairs.busy | adder.busy | ln.busy |
             (to_receive != 0) | adder.o.valid | (sums.level != 0) | (normed.level != 0) |
-            (kernel_loads.level != 0) | result_busy)
+            (kernel_loads.level != 0) | result_busy | unit_go)
         return m

@@ -92,6 +92,10 @@ class RowPacker(wiring.Component):
         last_col = Signal()
         last_lane = Signal()
         last_row = Signal()
+        # `cols - 2` and `rows - 2` of the job, so that each flag's next value is one compare
+        # of two registers (all ones when the count is below 2: never equal).
+        cols_m2 = Signal(g.dim_bits + 1)
+        rows_m2 = Signal(g.dim_bits + 1)
         closes = last_lane | last_col
         take = Signal()
         m.d.comb += [
@@ -109,7 +113,8 @@ class RowPacker(wiring.Component):
             m.d.sync += [job.eq(self.job), active.eq(~empty), row.eq(0), col.eq(0),
                          lane.eq(0), row_base.eq(self.job.a_base), word.eq(0), fill.eq(0),
                          last_col.eq(self.job.cols == 1), last_lane.eq(b == 1),
-                         last_row.eq(self.job.rows == 1)]
+                         last_row.eq(self.job.rows == 1),
+                         cols_m2.eq(self.job.cols - 2), rows_m2.eq(self.job.rows - 2)]
         with m.Elif(take):
             value = self.i.payload
             filled = Signal(8 * b)
@@ -121,15 +126,15 @@ class RowPacker(wiring.Component):
                 with m.If(last_col):
                     m.d.sync += [col.eq(0), word.eq(0), row.eq(row + 1),
                                  row_base.eq(row_base + job.stride),
-                                 last_col.eq(job.cols == 1), last_row.eq(row + 2 == job.rows)]
+                                 last_col.eq(job.cols == 1), last_row.eq(row == rows_m2)]
                     with m.If(last_row):
                         m.d.sync += active.eq(0)
                 with m.Else():
                     m.d.sync += [col.eq(col + 1), word.eq(word + 1),
-                                 last_col.eq(col + 2 == job.cols)]
+                                 last_col.eq(col == cols_m2)]
             with m.Else():
                 m.d.sync += [fill.eq(filled), lane.eq(lane + 1), col.eq(col + 1),
-                             last_lane.eq(lane + 2 == b), last_col.eq(col + 2 == job.cols)]
+                             last_lane.eq(lane + 2 == b), last_col.eq(col == cols_m2)]
         return m
 
 
@@ -176,6 +181,10 @@ class RowReader(wiring.Component):
         i_second = Signal()
         i_last_word = Signal()
         i_last_row = Signal()
+        # `words - 2`, `rows - 2` and `cols - 2` of the job (as in RowPacker).
+        words_m2 = Signal(g.dim_bits + 1)
+        rows_m2 = Signal(g.dim_bits + 1)
+        cols_m2 = Signal(g.dim_bits + 1)
         a_row = Signal(g.aaddr_bits)
         b_row = Signal(g.aaddr_bits)
         addr = Signal(g.aaddr_bits)
@@ -190,12 +199,12 @@ class RowReader(wiring.Component):
                     m.d.sync += [i_word.eq(0), i_row.eq(i_row + 1),
                                  a_row.eq(a_row + job.stride), b_row.eq(b_row + job.stride),
                                  addr.eq(a_row + job.stride), i_last_word.eq(job.words == 1),
-                                 i_last_row.eq(i_row + 2 == job.rows)]
+                                 i_last_row.eq(i_row == rows_m2)]
                     with m.If(i_last_row):
                         m.d.sync += issuing.eq(0)
                 with m.Else():
                     m.d.sync += [i_word.eq(i_word + 1), addr.eq(a_row + i_word + 1),
-                                 i_last_word.eq(i_word + 2 == job.words)]
+                                 i_last_word.eq(i_word == words_m2)]
 
         # Return: collect a word (and its pair), then emit its elements one per cycle; the
         # "last" flags are registers here too.
@@ -237,11 +246,11 @@ class RowReader(wiring.Component):
                              a_word.eq(a_word >> 8), b_word.eq(b_word >> 8)]
             with m.If(last_col):
                 m.d.sync += [col.eq(0), row.eq(row + 1), last_col.eq(job.cols == 1),
-                             last_row.eq(row + 2 == job.rows)]
+                             last_row.eq(row == rows_m2)]
                 with m.If(last_row):
                     m.d.sync += emitting.eq(0)
             with m.Else():
-                m.d.sync += [col.eq(col + 1), last_col.eq(col + 2 == job.cols)]
+                m.d.sync += [col.eq(col + 1), last_col.eq(col == cols_m2)]
 
         with m.If(self.start & ~self.busy):
             empty = (self.job.rows == 0) | (self.job.cols == 0)
@@ -252,6 +261,7 @@ class RowReader(wiring.Component):
                          i_last_row.eq(self.job.rows == 1),
                          have_a.eq(0), full.eq(0), lane.eq(0), col.eq(0), row.eq(0),
                          last_col.eq(self.job.cols == 1), last_lane.eq(b == 1),
-                         last_row.eq(self.job.rows == 1)]
+                         last_row.eq(self.job.rows == 1), words_m2.eq(self.job.words - 2),
+                         rows_m2.eq(self.job.rows - 2), cols_m2.eq(self.job.cols - 2)]
         m.d.comb += self.busy.eq(issuing | emitting)
         return m
