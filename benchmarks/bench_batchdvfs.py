@@ -5,10 +5,17 @@ same caps), fraction of time above the cap and the worst overshoot (true mean po
 period), latency-target violations, and the control periods before the setting stops changing
 after each cap change (probes before settling). Then the issue's goals, checked.
 
-EVERYTHING HERE IS MEASURED ON THE WHAT-IF MODEL DEVICE (gen/runtime/model_device.py): the
-throughput is the GEMM engine's exact cycle model, but the power is a provisional formula whose
-constants are guesses, batching is not measured in Verilator and the PLL is not switched at run
-time. The last section shows how much the batching gain depends on those constants.
+EVERYTHING HERE IS MEASURED ON THE MODEL DEVICE (gen/runtime/model_device.py): the throughput
+is the GEMM engine's cycle model (equal to Verilator per batch, verif/test_batch_cycles.py), the
+power is gen/runtime/power_model.py (activity measured in Verilator, per-toggle energies
+ASSUMED: a WHAT-IF), and the PLL is not switched at run time. The last section shows how much
+the batching gain depends on the assumed energies.
+
+Cap traces are given as fractions x of the device's power range, cap = idle + x (peak - idle)
+(idle: idle at the lowest level; peak: the largest batch at the highest level), so that they
+bind the same way whatever the power model's absolute level; the fractions are those the
+earlier watt traces (0.40 -> 0.26 -> 0.40 W, and 0.40 -> 0.24 -> 0.40 W) had on the earlier
+what-if formula's range (0.125 .. 0.414 W).
 
     .venv/bin/python benchmarks/bench_batchdvfs.py [--quick]
 """
@@ -20,16 +27,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
 
-from gen.runtime.model_device import WHAT_IF_POWER, ModelDevice  # noqa: E402
+from gen.runtime.model_device import DEVICE_CONSTANTS, ModelDevice  # noqa: E402
+from gen.runtime.power_model import CONSTANTS  # noqa: E402
 from gen.runtime.serve import (ServeConfig, format_table, parse_cap_points,  # noqa: E402
                                run_serve_sim)
 
+#: The earlier what-if's range, which the fractions below come from.
+_OLD_IDLE_W, _OLD_PEAK_W = 0.125, 0.414
+
+
+def _fraction(watts):
+    return (watts - _OLD_IDLE_W) / (_OLD_PEAK_W - _OLD_IDLE_W)
+
+
 TRACES = {
-    "step": ([(0, 0.40), (20, 0.26), (40, 0.40)], 60.0),
-    "ramp": ([(0, 0.40), (5, 0.36), (10, 0.32), (15, 0.28), (20, 0.24), (25, 0.28),
-              (30, 0.32), (35, 0.36), (40, 0.40)], 60.0),
+    "step": ([(0, _fraction(0.40)), (20, _fraction(0.26)), (40, _fraction(0.40))], 60.0),
+    "ramp": ([(t, _fraction(w)) for t, w in ((0, 0.40), (5, 0.36), (10, 0.32), (15, 0.28),
+                                               (20, 0.24), (25, 0.28), (30, 0.32), (35, 0.36),
+                                               (40, 0.40))], 60.0),
 }
 RATES = {"moderate 2000 req/s": 2000.0, "heavy 5000 req/s": 5000.0}
 CONTROLLERS = ("batchdvfs", "bobd", "freq_b1", "freq_bmax", "clipper", "oracle")
@@ -41,12 +57,18 @@ def main():
     args = parser.parse_args()
     results = {}
     start = time.monotonic()
-    print("BatchDVFS benchmark -- MEASURED ON THE WHAT-IF MODEL DEVICE (provisional power "
-          "constants, see docs/runtime.md)")
+    device = ModelDevice()
+    idle, peak = device.idle_power_w, float(device.table()[1].max())
+    print("BatchDVFS benchmark -- MEASURED ON THE MODEL DEVICE (power: "
+          f"{device.power_label}; see docs/runtime.md)")
     print(f"design: default 8x8 @ 25..125 MHz (17 PLL levels), network digits_vit, control "
           f"period 0.1 s, latency target 20 ms, power-reading noise "
-          f"{100 * WHAT_IF_POWER['noise_rel']:g} %")
-    for trace_name, (points, duration) in TRACES.items():
+          f"{100 * DEVICE_CONSTANTS['noise_rel']:g} %")
+    print(f"power range: idle {idle:.4f} W .. peak {peak:.4f} W; caps = idle + x (peak - idle)")
+    for trace_name, (fractions, duration) in TRACES.items():
+        points = [(t, round(idle + x * (peak - idle), 4)) for t, x in fractions]
+        print(f"   {trace_name}: " + ", ".join(f"{t:g} s: x {x:.3f} = {c:.4f} W"
+                                            for (t, x), (_, c) in zip(fractions, points)))
         if args.quick:
             points = [(t / 3, c) for t, c in points]
             duration /= 3
@@ -66,7 +88,7 @@ def main():
             print(f"   bobd probes per job (cap change or re-search): "
                   f"{bobd['bobd_probes_per_job']}")
     print()
-    print("== goals (WHAT-IF model device)")
+    print("== goals (model device, WHAT-IF energies)")
     for (trace_name, rate_name), rows in results.items():
         b1 = rows["freq_b1"]["throughput_rps"]
         for name in ("batchdvfs", "bobd"):
@@ -84,19 +106,23 @@ def main():
                 line += f", <= {most} probes per job ({'met' if most <= 20 else 'NOT met'}: <= 20)"
             print(line)
     print()
-    print("== sensitivity of the batching gain to the WHAT-IF power split (table, full load):")
-    print("   best throughput under the cap over all batches / best at batch 1")
-    full = WHAT_IF_POWER["c0_w_per_mhz"] + WHAT_IF_POWER["c1_w_per_mhz"]
-    for share in (1 / 3, 2 / 3, 0.8):
-        power = {"c0_w_per_mhz": full * (1 - share), "c1_w_per_mhz": full * share}
-        thr, pw = ModelDevice(power=power).table()
+    print("== sensitivity of the batching gain to the assumed energies (table, full load):")
+    print("   best throughput under the cap over all batches / best at batch 1; the activity")
+    print("   energies (e_lut4_pj, e_ff_pj, e_mult18_pj) scaled by a factor, the rest as is")
+    for factor in (0.5, 1.0, 2.0, 4.0):
+        power = {k: CONSTANTS[k].value * factor for k in ("e_lut4_pj", "e_ff_pj", "e_mult18_pj")}
+        scaled = ModelDevice(power=power)
+        thr, pw = scaled.table()
+        lo, hi = scaled.idle_power_w, float(pw.max())
         gains = []
-        for cap in (0.40, 0.32, 0.26):
+        for x in (_fraction(0.40), _fraction(0.32), _fraction(0.26)):
+            cap = lo + x * (hi - lo)
             best = thr[pw <= cap].max()
-            best1 = thr[:, 0][pw[:, 0] <= cap].max()
-            gains.append(f"cap {cap:.2f} W: {100 * (best / best1 - 1):+.1f} %")
-        label = " (default)" if abs(share - 2 / 3) < 1e-9 else ""
-        print(f"   activity share of dynamic power {share:.2f}{label}: {', '.join(gains)}")
+            best1 = thr[:, 0][pw[:, 0] <= cap].max() if (pw[:, 0] <= cap).any() else 0.0
+            gain = f"{100 * (best / best1 - 1):+.1f} %" if best1 else "batch 1 never fits"
+            gains.append(f"x {x:.2f} ({cap:.3f} W): {gain}")
+        label = " (default)" if factor == 1.0 else ""
+        print(f"   energies x{factor:g}{label}: {', '.join(gains)}")
     print(f"\n[{time.monotonic() - start:.0f} s in all]")
 
 

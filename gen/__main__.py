@@ -54,6 +54,8 @@ def cmd_check(args):
     print(f"  clock {design.clock_mhz:g} MHz (PLL {design.pll.clki_div}/{design.pll.clkfb_div}/"
           f"{design.pll.clkop_div}), UART {design.baud_actual:.0f} baud "
           f"(divisor {design.uart_divisor})")
+    from .design import clock_levels_line
+    print(clock_levels_line(design))
     for line in _link_lines(design):
         print(line)
     for key in ("lut4", "ff", "mult18", "bram18k"):

@@ -249,8 +249,9 @@ def vit_row_step_cycles(kind, *, rows, cols, lanes, dim=None, local=False):
     from .hw.vit.residual import RESIDUAL_LATENCY
     words = -(-int(cols) // int(lanes))
     paired = rows * words * (lanes + 2)
-    from .hw.vit.engine import KERNEL_LOAD_LATENCY, SKID_LATENCY, UNIT_START_LATENCY
-    overhead = VIT_STEP_OVERHEAD + UNIT_START_LATENCY
+    from .hw.vit.engine import (KERNEL_LOAD_LATENCY, SKID_LATENCY, UNIT_START_LATENCY,
+                                UNITS_IDLE_LATENCY)
+    overhead = VIT_STEP_OVERHEAD + UNIT_START_LATENCY + UNITS_IDLE_LATENCY
     if kind == "receive":
         ln = layernorm_cycles(rows, dim)
         if local:

@@ -18,7 +18,7 @@ from .estimate import check_fits, estimate_resources
 from .hw.board_top import BoardTop
 from .hw.gemm import DIM_WIDTH
 from .hw.host_bridge import DEFAULT_BYTE_TIMEOUT, PARAM_WORD_BYTES, PROTOCOL_VERSION
-from .hw.pll import PllSettings, output_levels, plan_pll, secondary_outputs
+from .hw.pll import PllSettings, level_settings, plan_pll, secondary_outputs
 from .hw.system import HostSystem
 from .hw.uart import MIN_DIVISOR
 from .cycles import gemm_cycles
@@ -388,45 +388,46 @@ def _mhz(value):
     return f"{float(value):.6f}".rstrip("0").rstrip(".")
 
 
-def plan_clock_levels(board, pll, levels_mhz, where="clock_levels_mhz"):
-    """``pll`` with a CLKOS2 divider making ``levels_mhz[1]`` from the same VCO (that of the
-    accelerator clock and the host link); ``levels_mhz[0]`` is ``pll``'s CLKOP (the config
-    checks that). A level no output divider makes within `LEVEL_TOLERANCE_PPM` is one
-    UserError line naming ``where`` and the nearest levels that VCO makes."""
-    from .runtime.model_device import check_levels
-    makeable = output_levels(pll)
-    exact = []
-    for mhz in levels_mhz:
-        near = min(makeable, key=lambda level: abs(level - Fraction(mhz)))
-        if abs(near - Fraction(mhz)) > Fraction(mhz) * Fraction(LEVEL_TOLERANCE_PPM) / 10 ** 6:
-            below = max((x for x in makeable if x <= mhz), default=None)
-            above = min((x for x in makeable if x > mhz), default=None)
-            nearest = " or ".join(_mhz(x) for x in (below, above) if x is not None)
-            raise UserError(
-                f"{where}: the PLL cannot make {mhz:g} MHz beside the {pll.output_mhz:g} MHz "
-                f"accelerator clock (an output divider of its {_mhz(pll.vco_mhz)} MHz VCO); "
-                f"the nearest levels it makes are {nearest} MHz")
-        exact.append(near)
-    # The what-if device's checks (a frequency, at most the design's clock, made exactly by
-    # the PLL, none twice) hold for the levels as made.
-    check_levels([float(x) for x in exact], board.oscillator_mhz, pll.output_mhz, where=where)
-    return dataclasses.replace(pll, clkos2_div=makeable[exact[1]])
+def plan_clock_levels(pll, levels_mhz, where="clock_levels_mhz"):
+    """``pll`` with a CLKOS2 divider making ``levels_mhz[1]``, on a VCO that keeps its CLKOP
+    (``levels_mhz[0]``, which the config checks) and its CLKOS (the host link's clock)
+    exactly: ``pll``'s own VCO where it makes the level (:func:`gen.hw.pll.level_settings`).
+    A level no such output makes within `LEVEL_TOLERANCE_PPM` is one UserError line naming
+    ``where`` and the nearest levels the PLL makes.
+
+    Not `gen.runtime.model_device.check_levels`: it asks whether some PLL setting makes a
+    level as its CLKOP (a relock), which refuses most levels a clock select can switch to
+    (68.181818 = 750 / 11 beside the default design's 125 MHz, for one): a clock select
+    switches among outputs of the VCO that runs."""
+    makeable = level_settings(pll.input_mhz, pll)
+    mhz = levels_mhz[1]
+    near = min(makeable, key=lambda level: abs(level - Fraction(mhz)))
+    if abs(near - Fraction(mhz)) > Fraction(mhz) * Fraction(LEVEL_TOLERANCE_PPM) / 10 ** 6:
+        below = max((x for x in makeable if x <= mhz), default=None)
+        above = min((x for x in makeable if x > mhz), default=None)
+        nearest = " or ".join(_mhz(x) for x in (below, above) if x is not None)
+        host = (f" and the {_mhz(pll.clkos_mhz)} MHz host link clock"
+                if pll.clkos_div is not None else "")
+        raise UserError(f"{where}: the PLL cannot make {mhz:g} MHz beside the "
+                        f"{pll.output_mhz:g} MHz accelerator clock{host} (an output divider "
+                        f"of one VCO); the nearest levels it makes are {nearest} MHz")
+    return makeable[near]
 
 
 def clock_levels_line(design):
-    """`gen check`'s line on clock levels: the design's, or the ones its PLL could switch
-    among (output dividers of the same VCO, at most the accelerator clock)."""
+    """`gen check`'s line on clock levels: the design's, or the ones its PLL could add
+    (CLKOS2 on a VCO that keeps the accelerator clock and the host link's clock)."""
+    pll = design.pll
     if len(design.clock_levels_mhz) > 1:
         fast, slow = design.clock_levels_mhz
         return (f"  clock levels: 0 = {_mhz(fast)} MHz (CLKOP), 1 = {_mhz(slow)} MHz (CLKOS2 "
-                f"= VCO {_mhz(design.pll.vco_mhz)} / {design.pll.clkos2_div}), glitch-free "
-                f"DCSC switch, LEVEL command")
-    levels = list(output_levels(design.pll))
+                f"= VCO {_mhz(pll.vco_mhz)} / {pll.clkos2_div}), glitch-free DCSC switch, "
+                f"LEVEL command")
+    levels = list(level_settings(pll.input_mhz, pll))
     shown = ", ".join(_mhz(x) for x in levels[:_LEVELS_SHOWN])
     more = f", ... {_mhz(levels[-1])}" if len(levels) > _LEVELS_SHOWN else ""
-    return (f"  clock levels: none (clock_levels_mhz: [{_mhz(levels[0])}, <level>] adds one); "
-            f"the PLL's VCO {_mhz(design.pll.vco_mhz)} MHz makes {shown}{more} MHz "
-            f"({len(levels)} levels)")
+    return (f"  clock levels: none (clock_levels_mhz: [{_mhz(design.clock_mhz)}, <level>] "
+            f"adds one); the PLL can add {shown}{more} MHz ({len(levels)} levels)")
 
 
 def resolve_sizes(config, board=None, progress=print):
@@ -458,7 +459,7 @@ def prepare_design(config, progress=print):
         pll = link.pll
         if config.clock_levels_mhz is not None:
             # Levels from the VCO the host link settled on, checked before any search.
-            pll = plan_clock_levels(board, pll, config.clock_levels_mhz)
+            pll = plan_clock_levels(pll, config.clock_levels_mhz)
         config = resolve_sizes(config, board, progress=progress)
         design = Design(config=config, board=board, pll=pll, uart_divisor=link.divisor,
                         link=link)

@@ -199,3 +199,123 @@ def test_3_mbaud_design_reports_its_host_clock_and_link():
 def test_board_override_on_load():
     config = load_config(board="ulx3s-45f")
     assert config.board == "ulx3s-45f"
+
+
+# -- Run-time clock levels (docs/clocking.md) -------------------------------------------------
+
+def levels_raw(levels):
+    raw = default_raw()
+    raw["clock_levels_mhz"] = levels
+    return raw
+
+
+def test_clock_levels_come_from_the_accelerator_clocks_vco():
+    import json
+    from gen.design import clock_levels_line
+    design = prepare_design(parse_config(levels_raw([125, 62.5]), source="levels.yaml"),
+                            progress=lambda line: None)
+    pll = design.pll
+    # The host link's VCO (750 MHz: CLKOS /10 = 75 MHz for 3 Mbaud) makes both levels.
+    assert (pll.clkop_div, pll.clkos_div, pll.clkos2_div) == (6, 10, 12)
+    assert pll.vco_mhz == 750 and design.host_clock_mhz == 75
+    assert design.clock_levels_mhz == (125.0, 62.5)
+    assert design.system_params["clock_levels"] == 2
+    manifest = json.loads(json.dumps(design.manifest()))
+    assert manifest["clock"]["levels"] == [
+        {"level": 0, "mhz": 125.0, "output": "CLKOP"},
+        {"level": 1, "mhz": 62.5, "output": "CLKOS2"}]
+    assert manifest["clock"]["pll"]["clkos2_div"] == 12
+    assert manifest["ports"]["level"] == "out"
+    assert "1 = 62.5 MHz (CLKOS2 = VCO 750 / 12)" in clock_levels_line(design)
+    # The config round-trips through its YAML, and names a different design.
+    again = parse_config(yaml.safe_load(design.config.to_yaml()))
+    assert again.clock_levels_mhz == (125.0, 62.5) and again == design.config
+    assert design.digest != prepare_design(load_config(), progress=lambda line: None).digest
+
+
+@pytest.mark.parametrize("levels, message", [
+    ([125, 60], r"^levels.yaml: clock_levels_mhz: the PLL cannot make 60 MHz beside the 125 MHz "
+                r"accelerator clock and the 75 MHz host link clock \(an output divider of "
+                r"one VCO\); the nearest levels it makes are 57.692308 or 62.5 MHz$"),
+    ([125, 100], r"cannot make 100 MHz .* nearest levels it makes are 93.75 or 107.142857 MHz$"),
+    ([125, 2], r"clock_levels_mhz: the PLL cannot make 2 MHz .* nearest levels it makes are "
+               r"5.859375 MHz$"),
+    ([125], r"clock_levels_mhz: expected a list of 2 accelerator clocks"),
+    ("fast", r"clock_levels_mhz: expected a list of 2 accelerator clocks.*got 'fast'"),
+    ([125, True], r"clock_levels_mhz: expected a list"),
+    ([100, 50], r"clock_levels_mhz: the first level must be clock_mhz \(125"),
+    ([125, 130], r"clock_levels_mhz: the second level, 130 MHz, must be slower"),
+    ([125, 125], r"clock_levels_mhz: the second level, 125 MHz, must be slower"),
+])
+def test_a_clock_level_the_pll_cannot_make_is_one_line(levels, message):
+    with pytest.raises(UserError, match=message) as info:
+        prepare_design(parse_config(levels_raw(levels), source="levels.yaml"),
+                       progress=lambda line: None)
+    assert "\n" not in str(info.value)
+
+
+def test_a_level_printed_by_check_is_accepted():
+    """`gen check` prints the makeable levels to 6 decimals: each is accepted as written."""
+    from gen.design import clock_levels_line
+    line = clock_levels_line(prepare_design(load_config(), progress=lambda line: None))
+    assert "the PLL can add 107.142857, 93.75, 83.333333, 75, 68.181818, 62.5" in line
+    assert "... 5.859375 MHz (122 levels)" in line
+    design = prepare_design(parse_config(levels_raw([125, 107.142857])),
+                            progress=lambda line: None)
+    assert design.pll.clkos2_div == 7
+    # A divider of the running VCO, though no PLL setting makes it as its CLKOP.
+    design = prepare_design(parse_config(levels_raw([125, 68.181818])),
+                            progress=lambda line: None)
+    assert design.pll.clkos2_div == 11
+    assert design.pll.exact_clkos2_mhz == Fraction(750, 11)
+
+
+def test_a_level_may_move_the_vco_where_the_host_link_allows():
+    """At 1 Mbaud the host link runs from the oscillator, so the VCO is free: plan_pll's
+    625 MHz (nearest 600) makes no 75 MHz, 750 MHz does, with CLKOP still 125 MHz."""
+    raw = levels_raw([125, 75])
+    raw["host"]["baud"] = 1_000_000
+    design = prepare_design(parse_config(raw), progress=lambda line: None)
+    assert design.host_clock_source == "oscillator" and design.link.pll.vco_mhz == 625
+    pll = design.pll
+    assert (pll.vco_mhz, pll.clkop_div, pll.clkos2_div, pll.clkos_div) == (750, 6, 10, None)
+    assert design.clock_mhz == 125 and design.clock_levels_mhz == (125.0, 75.0)
+
+
+def test_default_design_has_no_clock_levels():
+    """Without clock_levels_mhz nothing changes: the config, its digest inputs, the system's
+    parameters and Verilog (no DCSC, no LEVEL) and the board top (no clock select)."""
+    from amaranth.back import rtlil
+    from gen.hw.system import HostSystem
+    from gen.rtl import emit_verilog
+    design = prepare_design(load_config(), progress=lambda line: None)
+    assert design.config.clock_levels_mhz is None
+    assert "clock_levels_mhz" not in design.config.as_dict()
+    assert "clock_levels" not in design.system_params
+    assert "levels" not in design.manifest()["clock"]
+    assert design.pll.clkos2_div is None and design.clock_levels_mhz == (125.0,)
+    text = emit_verilog(design.system(), "top")
+    assert "DCSC" not in text and "level" not in text
+    params = dict(design.system_params)
+    assert emit_verilog(HostSystem(**params, clock_levels=1), "top") == text
+    platform = design.board.platform_class()()
+    plan = platform.prepare(design.top(), name="top")
+    assert "DCSC" not in plan.files["top.il"] and "CLKOS2" not in plan.files["top.il"]
+
+
+@pytest.mark.filterwarnings("ignore:.*created but never used")   # the refused BoardTop
+def test_board_top_with_levels_switches_clkop_and_clkos2():
+    design = prepare_design(parse_config(levels_raw([125, 62.5])), progress=lambda line: None)
+    platform = design.board.platform_class()()
+    plan = platform.prepare(design.top(), name="top")
+    il, lpf = plan.files["top.il"], plan.files["top.lpf"]
+    assert il.count("cell \\DCSC") == 1 and "parameter \\CLKOS2_DIV 12" in il
+    assert "parameter \\DCSMODE \"POS\"" in il and "connect \\MODESEL 1'0" in il
+    # Timing is closed at the fastest level; both PLL outputs are constrained too.
+    assert 'FREQUENCY NET "clkop" 125000000.0 HZ;' in lpf
+    assert 'FREQUENCY NET "clkos2" 62500000.0 HZ;' in lpf
+    from types import SimpleNamespace
+    from gen.hw.board_top import BoardTop
+    no_levels = SimpleNamespace(uart_rx=None, uart_tx=None, busy=None, error=None)
+    with pytest.raises(ValueError, match="CLKOS2 divider"):
+        BoardTop(no_levels, design.pll)

@@ -1,5 +1,6 @@
-"""gen.runtime: the controllers on a small synthetic table, the WHAT-IF model device, cap traces
-and `python -m gen serve-sim` end to end (issue 11, points 4-6)."""
+"""gen.runtime: the controllers on a small synthetic table, the model device (cycle model per
+batch, the power model's table), cap traces and `python -m gen serve-sim` end to end (issue 11,
+points 4-6; the power model itself: tests/test_power_model.py)."""
 
 import numpy as np
 import pytest
@@ -141,7 +142,17 @@ def test_bobd_stays_within_its_budget_and_is_deterministic():
         BOBD(evaluations=60)
 
 
-# -- the WHAT-IF model device --------------------------------------------------------------------
+def test_bobd_settles_when_a_low_cap_spends_its_tells():
+    """Under a cap only the lowest point meets, most asks are told a penalty unprobed; when
+    the 50 tells run out before the 20 probes, BOBD settles instead of failing."""
+    device = TableDevice(levels=tuple(float(f) for f in range(10, 42, 2)), max_batch=16)
+    cap = float(device.pw.min()) * 1.01
+    history = drive(BOBD(seed=3), device, cap=cap, periods=40)
+    assert history[-1][:2] == history[-2][:2]                 # settled
+    assert history[-1][2] <= cap
+
+
+# -- the model device -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model():
     from gen.runtime.model_device import ModelDevice
@@ -154,11 +165,28 @@ def test_model_device_table(model):
     thr, pw = model.table()
     assert (np.diff(thr, axis=0) > 0).all() and (np.diff(thr, axis=1) > 0).all()
     assert (np.diff(pw, axis=0) > 0).all() and (np.diff(pw, axis=1) > 0).all()
-    assert model.idle_power_w == pytest.approx(0.125)
+    assert model.idle_power_w == pytest.approx(model.power_model.power_w(25.0))
+    assert model.idle_power_w < pw.min()
     with pytest.raises(UserError, match="largest batch that fits is 7"):
         model.set_batch(8)
     with pytest.raises(UserError, match="frequency level 17 does not exist"):
         model.set_level(17)
+
+
+def test_model_device_batches_are_its_jobs(model):
+    """A batch is its jobs: gemm layers with the batch in M, attention per input and head."""
+    from gen.cycles import gemm_cycles
+    for b in (1, 2, model.max_batch):
+        jobs = model.jobs(b)
+        assert model.batch_cycles(b) == sum(j["count"] * gemm_cycles(j["m"], j["k"], j["n"],
+                                                                     model.rows, model.cols)
+                                            for j in jobs)
+        fc2 = [j for j in jobs if j["layer"] == "layers.0.fc2"]
+        scores = [j for j in jobs if j["layer"] == "layers.0.scores"]
+        assert [(j["m"], j["count"]) for j in fc2] == [(17 * b, 1)]
+        assert [(j["m"], j["count"]) for j in scores] == [(17, 4 * b)]
+    with pytest.raises(UserError, match="batch 8 must be an integer 1 .. 7"):
+        model.batch_cycles(8)
 
 
 def test_levels_the_pll_cannot_make_are_refused():
@@ -178,7 +206,8 @@ def test_cap_traces_from_files(tmp_path, model):
     yaml_path = tmp_path / "cap.yaml"
     yaml_path.write_text("- {time_s: 0, cap_w: 0.4}\n- {time_s: 2, cap_w: 0.1}\n")
     low = load_cap_trace(yaml_path)
-    with pytest.raises(UserError, match=r"point 2: cap 0.1 W is below .* minimum cap is 0.125"):
+    with pytest.raises(UserError, match=rf"point 2: cap 0.1 W is below .* minimum cap is "
+                                        rf"{model.idle_power_w:.4g} W"):
         low.check_device(model)
 
 
@@ -221,7 +250,7 @@ def test_serve_sim_end_to_end(tmp_path, capsys):
                       "arrivals: {kind: bursts, rate_rps: 1500, burst_rps: 6000, burst_s: 0.5, "
                       "every_s: 1.5}\ncontrollers: [batchdvfs, bobd, freq_b1, oracle]\n")
     trace = tmp_path / "cap.csv"
-    trace.write_text("time_s,cap_w\n0,0.40\n2,0.26\n")
+    trace.write_text("time_s,cap_w\n0,0.38\n2,0.31\n")
     out = tmp_path / "out"
     assert main(["serve-sim", "--config", str(config), "--cap-trace", str(trace),
                  "--out", str(out)]) == 0

@@ -331,6 +331,7 @@ def test_gemm_across_clock_switches():
                sources=[source, MODEL], testcase="gemm_with_level_switches")
 
 
+@pytest.mark.filterwarnings("ignore:.*created but never used")   # the refused parts
 def test_clock_select_parameters():
     from gen.errors import UserError
     from gen.hw.clock_select import ClockSelect

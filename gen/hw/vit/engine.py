@@ -56,6 +56,8 @@ KERNEL_LOAD_LATENCY = 2
 #: Cycles from a row step's start in the program to its units' start (a register: the
 #: start fans out to every unit's job registers).
 UNIT_START_LATENCY = 1
+#: Cycles from a row step's units all idle to the program's next fetch (a register).
+UNITS_IDLE_LATENCY = 1
 TARGET_PROGRAM, TARGET_ENTRY, TARGET_LN, TARGET_ACT = 4, 5, 6, 7
 
 
@@ -251,6 +253,10 @@ class ViTEngine(wiring.Component):
             m.d.comb += take_image.eq(self.image.valid & (inflight < sh.images_in_flight))
 
         units_busy = Signal()
+        # A register (UNITS_IDLE_LATENCY): the OR of every unit's state was in front of the
+        # program counter. Forced while the step's units are being started.
+        units_busy_q = Signal()
+        m.d.sync += units_busy_q.eq(units_busy | unit_start)
         # The descriptor is the step's, whatever the state (only `valid` depends on it): a
         # payload gated by the program's state put that state in front of the kernel's op
         # registers.
@@ -285,7 +291,7 @@ class ViTEngine(wiring.Component):
                     with m.Default():
                         m.d.comb += unit_start.eq(~started)
                         m.d.sync += started.eq(1)
-                        with m.If(started & ~units_busy):
+                        with m.If(started & ~units_busy_q):
                             m.d.sync += pc.eq(pc + 1)
                             m.next = "FETCH"
 
@@ -319,16 +325,18 @@ class ViTEngine(wiring.Component):
                          kernel.act_wr.en.eq(self.load.valid & idle_load &
                                              (load.target == TARGET_ACT))]
 
-        # Writes into the kernel: the host's loads, else the packers (x first).
-        with m.If(kernel_load):
-            m.d.comb += [k_load.valid.eq(1), k_load.payload.target.eq(load.target),
-                         k_load.payload.addr.eq(load.addr), k_load.payload.data.eq(load.data)]
-        with m.Elif(x_packer.o.valid):
+        # Writes into the kernel: the packers' (x first) while a step runs, the host's loads
+        # while the engine waits (never both: a step ends only when its packers are empty).
+        # The packers come first so that their `ready` does not depend on the program state.
+        with m.If(x_packer.o.valid):
             m.d.comb += [k_load.valid.eq(1), k_load.payload.eq(x_packer.o.payload),
                          x_packer.o.ready.eq(k_load.ready)]
         with m.Elif(n_packer.o.valid):
             m.d.comb += [k_load.valid.eq(1), k_load.payload.eq(n_packer.o.payload),
                          n_packer.o.ready.eq(k_load.ready)]
+        with m.Elif(kernel_load):
+            m.d.comb += [k_load.valid.eq(1), k_load.payload.target.eq(load.target),
+                         k_load.payload.addr.eq(load.addr), k_load.payload.data.eq(load.data)]
 
         # -- row jobs -----------------------------------------------------------------------
         def row_job(base, b_base=None):

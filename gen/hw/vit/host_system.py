@@ -143,9 +143,18 @@ class ViTHostSystem(wiring.Component):
             load_fifo.w_en.eq(bridge.load.valid),
             bridge.load.ready.eq(load_fifo.w_rdy),
             bridge.load_pending.eq(load_fifo.w_level != 0),
-            core.load.payload.eq(load_fifo.r_data),
-            core.load.valid.eq(load_fifo.r_rdy),
-            load_fifo.r_en.eq(core.load.ready),
+        ]
+        # A registered stage after the AsyncFIFO (as for pixels and results below): its read
+        # pointer, its distributed-RAM read and the beat's engine decode were one path.
+        m.submodules.load_stage = load_stage = fifo.SyncFIFOBuffered(
+            width=bridge.beat_bits, depth=2)
+        m.d.comb += [
+            load_stage.w_data.eq(load_fifo.r_data),
+            load_stage.w_en.eq(load_fifo.r_rdy),
+            load_fifo.r_en.eq(load_stage.w_rdy),
+            core.load.payload.eq(load_stage.r_data),
+            core.load.valid.eq(load_stage.r_rdy),
+            load_stage.r_en.eq(core.load.ready),
         ]
         pixel_depth = IMAGE_BYTES * bridge.image_fifo_images
         m.submodules.pixel_fifo = pixel_fifo = fifo.AsyncFIFO(
