@@ -51,11 +51,13 @@ class PllSettings:
         """CLKOP as an exact fraction (``output_mhz`` is its float)."""
         return Fraction(self.input_mhz) * self.clkfb_div / self.clki_div
 
+    def _divided(self, divider):
+        """The VCO divided by ``divider`` as an exact fraction, or None (output unused)."""
+        return None if divider is None else self.exact_output_mhz * self.clkop_div / divider
+
     @property
     def exact_clkos_mhz(self):
-        if self.clkos_div is None:
-            return None
-        return self.exact_output_mhz * self.clkop_div / self.clkos_div
+        return self._divided(self.clkos_div)
 
     @property
     def clkos_mhz(self):
@@ -64,9 +66,7 @@ class PllSettings:
 
     @property
     def exact_clkos2_mhz(self):
-        if self.clkos2_div is None:
-            return None
-        return self.exact_output_mhz * self.clkop_div / self.clkos2_div
+        return self._divided(self.clkos2_div)
 
     @property
     def clkos2_mhz(self):

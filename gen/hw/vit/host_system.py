@@ -144,18 +144,11 @@ class ViTHostSystem(wiring.Component):
             bridge.load.ready.eq(load_fifo.w_rdy),
             bridge.load_pending.eq(load_fifo.w_level != 0),
         ]
-        # A registered stage after the AsyncFIFO (as for pixels and results below): its read
-        # pointer, its distributed-RAM read and the beat's engine decode were one path.
-        m.submodules.load_stage = load_stage = fifo.SyncFIFOBuffered(
-            width=bridge.beat_bits, depth=2)
-        m.d.comb += [
-            load_stage.w_data.eq(load_fifo.r_data),
-            load_stage.w_en.eq(load_fifo.r_rdy),
-            load_fifo.r_en.eq(load_stage.w_rdy),
-            core.load.payload.eq(load_stage.r_data),
-            core.load.valid.eq(load_stage.r_rdy),
-            load_stage.r_en.eq(core.load.ready),
-        ]
+        # Each AsyncFIFO meets the core through a registered stage: its read pointer, its
+        # distributed-RAM read and the beat's engine decode were one path (routed 67 MHz).
+        _registered_stage(m, "load_stage", bridge.beat_bits,
+                          r_data=load_fifo.r_data, r_rdy=load_fifo.r_rdy, r_en=load_fifo.r_en,
+                          w_data=core.load.payload, w_en=core.load.valid, w_rdy=core.load.ready)
         pixel_depth = IMAGE_BYTES * bridge.image_fifo_images
         m.submodules.pixel_fifo = pixel_fifo = fifo.AsyncFIFO(
             width=8, depth=pixel_depth, w_domain="host", r_domain="sync", exact_depth=True)
@@ -166,32 +159,20 @@ class ViTHostSystem(wiring.Component):
             # w_level lags reads (never writes): room it shows is there.
             bridge.image_room.eq(pixel_fifo.w_level <= pixel_depth - IMAGE_BYTES),
         ]
-        # A registered stage on each side of the core: an AsyncFIFO's r_rdy and w_rdy are
-        # compares of synchronized pointers, which otherwise sit in front of the engines'
-        # image and result handshakes.
-        m.submodules.pixel_stage = pixel_stage = fifo.SyncFIFOBuffered(width=8, depth=2)
-        m.d.comb += [
-            pixel_stage.w_data.eq(pixel_fifo.r_data),
-            pixel_stage.w_en.eq(pixel_fifo.r_rdy),
-            pixel_fifo.r_en.eq(pixel_stage.w_rdy),
-            core.image.payload.eq(pixel_stage.r_data),
-            core.image.valid.eq(pixel_stage.r_rdy),
-            pixel_stage.r_en.eq(core.image.ready),
-        ]
+        _registered_stage(m, "pixel_stage", 8,
+                          r_data=pixel_fifo.r_data, r_rdy=pixel_fifo.r_rdy, r_en=pixel_fifo.r_en,
+                          w_data=core.image.payload, w_en=core.image.valid,
+                          w_rdy=core.image.ready)
         # sync -> host: results.
         result_depth = 1 << max(1, (self.design.images_in_flight - 1).bit_length())
         m.submodules.result_fifo = result_fifo = fifo.AsyncFIFO(
             width=len(bridge.result.payload), depth=result_depth, w_domain="sync",
             r_domain="host")
-        m.submodules.result_stage = result_stage = fifo.SyncFIFOBuffered(
-            width=len(bridge.result.payload), depth=2)
+        _registered_stage(m, "result_stage", len(bridge.result.payload),
+                          r_data=core.result.payload, r_rdy=core.result.valid,
+                          r_en=core.result.ready, w_data=result_fifo.w_data,
+                          w_en=result_fifo.w_en, w_rdy=result_fifo.w_rdy)
         m.d.comb += [
-            result_stage.w_data.eq(core.result.payload),
-            result_stage.w_en.eq(core.result.valid),
-            core.result.ready.eq(result_stage.w_rdy),
-            result_fifo.w_data.eq(result_stage.r_data),
-            result_fifo.w_en.eq(result_stage.r_rdy),
-            result_stage.r_en.eq(result_fifo.w_rdy),
             bridge.result.payload.eq(result_fifo.r_data),
             bridge.result.valid.eq(result_fifo.r_rdy),
             result_fifo.r_en.eq(bridge.result.ready),
@@ -224,3 +205,13 @@ class ViTHostSystem(wiring.Component):
             self.busy.eq(core.nsa_busy | core.nmp_busy),
         ]
         return m
+
+
+def _registered_stage(m, name, width, *, r_data, r_rdy, r_en, w_data, w_en, w_rdy):
+    """Joins a producer's FIFO-style read side (``r_*``) to a consumer's write side (``w_*``)
+    through a two-entry ``SyncFIFOBuffered``, so that neither side's handshake reaches the
+    other in one cycle."""
+    stage = fifo.SyncFIFOBuffered(width=width, depth=2)
+    m.submodules[name] = stage
+    m.d.comb += [stage.w_data.eq(r_data), stage.w_en.eq(r_rdy), r_en.eq(stage.w_rdy),
+                 w_data.eq(stage.r_data), w_en.eq(stage.r_rdy), stage.r_en.eq(w_rdy)]
