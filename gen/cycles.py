@@ -11,8 +11,9 @@ GEMM engine (``gen/hw/gemm.py``, output stationary)
 
 Sparse attention kernel (``gen/hw/attention/``) and integer softmax unit (``gen/hw/softmax.py``)
     :func:`attention_mac_op_cycles` (one linear, scores or context op from its groups' beat
-    counts), :func:`attention_softmax_op_cycles` (one softmax op) and
-    :func:`softmax_row_cycles` (one row through ``IntSoftmax``), all exact. The section at the
+    counts), :func:`attention_softmax_op_cycles` (one softmax op),
+    :func:`softmax_rows_cycles` (rows back to back through ``IntSoftmax``) and
+    :func:`softmax_row_cycles` (its steady-state row period), all exact. The section at the
     end of this file; ``AttentionGeometry.mac_op_cycles`` / ``softmax_op_cycles`` and
     ``gen.hw.attention_layout`` call them.
 
@@ -32,12 +33,14 @@ from .hw.multiplier import MULTIPLIER_LATENCY
 from .hw.requant import REQUANT_LATENCY
 from .hw.softmax import EMIT_LATENCY as SOFTMAX_EMIT_LATENCY
 from .hw.softmax import EXP_STAGES as SOFTMAX_EXP_STAGES
+from .hw.softmax import HANDOFF_CYCLES as SOFTMAX_HANDOFF_CYCLES
 from .hw.softmax import QUOTIENT_BITS as SOFTMAX_QUOTIENT_BITS
 
 __all__ = ["GEMM_TAIL_CYCLES", "padded_tail_slots", "ideal_gemm_cycles", "gemm_cycles",
            "gemm_cycles_closed_form", "ATTENTION_FIRST_GROUP_CYCLES", "ATTENTION_DRAIN_STAGES",
            "ATTENTION_FINISH_CYCLES", "ATTENTION_SOFTMAX_OP_CYCLES", "softmax_row_cycles",
-           "attention_mac_op_cycles", "attention_softmax_op_cycles", "layernorm_cycles"]
+           "softmax_rows_cycles", "attention_mac_op_cycles", "attention_softmax_op_cycles",
+           "layernorm_cycles"]
 
 #: Drain output register, requantizer input acceptance, two registered completion stages and
 #: the finishing cycle; the requantizer's latency overlaps the padding slots the drain skips
@@ -137,19 +140,47 @@ ATTENTION_DRAIN_STAGES = 2
 #: The registered start to the parts, and after an op's last part goes idle: the two
 #: registered idle stages and the finishing cycle (as in the GEMM engine).
 ATTENTION_FINISH_CYCLES = JOB_START_LATENCY + 3
-#: A softmax op beyond its rows: accept, the registered start, first read, last write and the
-#: idle detection.
+#: A softmax op beyond its rows' :func:`softmax_rows_cycles`: accept, the registered start,
+#: first read, last write and the idle detection.
 ATTENTION_SOFTMAX_OP_CYCLES = JOB_START_LATENCY + 8
 
 
 def softmax_row_cycles(n):
-    """Cycles a row of ``n`` scores occupies ``IntSoftmax`` (input always valid, output always
-    ready), first score accepted to the next row's first score accepted.
+    """Cycles between consecutive rows of ``n`` scores through ``IntSoftmax`` in steady state
+    (input always valid, output always ready): the slowest of its four overlapped stages.
 
-    Receive ``n``, sum ``n + EXP_STAGES``, divide ``QUOTIENT_BITS`` (one quotient bit per
-    cycle), emit ``n + EMIT_LATENCY``: ``3 n + 28``.
+    A stage takes its next row at the earliest on the cycle after it handed its last one on
+    (its busy flag is a register): receive ``n`` and its handoff register; sum
+    ``n + EXP_STAGES``, its handoff register and that cycle; divide ``QUOTIENT_BITS``
+    likewise; emit ``n + EMIT_LATENCY`` and that cycle. That is ``max(n + 8, 19)``: 25 for
+    ``n = 17`` (the rows did not overlap before: ``3 n + 28``).
     """
-    return 3 * n + SOFTMAX_EXP_STAGES + SOFTMAX_QUOTIENT_BITS + SOFTMAX_EMIT_LATENCY
+    free = 1        # the cycle a stage's busy flag takes to clear
+    return max(n + SOFTMAX_HANDOFF_CYCLES,
+               n + SOFTMAX_EXP_STAGES + SOFTMAX_HANDOFF_CYCLES + free,
+               SOFTMAX_QUOTIENT_BITS + SOFTMAX_HANDOFF_CYCLES + free,
+               n + SOFTMAX_EMIT_LATENCY + free)
+
+
+def softmax_rows_cycles(rows, n):
+    """Cycles of ``rows`` rows of ``n`` scores back to back through ``IntSoftmax`` (input
+    always valid, output always ready), from the first score accepted to the cycle after the
+    last probability transfers (0 rows: 0).
+
+    The first row passes the four stages one after the other: its last probability leaves
+    ``3 n + 30`` cycles after its first score (the rest of the receive, ``n - 1``, and its
+    handoff register; the sum, ``n + EXP_STAGES``, and its handoff register; the divide,
+    ``QUOTIENT_BITS``, and its handoff register; the emit, ``n + EMIT_LATENCY``), so one row
+    takes ``3 n + 31`` (the count ends on the cycle after the last probability). Every later
+    row adds :func:`softmax_row_cycles`: with every row of the same length the stages'
+    recurrence (``verif.test_softmax.stage_model``, checked against Verilator) has no transient
+    beyond the first row (``tests/test_softmax_unit.py`` checks the two agree).
+    """
+    if rows <= 0:
+        return 0
+    first = (3 * n + SOFTMAX_EXP_STAGES + SOFTMAX_QUOTIENT_BITS + SOFTMAX_EMIT_LATENCY +
+             3 * SOFTMAX_HANDOFF_CYCLES)
+    return first + (rows - 1) * softmax_row_cycles(n)
 
 
 def attention_mac_op_cycles(steps, lanes, last_lanes=None, *, mac_latency=MAC_LANES_LATENCY,
@@ -179,10 +210,10 @@ def attention_mac_op_cycles(steps, lanes, last_lanes=None, *, mac_latency=MAC_LA
 
 
 def attention_softmax_op_cycles(rows, length):
-    """Exact cycles of a softmax op over ``rows`` rows of ``length`` scores: one
-    :func:`softmax_row_cycles` per row (the rows do not overlap) and
-    :data:`ATTENTION_SOFTMAX_OP_CYCLES`."""
-    return rows * softmax_row_cycles(length) + ATTENTION_SOFTMAX_OP_CYCLES
+    """Exact cycles of a softmax op over ``rows`` rows of ``length`` scores: the rows stream
+    through the unit back to back (the reader's queue keeps its input valid, the writer is
+    always ready), :func:`softmax_rows_cycles`, and :data:`ATTENTION_SOFTMAX_OP_CYCLES`."""
+    return softmax_rows_cycles(rows, length) + ATTENTION_SOFTMAX_OP_CYCLES
 
 
 # =============================================================================================

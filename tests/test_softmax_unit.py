@@ -1,6 +1,9 @@
-"""Integer softmax unit in Amaranth's simulator: a few rows against the golden model, the cycle
-formula, an over-long row, and parameter validation."""
+"""Integer softmax unit in Amaranth's simulator: rows against the golden model (with input gaps,
+output back-pressure and over-long rows, many rows overlapping in the unit), the cycle model
+(a stage-by-stage recurrence, and the closed forms of `gen.cycles` against it), and parameter
+validation."""
 
+import itertools
 import random
 
 import pytest
@@ -8,15 +11,19 @@ import torch
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
+from gen.cycles import softmax_row_cycles, softmax_rows_cycles
 from gen.errors import UserError
 from gen.hw.softmax import EXP2_LUT, IntSoftmax
 from verif.golden_softmax import EXP2_LUT as GOLDEN_LUT
 from verif.golden_softmax import int_softmax
+from verif.test_softmax import stage_model
 
 
 def run_rows(dut, rows, *, seed=0, gaps=0.0, ready_p=1.0):
-    """Stream ``rows`` through ``dut``; return the received rows, per-row start cycles, error."""
-    received, current, starts = [], [], []
+    """Stream ``rows`` through ``dut``; return the received rows, per-row start cycles (first
+    score accepted), error, and per-row end cycles (last probability transferred), cycles
+    counted from the start of the simulation."""
+    received, current, starts, ends = [], [], [], []
     cycle = [0]
     rng = random.Random(seed)
 
@@ -44,6 +51,7 @@ def run_rows(dut, rows, *, seed=0, gaps=0.0, ready_p=1.0):
                 if payload.last:
                     received.append(list(current))
                     current.clear()
+                    ends.append(cycle[0])
             await ctx.tick()
 
     async def counter(ctx):
@@ -65,7 +73,7 @@ def run_rows(dut, rows, *, seed=0, gaps=0.0, ready_p=1.0):
     sim.add_testbench(finish)
     sim.run_until(1e-8 * (200 + 20 * sum(len(r) + 20 for r in rows)))
     assert len(received) == len(rows), f"only {len(received)} of {len(rows)} rows came out"
-    return received, starts, error[0]
+    return received, starts, error[0], ends
 
 
 def test_tables_agree():
@@ -78,26 +86,74 @@ def test_rows_match_golden_with_back_pressure():
     dut = IntSoftmax(20)
     rows = [[rng.randrange(-128, 128) for _ in range(n)] for n in (17, 1, 20, 3)]
     rows += [[-128] * 20, [127] + [-128] * 6]
-    received, _, error = run_rows(dut, rows, seed=1, gaps=0.3, ready_p=0.5)
+    received, _, error, _ = run_rows(dut, rows, seed=1, gaps=0.3, ready_p=0.5)
     for row, got in zip(rows, received):
         assert got == int_softmax(torch.tensor(row)).tolist(), row
     assert error == 0
 
 
-def test_row_cycles_formula():
-    dut = IntSoftmax(8)
-    rows = [[5, -3, 100], [0] * 8, [1], [7, 7]]
-    received, starts, _ = run_rows(dut, rows)
+def test_rows_overlap_under_gaps_back_pressure_and_long_rows():
+    """Many consecutive rows of random lengths 1 .. max_length (and over-long ones) with random
+    input gaps and output back-pressure: every row equals the golden of its first max_length
+    scores, in order."""
+    rng = random.Random(11)
+    n_max = 9
+    rows = []
+    for _ in range(60):
+        n = rng.choice([rng.randint(1, n_max), n_max, 1, rng.randint(n_max + 1, 2 * n_max + 2)])
+        spread = rng.choice([256, 64, 16])
+        top = rng.randrange(-128 + spread - 1, 128)
+        rows.append([rng.randint(top - spread + 1, top) for _ in range(n)])
+    for gaps, ready_p, seed in ((0.3, 0.6, 2), (0.0, 0.4, 3), (0.6, 1.0, 4)):
+        received, _, error, _ = run_rows(IntSoftmax(n_max), rows, seed=seed, gaps=gaps,
+                                         ready_p=ready_p)
+        for index, (row, got) in enumerate(zip(rows, received)):
+            assert got == int_softmax(torch.tensor(row[:n_max])).tolist(), (index, row)
+        assert error == 1
+
+
+def test_row_cycles_follow_the_stage_model():
+    """Rows of mixed lengths (over-long ones too) back to back: every row's last probability
+    leaves when the stage recurrence says."""
+    n_max = 8
+    rng = random.Random(5)
+    lengths = [3, 8, 1, 1, 2, 8, 8, 12, 5, 1, 7, 8, 17, 2]
+    rows = [[rng.randrange(-128, 128) for _ in range(n)] for n in lengths]
+    received, starts, _, ends = run_rows(IntSoftmax(n_max), rows)
+    for row, got in zip(rows, received):
+        assert got == int_softmax(torch.tensor(row[:n_max])).tolist()
+    assert starts[0] == 0
+    assert ends == stage_model(lengths, n_max)
+
+
+@pytest.mark.parametrize("n", [1, 3, 10, 11, 12, 17, 20])
+def test_steady_row_period_and_total(n):
+    """Rows of n scores back to back: one row every softmax_row_cycles(n) cycles, and
+    softmax_rows_cycles(rows, n) from the first score to the cycle after the last probability."""
+    rows_count = 6
+    dut = IntSoftmax(20)
+    rows = [[(7 * k + j) % 256 - 128 for j in range(n)] for k in range(rows_count)]
+    received, starts, _, ends = run_rows(dut, rows)
     for row, got in zip(rows, received):
         assert got == int_softmax(torch.tensor(row)).tolist()
-    for k in range(len(rows) - 1):
-        assert starts[k + 1] - starts[k] == dut.row_cycles(len(rows[k])), k
+    periods = [b - a for a, b in itertools.pairwise(ends)]
+    assert periods == [dut.row_cycles(n)] * (rows_count - 1)
+    assert ends[-1] + 1 - starts[0] == softmax_rows_cycles(rows_count, n)
+
+
+def test_closed_forms_match_the_stage_model():
+    for n in range(1, 80):
+        assert softmax_row_cycles(n) == max(n + 8, 19)
+        for rows in range(1, 30):
+            assert softmax_rows_cycles(rows, n) == stage_model([n] * rows, n)[-1] + 1, (n, rows)
+    assert softmax_rows_cycles(0, 17) == 0
+    assert softmax_row_cycles(17) == 25          # was 3 * 17 + 28 = 79 before rows overlapped
 
 
 def test_long_row_is_truncated_and_flagged():
     dut = IntSoftmax(4)
     rows = [[10, 20, 30, 40, 127, 127], [1, 2]]
-    received, _, error = run_rows(dut, rows)
+    received, _, error, _ = run_rows(dut, rows)
     assert received[0] == int_softmax(torch.tensor(rows[0][:4])).tolist()
     assert received[1] == int_softmax(torch.tensor(rows[1])).tolist()
     assert error == 1
@@ -114,7 +170,7 @@ def test_derived_values():
     Fragment.get(dut, None)         # elaborates
     assert dut.max_length == 17
     assert dut.sum_bits == (17 * 2 ** 15).bit_length()
-    assert dut.row_cycles(17) == 3 * 17 + 28
+    assert dut.row_cycles(17) == 17 + 8
     with pytest.raises(ValueError):
         dut.row_cycles(18)
 

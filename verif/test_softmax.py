@@ -2,9 +2,12 @@
 
 Rows of random lengths 1..max_length (max_length itself, 17 and other lengths that are not
 powers of two), all-equal rows, INT8 extremes, length-1 rows, all streamed back to back with
-random input gaps and random output back-pressure (`verif.streams`, seeded by ``ACCELGEN_SEED``);
-a protocol monitor on the output stream; nothing extra after each batch; the
-cycles per row against `IntSoftmax.row_cycles`; over-long rows (truncated, `error` raised)."""
+random input gaps and random output back-pressure (`verif.streams`, seeded by ``ACCELGEN_SEED``),
+so that up to four rows overlap in the unit; a protocol monitor on the output stream; nothing
+extra after each batch; over-long rows (truncated, `error` raised), alone and mixed into long
+random streams; the cycles: every row's last probability against `stage_model` (the unit's
+stage-by-stage recurrence), and the steady row period and total of rows of one length against
+`gen.cycles.softmax_row_cycles` / `softmax_rows_cycles`."""
 
 import json
 import os
@@ -18,6 +21,33 @@ from verif.streams import (StreamBus, StreamMonitor, StreamSink, StreamSource, l
 
 MAX_LENGTH = 40          # not a power of two: the buffer and its counters end off a boundary
 PERIOD_NS = 10
+
+
+def stage_model(lengths, n_max):
+    """Cycle of each row's last probability (the first score accepted at 0; input always valid,
+    output always ready), stage by stage as ``gen/hw/softmax.py`` hands the rows on.
+
+    Row k is received from ``F_k`` (the cycle after stage A handed row k - 1 on) and waits in
+    ``a_full`` from the cycle after its last score; the sum stage takes it at ``AB_k`` once free
+    (the cycle after it handed row k - 1 on), reads it in the ``n`` cycles after and marks the
+    sum done ``EXP_STAGES + 1`` later; the divider takes it at ``BD_k`` once free and is done
+    ``QUOTIENT_BITS + 1`` later; the emit stage takes it at ``DC_k`` once free (the cycle after
+    row k - 1's last probability) and its last probability leaves ``n + EMIT_LATENCY`` later.
+    An over-long row is received in full and processed as its first ``n_max`` scores.
+    """
+    from gen.hw.softmax import EMIT_LATENCY, EXP_STAGES, QUOTIENT_BITS
+    never = -(1 << 40)
+    ab = bd = dc = out = never
+    ends = []
+    for k, length in enumerate(lengths):
+        n = min(length, n_max)
+        first = 0 if k == 0 else ab + 1
+        ab = max(first + length, bd + 1)
+        bd = max(ab + n + EXP_STAGES + 1, dc + 1)
+        dc = max(bd + QUOTIENT_BITS + 1, out + 1)
+        out = dc + n + EMIT_LATENCY
+        ends.append(out)
+    return ends
 
 
 def params():
@@ -72,6 +102,8 @@ class TB:
         self.rng = seeds.rng(f"softmax tb {seed}")
         self.ready_range = (1.0, 1.0)
         self.starts = []          # cycle of each row's first accepted score
+        self.ends = []            # cycle of each row's last probability transfer
+        self._end_times = []
         start_clock(dut.clk, PERIOD_NS)
         self.source = StreamSource(StreamBus(dut, "i"), dut.clk, rng=self.rng)
         self.sink = StreamSink(StreamBus(dut, "o"), dut.clk, rng=self.rng, on_beat=self._on_beat)
@@ -86,6 +118,7 @@ class TB:
 
     def _on_beat(self, payload, time_ns):
         if payload >> 7:          # a row ends: the next one sees another ready probability
+            self._end_times.append(time_ns)
             self.sink.ready_probability = self.rng.uniform(*self.ready_range)
 
     def monitor(self):
@@ -115,6 +148,7 @@ class TB:
 
     async def run(self, rows, expected_rows=None):
         self.source.accepted_times.clear()
+        self._end_times.clear()
         beats, firsts = [], []
         for row in rows:
             firsts.append(len(beats))
@@ -128,13 +162,15 @@ class TB:
         await self.sink.expect_quiet(8)
         times = self.source.accepted_times
         self.starts = [times[i] // PERIOD_NS for i in firsts]
+        self.ends = [t // PERIOD_NS for t in self._end_times]
         return got
 
 
-def check(rows, got):
+def check(rows, got, n_max=None):
+    """Each received row equals the golden of its row (of its first ``n_max`` scores)."""
     assert len(got) == len(rows)
     for index, (row, out) in enumerate(zip(rows, got)):
-        expected = golden_softmax.int_softmax(torch.tensor(row)).tolist()
+        expected = golden_softmax.int_softmax(torch.tensor(row[:n_max])).tolist()
         assert out == expected, (f"row {index} (n={len(row)}) {row}: got {out}, expected "
                                  f"{expected} ({seeds.describe()})")
 
@@ -163,7 +199,8 @@ async def rows_match_golden_with_gaps_and_back_pressure(dut):
 
 
 @cocotb.test(timeout_time=20, timeout_unit="ms")
-async def cycles_per_row_follow_the_formula(dut):
+async def cycles_follow_the_stage_model(dut):
+    from gen.cycles import softmax_rows_cycles
     from gen.hw.softmax import IntSoftmax
     n_max = params()["max_length"]
     unit = IntSoftmax(n_max)
@@ -171,16 +208,54 @@ async def cycles_per_row_follow_the_formula(dut):
     rng = seeds.rng("softmax rows 3")
     tb = TB(dut, seed=9)
     await tb.reset()
-    lengths = [1, 2, 17, n_max, 3, n_max - 1, 1, 16, n_max]
+    # Mixed lengths (an over-long one too), input always valid, output always ready.
+    lengths = [1, 2, 17, n_max, 3, n_max - 1, 1, 1, 16, n_max + 5, 2, n_max]
     rows = [[rng.randrange(-128, 128) for _ in range(n)] for n in lengths]
-    got = await tb.run(rows)        # input always valid, output always ready
-    check(rows, got)
-    measured = [b - a for a, b in zip(tb.starts, tb.starts[1:])]
-    expected = [unit.row_cycles(n) for n in lengths[:-1]]
-    assert measured == expected, (f"cycles per row {measured}, formula {expected} "
-                                  f"({seeds.describe()})")
-    dut._log.info("cycles per row (n: cycles): %s",
-                  ", ".join(f"{n}: {c}" for n, c in zip(lengths, measured)))
+    got = await tb.run(rows)
+    check(rows, got, n_max)
+    measured = [end - tb.starts[0] for end in tb.ends]
+    assert measured == stage_model(lengths, n_max), (
+        f"last probabilities at {measured}, model {stage_model(lengths, n_max)} "
+        f"({seeds.describe()})")
+    # Rows of one length: one every row_cycles(n), softmax_rows_cycles in all.
+    for n in (17, 5, n_max):
+        rows = [[rng.randrange(-128, 128) for _ in range(n)] for _ in range(8)]
+        got = await tb.run(rows)
+        check(rows, got)
+        periods = [b - a for a, b in zip(tb.ends, tb.ends[1:])]
+        assert periods == [unit.row_cycles(n)] * (len(rows) - 1), (n, periods)
+        total = tb.ends[-1] + 1 - tb.starts[0]
+        assert total == softmax_rows_cycles(len(rows), n), (n, total)
+        dut._log.info("rows of %d scores: one every %d cycles (%d for %d rows)", n,
+                      periods[-1], total, len(rows))
+
+
+@cocotb.test(timeout_time=40, timeout_unit="ms")
+async def long_random_streams_with_overlong_rows(dut):
+    """Many consecutive rows of random lengths 1..max_length and over-long ones, random input
+    gaps and output back-pressure: every row's probabilities equal the golden, in order."""
+    torch.set_num_threads(1)
+    n_max = params()["max_length"]
+    log_seed(dut)
+    rng = seeds.rng("softmax rows 21")
+    tb = TB(dut, seed=13)
+    monitor = tb.monitor()
+    await tb.reset()
+    rows = []
+    for _ in range(400):
+        n = rng.choice([rng.randint(1, n_max), rng.randint(1, n_max), rng.randint(1, 4), n_max,
+                        rng.randint(n_max + 1, 2 * n_max)])
+        spread = rng.choice([256, 64, 16, 4])
+        top = rng.randrange(-128 + spread - 1, 128)
+        rows.append([rng.randint(top - spread + 1, top) for _ in range(n)])
+    for (gap_p, ready_range), part in zip((((0.3, (0.3, 1.0))), (0.0, (0.2, 0.9)),
+                                           (0.6, (0.8, 1.0)), (0.0, (1.0, 1.0))),
+                                          (rows[:100], rows[100:200], rows[200:300],
+                                           rows[300:])):
+        tb.gap_p, tb.ready_range = gap_p, ready_range
+        check(part, await tb.run(part), n_max)
+    assert int(dut.error.value) == 1
+    monitor.check_valid_independent()
 
 
 @cocotb.test(timeout_time=20, timeout_unit="ms")

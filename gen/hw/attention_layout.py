@@ -12,8 +12,9 @@ generated for (shape, block width, or more weight words than a matrix's capacity
 
 The cycle model (:meth:`LayerProgram.cycles`) is exact for every op (checked against the
 simulation by ``verif/test_attention.py``): MAC ops by :func:`gen.cycles.attention_mac_op_cycles`,
-softmax ops by :func:`gen.cycles.attention_softmax_op_cycles` (``softmax_row_cycles`` per row
-plus 8), through the geometry's ``mac_op_cycles`` and ``softmax_op_cycles``.
+softmax ops by :func:`gen.cycles.attention_softmax_op_cycles` (the overlapped rows of
+``softmax_rows_cycles`` plus a constant), through the geometry's ``mac_op_cycles`` and
+``softmax_op_cycles``.
 """
 
 from dataclasses import dataclass, field

@@ -93,8 +93,9 @@ exactly :func:`gen.cycles.attention_mac_op_cycles`, or
 :meth:`AttentionGeometry.mac_op_cycles`). With one requantizer draining one value per cycle, a
 group cannot finish faster than its B outputs: pruning a block below B words (or a head below
 B features) saves no further cycles. A softmax op of R rows of n scores takes
-``R * softmax_row_cycles(n) + 8`` (:func:`gen.cycles.attention_softmax_op_cycles`, or
-:meth:`AttentionGeometry.softmax_op_cycles`).
+``softmax_rows_cycles(R, n)`` (the unit overlaps its rows: ``3 n + 31`` for the first, then a row
+every ``max(n + 8, 19)``) plus ``ATTENTION_SOFTMAX_OP_CYCLES``
+(:func:`gen.cycles.attention_softmax_op_cycles`, or :meth:`AttentionGeometry.softmax_op_cycles`).
 
 Every block RAM output is registered before any logic uses it (ECP5 block RAM's clock-to-output
 is about 6 ns): wmem and amem are banked (512 words per bank) with registered bank outputs
