@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from .hw.attention.control import JOB_START_LATENCY
-from .hw.attention.mac import OPERAND_STAGES, SEQUENCER_START_CYCLES
+from .hw.attention.mac import MIN_GROUP_CYCLES, OPERAND_STAGES, SEQUENCER_START_CYCLES
 from .hw.gemm import OPERAND_READ_LATENCY
 from .hw.mac_lanes import MAC_LANES_LATENCY
 from .hw.multiplier import MULTIPLIER_LATENCY
@@ -131,9 +131,10 @@ def gemm_cycles_closed_form(m, k, n, rows, cols):
 # Verilator's cycle count, verif/test_softmax.py and tests/test_softmax_unit.py the softmax rows.
 
 
-#: The first group of a MAC op lasts at least 2 cycles: its last beat waits one cycle after the
-#: walk starts (the sequencer's pacing counter starts at B - 1).
-ATTENTION_FIRST_GROUP_CYCLES = 2
+#: The first group of a MAC op, and every group, lasts at least MIN_GROUP_CYCLES (3): the next
+#: group's block pointer is read in a group's first cycle and registered (pmem's output) before
+#: the group ends.
+ATTENTION_FIRST_GROUP_CYCLES = MIN_GROUP_CYCLES
 #: The lane drain's registers before a value reaches the requantizer: the copy of the sums into
 #: the shift chain, and the output register.
 ATTENTION_DRAIN_STAGES = 2
@@ -206,7 +207,8 @@ def attention_mac_op_cycles(steps, lanes, last_lanes=None, *, mac_latency=MAC_LA
     # term counts one of them.
     tail = (SEQUENCER_START_CYCLES - 1 + OPERAND_STAGES + mac_latency + max(written, drained) +
             ATTENTION_FINISH_CYCLES)
-    return max(steps[0], ATTENTION_FIRST_GROUP_CYCLES) + sum(max(s, b) for s in steps[1:]) + tail
+    pace = max(b, MIN_GROUP_CYCLES)
+    return max(steps[0], ATTENTION_FIRST_GROUP_CYCLES) + sum(max(s, pace) for s in steps[1:]) + tail
 
 
 def attention_softmax_op_cycles(rows, length):

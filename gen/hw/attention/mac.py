@@ -19,15 +19,18 @@ from .memory import ByteWrite, banked_read_signature
 #: activation table: the table read and its output register.
 ACTIVATION_TABLE_LATENCY = 2
 
-__all__ = ["OPERAND_STAGES", "SEQUENCER_START_CYCLES", "ACTIVATION_TABLE_LATENCY", "Beat", "GroupTag", "ResultTag", "times_constant",
+__all__ = ["OPERAND_STAGES", "SEQUENCER_START_CYCLES", "MIN_GROUP_CYCLES", "ACTIVATION_TABLE_LATENCY", "Beat", "GroupTag", "ResultTag", "times_constant",
            "requant_input_signature", "requant_output_signature",
            "MacSequencer", "MacDatapath", "LaneDrain", "ResultWriter"]
 
 #: Registers from a beat to the MAC structure's operands (see :class:`MacDatapath`).
 OPERAND_STAGES = 7
-#: Cycles from a MAC op's start to its walk: the first pointer's address into a register, then
-#: its read.
-SEQUENCER_START_CYCLES = 2
+#: Cycles from a MAC op's start to its walk: the first pointer's address into a register, its
+#: read, and the read data into a register.
+SEQUENCER_START_CYCLES = 3
+#: Cycles a group lasts at least (and the first group of an op): the next group's pointer is
+#: read in a group's first cycle and is in a register from its third.
+MIN_GROUP_CYCLES = 3
 
 
 def times_constant(value, constant):
@@ -145,7 +148,8 @@ class MacSequencer(wiring.Component):
         o_row = Signal(g.aaddr_bits)             # o_base + i * o_stride
         o_tcol = Signal(g.aaddr_bits)            # o_base + c * B * o_stride (transposed)
         n_base = Signal(g.dim_bits + 1)          # c * B
-        since_last = Signal(bits(b))             # cycles since the last beat of a group, to B
+        pace = max(b, MIN_GROUP_CYCLES)          # a group's cycles at least
+        since_last = Signal(bits(pace))          # cycles since the last beat of a group
         count = Signal(g.count_bits)             # inner-loop length of the current group
         waddr = Signal(g.waddr_bits)             # wmem address of the next beat
         linear = Signal()
@@ -173,10 +177,9 @@ class MacSequencer(wiring.Component):
             last_group.eq(last_block & (i_left == 0)),
         ]
 
-        # Block pointers: the first group's is read at start; the next group's in the first
-        # cycle of the current one. A group lasts at least 2 cycles (B >= 2, and the first
-        # group's last beat waits one cycle), so the pointer is on pmem's read port when the
-        # group ends and is taken into `count` / `waddr` then.
+        # Block pointers: the first group's is read after start; the next group's in the first
+        # cycle of the current one. A group lasts at least MIN_GROUP_CYCLES, so the pointer is
+        # in `ptr_q` when the group ends and is taken into `count` / `waddr` then.
         # The first pointer is read the cycle after start, from `p_lo` (a register: its adder
         # in front of pmem's address was one of the kernel's longest paths).
         start = self.job.desc
@@ -186,11 +189,16 @@ class MacSequencer(wiring.Component):
             self.ptr_rd.addr.eq(Mux(fetch_first, p_lo, p_next)),
             self.ptr_rd.en.eq(fetch_first | (seq_run & group_begins)),
         ]
+        # pmem's output into a register before any logic (its clock-to-output is about 6 ns):
+        # a pointer read in a group's first cycle is in `ptr_q` from its third, which is why a
+        # group lasts at least MIN_GROUP_CYCLES.
+        ptr_q = Signal(g.pointer_layout)
+        m.d.sync += ptr_q.eq(self.ptr_rd.data)
         next_count = Signal(g.count_bits)
         next_waddr = Signal(g.waddr_bits)
         m.d.comb += [
-            next_count.eq(Mux(linear, self.ptr_rd.data.count, d.list_len)),
-            next_waddr.eq(Mux(linear, self.ptr_rd.data.start, d.list_base)),
+            next_count.eq(Mux(linear, ptr_q.count, d.list_len)),
+            next_waddr.eq(Mux(linear, ptr_q.start, d.list_base)),
         ]
 
         # The block after `c_next` and its pointer address, from registers only: whether
@@ -217,7 +225,8 @@ class MacSequencer(wiring.Component):
         # The walk starts two cycles after start (SEQUENCER_START_CYCLES: `p_lo`, then the
         # first pointer's read).
         launch = Signal()
-        m.d.sync += launch.eq(fetch_first)
+        fetch_wait = Signal()
+        m.d.sync += [fetch_wait.eq(fetch_first), launch.eq(fetch_wait)]
         with m.If(self.job.start):
             m.d.sync += [p_lo.eq(start.ptr_base + start.c_lo), c_prelast.eq(start.c_hi - 2),
                          lo_wraps.eq(start.c_lo + 1 == start.c_hi)]
@@ -232,14 +241,15 @@ class MacSequencer(wiring.Component):
                 a_row.eq(d.a_base), b_col.eq(d.b_base + d.c_lo),
                 o_row.eq(d.o_base), o_tcol.eq(d.o_base),
                 n_base.eq(times_constant(d.c_lo, b)),
-                since_last.eq(b - 1), paced.eq(0),
+                # The first group's last beat may come MIN_GROUP_CYCLES after launch.
+                since_last.eq(pace - (MIN_GROUP_CYCLES - 1)), paced.eq(0),
             ]
         with m.Elif(beat):
             with m.If(is_last):
                 m.d.sync += enter_group(next_wraps, Mux(next_wraps, d.c_lo, c_next + 1),
                                         Mux(next_wraps, p_lo, p_next + 1),
                                         Mux(next_wraps, lo_wraps, c_next == c_prelast))
-                m.d.sync += [since_last.eq(1), paced.eq(b == 1), c.eq(c_next)]
+                m.d.sync += [since_last.eq(1), paced.eq(0), c.eq(c_next)]
                 with m.If(last_group):
                     m.d.sync += seq_run.eq(0)
                 with m.Elif(last_block):
@@ -261,7 +271,7 @@ class MacSequencer(wiring.Component):
                 m.d.sync += [left.eq(left - 1), first.eq(0), waddr.eq(waddr + 1),
                              is_last.eq(left == 1)]
         with m.If(~launch & ~(beat & is_last) & ~paced):
-            m.d.sync += [since_last.eq(since_last + 1), paced.eq(since_last == b - 1)]
+            m.d.sync += [since_last.eq(since_last + 1), paced.eq(since_last == pace - 1)]
         m.d.sync += group_begins.eq(launch | (beat & is_last))
 
         m.d.comb += [
@@ -277,7 +287,7 @@ class MacSequencer(wiring.Component):
             self.tags.payload.n_base.eq(n_base),
             self.tags.payload.word.eq(Mux(d.transpose, o_tcol + i_word, o_row + c)),
             self.tags.payload.i_lane.eq(i_lane),
-            self.busy.eq(seq_run | launch | fetch_first),
+            self.busy.eq(seq_run | launch | fetch_first | fetch_wait),
         ]
         return m
 
