@@ -262,6 +262,7 @@ def predicted_engine(dims, lanes, part, keep=1.0):
     ops by the geometry's exact ``mac_op_cycles`` / ``softmax_op_cycles``), without weights.
     """
     from ..cycles import VIT_STEP_OVERHEAD, vit_row_step_cycles
+    from ..hw.vit.engine import PROGRAM_OVERHEAD_CYCLES
     from ..hw.attention.geometry import AttentionGeometry, ceil_div
     dm = _dims(dims)
     if part not in PARTS:
@@ -296,7 +297,7 @@ def predicted_engine(dims, lanes, part, keep=1.0):
             total += mac([t] * (t * (c_hi - c_lo)), (head + 1) * dh, c_hi)
         return total + linear(d, d, t)
 
-    end = 2                                   # entry_cycles' END
+    end = PROGRAM_OVERHEAD_CYCLES             # as EngineImage.entry_cycles
     # Every layer's ops are the same (equal keep): one layer's cycles and beats, L times.
     one_layer = layer_ops()
     layer_beats, beats[0] = beats[0], 0

@@ -58,6 +58,10 @@ KERNEL_LOAD_LATENCY = 2
 UNIT_START_LATENCY = 1
 #: Cycles from a row step's units all idle to the program's next fetch (a register).
 UNITS_IDLE_LATENCY = 1
+#: Cycles a program run spends looking up its entry (the registered tag, then the table).
+ENTRY_LOOKUP_CYCLES = 1
+#: Cycles a program run costs beyond its steps: the entry lookup and the END step's two.
+PROGRAM_OVERHEAD_CYCLES = ENTRY_LOOKUP_CYCLES + 2
 TARGET_PROGRAM, TARGET_ENTRY, TARGET_LN, TARGET_ACT = 4, 5, 6, 7
 
 
@@ -253,6 +257,10 @@ class ViTEngine(wiring.Component):
             m.d.comb += take_image.eq(self.image.valid & (inflight < sh.images_in_flight))
 
         units_busy = Signal()
+        # The message's tag into a register before the entry table (ENTRY_LOOKUP_CYCLES): the
+        # FIFO's block RAM output, the table read and the program counter were one path.
+        entry_tag = Signal(sh.tag_bits)
+        m.d.comb += entry_rd.addr.eq(entry_tag)
         # A register (UNITS_IDLE_LATENCY): the OR of every unit's state was in front of the
         # program counter. Forced while the step's units are being started.
         units_busy_q = Signal()
@@ -263,14 +271,16 @@ class ViTEngine(wiring.Component):
         m.d.comb += kernel.desc.payload.eq(step.desc)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [idle_load.eq(1), entry_rd.addr.eq(self.msg_in.payload.tag)]
+                m.d.comb += idle_load.eq(1)
                 with m.If(self.msg_in.valid & ~self.load.valid):
-                    m.d.sync += [pc.eq(entry_rd.data), self.busy.eq(1)]
-                    m.next = "FETCH"
+                    m.d.sync += [entry_tag.eq(self.msg_in.payload.tag), self.busy.eq(1)]
+                    m.next = "ENTRY"
                 with m.Elif(take_image & ~self.load.valid):
-                    m.d.comb += entry_rd.addr.eq(0)
-                    m.d.sync += [pc.eq(entry_rd.data), self.busy.eq(1)]
-                    m.next = "FETCH"
+                    m.d.sync += [entry_tag.eq(0), self.busy.eq(1)]
+                    m.next = "ENTRY"
+            with m.State("ENTRY"):
+                m.d.sync += pc.eq(entry_rd.data)
+                m.next = "FETCH"
             with m.State("FETCH"):
                 m.next = "DECODE"
             with m.State("DECODE"):

@@ -17,8 +17,9 @@ from ...errors import UserError
 from ..attention.geometry import MATRICES, TARGET_AMEM, AttentionGeometry, ceil_div
 from ..attention_layout import (BlockSparse, layer_program, linear_op, matrix_loads,
                                 pack_activation_words, pack_fields)
-from .engine import (STEP_DESC, STEP_END, STEP_IMAGE, STEP_RECEIVE, STEP_RESULT, STEP_SEND,
-                     TARGET_ACT, TARGET_ENTRY, TARGET_LN, TARGET_PROGRAM, EngineShape, Step)
+from .engine import (PROGRAM_OVERHEAD_CYCLES, STEP_DESC, STEP_END, STEP_IMAGE, STEP_RECEIVE,
+                     STEP_RESULT, STEP_SEND, TARGET_ACT, TARGET_ENTRY, TARGET_LN, TARGET_PROGRAM,
+                     EngineShape, Step)
 from .layernorm import LN_MULTIPLIERS, LnParams
 from .residual import RESIDUAL_MULTIPLIERS_PER_LANE, ResidualParams
 
@@ -353,9 +354,10 @@ class EngineImage:
                                    local=bool(st.get("local", 0)))
 
     def entry_cycles(self, design, tag, geometry):
-        """Model cycles of one run of ``entry[tag]`` (a half-layer), END included."""
+        """Model cycles of one run of ``entry[tag]`` (a half-layer), END and the entry lookup
+        included."""
         return sum(self.step_cycles(design, pc, geometry)
-                   for pc in self.entry_steps(tag)) + 2
+                   for pc in self.entry_steps(tag)) + PROGRAM_OVERHEAD_CYCLES
 
     def lane_products(self, tag):
         """Lane products the MAC ops of ``entry[tag]`` issue (B per beat)."""
