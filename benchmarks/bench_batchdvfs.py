@@ -48,7 +48,8 @@ TRACES = {
                                                (40, 0.40))], 60.0),
 }
 RATES = {"moderate 2000 req/s": 2000.0, "heavy 5000 req/s": 5000.0}
-CONTROLLERS = ("batchdvfs", "bobd", "freq_b1", "freq_bmax", "clipper", "oracle")
+CONTROLLERS = ("batchdvfs", "batchdvfs_paper", "bobd", "freq_b1", "freq_bmax", "clipper",
+               "oracle")
 
 
 def main():
@@ -61,9 +62,11 @@ def main():
     idle, peak = device.idle_power_w, float(device.table()[1].max())
     print("BatchDVFS benchmark -- MEASURED ON THE MODEL DEVICE (power: "
           f"{device.power_label}; see docs/runtime.md)")
-    print(f"design: default 8x8 @ 25..125 MHz (17 PLL levels), network digits_vit, control "
-          f"period 0.1 s, latency target 20 ms, power-reading noise "
-          f"{100 * DEVICE_CONSTANTS['noise_rel']:g} %")
+    levels = device.levels
+    print(f"design: default 8x8, {len(levels)} levels {levels[0]:g} .. {levels[-1]:g} MHz "
+          f"(every VCO / n of the {device.vco_mhz:g} MHz VCO in that range, a clock select's "
+          f"outputs), network digits_vit, control period 0.1 s, latency target 20 ms, "
+          f"power-reading noise {100 * DEVICE_CONSTANTS['noise_rel']:g} %")
     print(f"power range: idle {idle:.4f} W .. peak {peak:.4f} W; caps = idle + x (peak - idle)")
     for trace_name, (fractions, duration) in TRACES.items():
         points = [(t, round(idle + x * (peak - idle), 4)) for t, x in fractions]

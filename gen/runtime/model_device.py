@@ -3,9 +3,12 @@
 Throughput is the project's exact cycle model, checked against Verilator per batch
 (``verif/test_batch_cycles.py``); power is the toggle-activity model of
 :mod:`gen.runtime.power_model`, whose activity is measured in Verilator but whose per-toggle
-energies are assumptions, so its powers stay labelled WHAT-IF. Frequency levels are clocks the
-ECP5 PLL makes exactly from the board oscillator; switching them at run time (issue 11 point 2)
-is not built yet, so this device switches instantly apart from a what-if relock pause.
+energies are assumptions, so its powers stay labelled WHAT-IF. Frequency levels are clocks a
+run-time clock select can switch among (:mod:`gen.hw.clock_select`, docs/clocking.md): output
+dividers ``VCO / n`` of the one VCO the design's PLL runs (:func:`design_pll`), at most the
+design's clock; a level change pauses the engine for the switch (``relock_s``, a few cycles).
+(The hardware switches two levels today, one DCSC; the model device allows any number of such
+outputs, a what-if of cascaded selects.)
 
 Throughput
     A batch of ``b`` inputs is the network's (:mod:`gen.workloads`) jobs of :func:`batch_jobs`:
@@ -38,13 +41,16 @@ from ..errors import UserError
 from .device import Device, PeriodReport
 
 __all__ = ["ModelDevice", "DEVICE_CONSTANTS", "default_levels_mhz", "check_levels",
-           "batch_layers", "batch_jobs"]
+           "design_pll", "batch_layers", "batch_jobs"]
 
 #: The device's own constants (not the power model's): both what-ifs, chosen before any
 #: controller ran.
 DEVICE_CONSTANTS = {
     "noise_rel": 0.01,          # relative standard deviation of a power reading
-    "relock_s": 0.001,          # PLL relock pause on a level change, idle at the new level
+    # Pause on a level change, idle at the new level. The clock select (a DCSC, no PLL relock)
+    # holds the clock low until the new clock's first falling edge after its enable: under two
+    # periods of the slower clock (docs/clocking.md), 80 ns at 25 MHz; rounded up to 1 us.
+    "relock_s": 1e-6,
 }
 #: The engine's largest matrix dimension (gen/hw/gemm.py: 16-bit dimension registers).
 MAX_DIM = (1 << 16) - 1
@@ -52,35 +58,87 @@ MAX_DIM = (1 << 16) - 1
 MAX_BATCH = 255
 
 
-def default_levels_mhz(design_mhz, oscillator_mhz=25.0):
-    """Levels from the oscillator's frequency up to the design's clock, in oscillator/4 steps
-    (25 .. 125 MHz in 6.25 MHz steps for the default design)."""
-    step = oscillator_mhz / 4
-    count = int(math.floor(design_mhz / step + 1e-9))
-    return tuple(step * i for i in range(4, count + 1))
+#: How near a ``levels_mhz`` entry must be to a divider of the VCO (the clocks are printed to
+#: 6 decimals, well within it; as ``gen.design.LEVEL_TOLERANCE_PPM``).
+LEVEL_TOLERANCE_PPM = 1.0
 
 
-def check_levels(levels_mhz, oscillator_mhz, design_mhz, where="levels_mhz"):
-    """The levels sorted, each one a clock the PLL makes exactly and at most the design's clock
-    (its timing was closed there); a clear error otherwise."""
-    from ..hw.pll import nearest_clocks, plan_pll
+def design_pll(config, board=None):
+    """The PLL settings the design runs (as :func:`gen.design.prepare_design` plans them: the
+    accelerator clock, the host link's clock where it is a PLL output, the clock levels where
+    the config has them). Its VCO is the one every run-time level must divide."""
+    from ..boards import get_board
+    from ..design import plan_clock_levels, plan_host_link
+    from ..hw.pll import plan_pll
+    board = board or get_board(config.board)
+    pll = plan_host_link(board, plan_pll(board.oscillator_mhz, config.clock_mhz),
+                         config.host.baud).pll
+    if config.clock_levels_mhz is not None:
+        pll = plan_clock_levels(pll, config.clock_levels_mhz)
+    return pll
+
+
+def _vco_outputs(vco_mhz, design_mhz):
+    """``{exact MHz: n}`` for every output divider ``VCO / n`` the ECP5 PLL makes (n = 1 ..
+    128, the output within its range) at most ``design_mhz``, fastest first."""
+    from fractions import Fraction
+    from ..hw.pll import OUT_MHZ, OUTPUT_DIV_MAX
+    vco = Fraction(vco_mhz).limit_denominator(10 ** 6)
+    top = Fraction(design_mhz).limit_denominator(10 ** 6)
+    out = {}
+    for n in range(1, OUTPUT_DIV_MAX + 1):
+        mhz = vco / n
+        if OUT_MHZ[0] <= mhz <= OUT_MHZ[1] and mhz <= top:
+            out[mhz] = n
+    return out
+
+
+def default_levels_mhz(vco_mhz, design_mhz, oscillator_mhz=25.0):
+    """The default levels: every output ``VCO / n`` (:func:`_vco_outputs`) from the
+    oscillator's frequency up to the design's clock, lowest first. For the default design's
+    750 MHz VCO: n = 30 .. 6, 25 levels, 25, 25.862069, 26.785714, ... 93.75, 107.142857 and
+    125 MHz (the earlier oscillator/4 grid kept only the 8 of them it shares, 25, 31.25, 37.5,
+    50, 62.5, 75, 93.75 and 125; those are a subset, ``levels_mhz`` gives them)."""
+    from fractions import Fraction
+    low = Fraction(oscillator_mhz).limit_denominator(10 ** 6)
+    return tuple(sorted(float(mhz) for mhz in _vco_outputs(vco_mhz, design_mhz) if mhz >= low))
+
+
+def _mhz(value):
+    return f"{float(value):.6f}".rstrip("0").rstrip(".")
+
+
+def check_levels(levels_mhz, vco_mhz, design_mhz, where="levels_mhz"):
+    """The levels sorted, each one an output divider ``VCO / n`` of the design's VCO (what a
+    run-time clock select can switch to without a PLL relock, docs/clocking.md) within
+    :data:`LEVEL_TOLERANCE_PPM`, and at most the design's clock (its timing was closed
+    there); a one-line UserError naming ``where`` and the nearest levels otherwise."""
+    from fractions import Fraction
+    if isinstance(levels_mhz, (str, bytes)) or not hasattr(levels_mhz, "__iter__"):
+        raise UserError(f"{where}: {levels_mhz!r} must be a list of frequencies in MHz")
+    levels_mhz = list(levels_mhz)
     if not levels_mhz:
         raise UserError(f"{where}: needs at least one frequency level")
+    outputs = _vco_outputs(vco_mhz, design_mhz)
     out = []
     for mhz in levels_mhz:
         if isinstance(mhz, bool) or not isinstance(mhz, (int, float)) or not math.isfinite(mhz):
             raise UserError(f"{where}: {mhz!r} is not a frequency in MHz")
         mhz = float(mhz)
-        if mhz > design_mhz + 1e-9:
+        if mhz > design_mhz * (1 + LEVEL_TOLERANCE_PPM * 1e-6):
             raise UserError(f"{where}: {mhz:g} MHz is above the design's clock "
-                            f"({design_mhz:g} MHz, where its timing was closed)")
-        try:
-            plan_pll(oscillator_mhz, mhz, tolerance_ppm=0.001)
-        except UserError:
-            near = " or ".join(f"{x:g}" for x in nearest_clocks(oscillator_mhz, mhz))
-            raise UserError(f"{where}: the ECP5 PLL cannot make {mhz:g} MHz exactly from the "
-                            f"{oscillator_mhz:g} MHz oscillator; nearest: {near} MHz") from None
-        out.append(mhz)
+                            f"({design_mhz:g} MHz, where its timing was closed); use levels "
+                            f"at most {design_mhz:g} MHz")
+        near = min(outputs, key=lambda x: abs(float(x) - mhz))
+        if abs(float(near) - mhz) > abs(mhz) * LEVEL_TOLERANCE_PPM * 1e-6:
+            below = max((x for x in outputs if x <= mhz), default=None)
+            above = min((x for x in outputs if x > mhz), default=None)
+            nearest = " or ".join(f"{_mhz(x)} (/{outputs[x]})" for x in (below, above)
+                                  if x is not None)
+            raise UserError(f"{where}: the clock select cannot make {mhz:g} MHz: a level must "
+                            f"be an output divider of the design's {vco_mhz:g} MHz VCO (VCO / n, "
+                            f"n = 1 .. 128, at most {design_mhz:g} MHz); nearest: {nearest} MHz")
+        out.append(float(near))
     if len(set(out)) != len(out):
         raise UserError(f"{where}: a frequency level is given twice")
     return tuple(sorted(out))
@@ -168,10 +226,14 @@ class ModelDevice(Device):
                             f"and use the config it writes")
         self.config = config
         self.rows, self.cols = config.array.rows, config.array.cols
-        oscillator = get_board(config.board).oscillator_mhz
-        self.design_mhz = float(config.clock_mhz)
-        self._levels = (default_levels_mhz(self.design_mhz, oscillator) if levels_mhz is None
-                        else check_levels(levels_mhz, oscillator, self.design_mhz))
+        board = get_board(config.board)
+        oscillator = board.oscillator_mhz
+        self.pll = design_pll(config, board)
+        self.vco_mhz = float(self.pll.vco_mhz)
+        self.design_mhz = float(self.pll.output_mhz)
+        self._levels = (default_levels_mhz(self.vco_mhz, self.design_mhz, oscillator)
+                        if levels_mhz is None
+                        else check_levels(levels_mhz, self.vco_mhz, self.design_mhz))
         if not self._levels:
             raise UserError(f"{config.source}: clock_mhz {self.design_mhz:g} is below the "
                             f"lowest default level ({oscillator:g} MHz); give levels_mhz")
