@@ -29,14 +29,14 @@ from gen.vit.design import prepare_vit_design  # noqa: E402
 from gen.yamlfile import read_yaml            # noqa: E402
 
 
-def critical_path(log_text, clock_hint="pll"):
-    """The lines of nextpnr's critical-path report for the clock whose name contains
-    ``clock_hint`` (the last such report in the log: the post-route one)."""
+def critical_path(log_text, clock_net="$glbnet$clk"):
+    """The lines of nextpnr's critical-path report for the clock net ``clock_net`` (the
+    accelerator's ``sync`` clock; the last such report in the log: the post-route one)."""
     blocks = re.split(r"\nInfo: Critical path report for clock '", log_text)
     chosen = None
     for block in blocks[1:]:
         name = block.split("'", 1)[0]
-        if clock_hint in name:
+        if name == clock_net:
             chosen = block
     if chosen is None:
         return []
@@ -44,6 +44,8 @@ def critical_path(log_text, clock_hint="pll"):
     for line in chosen.splitlines()[1:]:
         if not line.startswith("Info:") or "Critical path report" in line:
             break
+        if "Defined in" in line or "/share/" in line or not line[5:].strip():
+            continue
         lines.append(line[5:].rstrip())
     return lines
 
