@@ -395,10 +395,8 @@ def plan_clock_levels(pll, levels_mhz, where="clock_levels_mhz"):
     A level no such output makes within `LEVEL_TOLERANCE_PPM` is one UserError line naming
     ``where`` and the nearest levels the PLL makes.
 
-    Not `gen.runtime.model_device.check_levels`: it asks whether some PLL setting makes a
-    level as its CLKOP (a relock), which refuses most levels a clock select can switch to
-    (68.181818 = 750 / 11 beside the default design's 125 MHz, for one): a clock select
-    switches among outputs of the VCO that runs."""
+    `gen.runtime.model_device.check_levels` applies the same rule (VCO / n) to the model
+    device's levels."""
     makeable = level_settings(pll.input_mhz, pll)
     mhz = levels_mhz[1]
     near = min(makeable, key=lambda level: abs(level - Fraction(mhz)))

@@ -121,6 +121,24 @@ def test_the_oracle_is_the_best_feasible_point(cap):
     assert device.thr[level, batch - 1] == best
 
 
+def test_batchdvfs_hold_band_is_relative_to_the_idle_power():
+    """The adaptation: the band's low edge is idle + 0.8 (cap - idle); the paper's literal
+    0.8 cap (band="total") holds at a point far below the cap when the idle power is large."""
+    device = TableDevice()                                            # idle 1.0
+    adapted, paper = BatchDVFS(), BatchDVFS(band="total")
+    for controller in (adapted, paper):
+        controller.start(device, 2.5, 0.05)
+    assert adapted.band_low(2.5) == pytest.approx(1.0 + 0.8 * 1.5)
+    assert paper.band_low(2.5) == pytest.approx(2.0) and paper.name == "batchdvfs_paper"
+    cap = device.pw[2, 0] / 0.81          # the start (level 2, batch 1) is in the paper's band only
+    held = drive(BatchDVFS(band="total"), device, cap, periods=6)
+    moved = drive(BatchDVFS(), TableDevice(), cap, periods=6)
+    assert {(lv, b) for lv, b, _ in held[1:]} == {(2, 1)}             # holds where it starts
+    assert len({(lv, b) for lv, b, _ in moved}) > 1
+    with pytest.raises(UserError, match="band"):
+        BatchDVFS(band="gpu")
+
+
 def test_bobd_stays_within_its_budget_and_is_deterministic():
     def run(seed):
         device = TableDevice()
@@ -129,11 +147,12 @@ def test_bobd_stays_within_its_budget_and_is_deterministic():
         return controller, history
 
     a, history_a = run(3)
-    b, history_b = run(3)
+    _, history_b = run(3)
     assert history_a == history_b                                    # same seed, same probes
-    assert a.probes_per_job == [12]
+    probes = a.probes_per_job[0]
+    assert len(a.probes_per_job) == 1 and 1 <= probes <= 12
     assert len(a.opt.yi) <= 50
-    assert len(set(history_a[12:])) == 1                             # settled after 12
+    assert len(set(history_a[probes:])) == 1                         # settled after its probes
     level, batch, power = history_a[-1]
     assert power <= 4.0
     device = TableDevice()
@@ -143,13 +162,57 @@ def test_bobd_stays_within_its_budget_and_is_deterministic():
 
 
 def test_bobd_settles_when_a_low_cap_spends_its_tells():
-    """Under a cap only the lowest point meets, most asks are told a penalty unprobed; when
-    the 50 tells run out before the 20 probes, BOBD settles instead of failing."""
+    """Under a cap only the lowest point meets, BOBD settles on a point within the cap."""
     device = TableDevice(levels=tuple(float(f) for f in range(10, 42, 2)), max_batch=16)
     cap = float(device.pw.min()) * 1.01
     history = drive(BOBD(seed=3), device, cap=cap, periods=40)
     assert history[-1][:2] == history[-2][:2]                 # settled
     assert history[-1][2] <= cap
+
+
+def drive_caps(controller, device, caps, periods):
+    """``drive`` over a cap trace: ``caps`` is a list of (first period, cap)."""
+    def cap_at(i):
+        return [c for start, c in caps if start <= i][-1]
+    level, batch = controller.start(device, cap_at(0), 0.05)
+    history = []
+    for i in range(periods):
+        device.set_level(level)
+        device.set_batch(batch)
+        report = device.run_period(1.0)
+        history.append((level, batch, report.power_w, cap_at(i)))
+        level, batch = controller.step(report, cap_at(i + 1))
+    return history
+
+
+def test_bobd_warm_starts_within_a_lower_cap():
+    """After a cap step down, the new job's first probe is a point that meets the new cap (the
+    earlier job's readings, the power model), and it settles near the new best in few probes."""
+    device = TableDevice(levels=tuple(float(f) for f in range(10, 42, 2)), max_batch=8)
+    controller = BOBD(seed=1)
+    history = drive_caps(controller, device, [(0, 5.0), (25, 4.0)], periods=50)
+    level, batch, power, cap = history[25]                          # the first period at 4.0
+    assert cap == 4.0 and power <= 4.0
+    assert sum(p > c for _, _, p, c in history) <= 2                 # probes above the cap
+    assert len(controller.probes_per_job) == 2 and max(controller.probes_per_job) <= 20
+    level, batch, power, _ = history[-1]
+    best = device.thr[device.pw <= 4.0].max()
+    assert power <= 4.0 and device.thr[level, batch - 1] >= 0.9 * best
+
+
+def test_bobd_judges_the_cap_at_full_load():
+    """A reading at part load says little about the power when the queue fills: a point read
+    only at part load meets the cap only through the power model's full-load prediction."""
+    device = TableDevice()
+    controller = BOBD(seed=0)
+    controller.start(device, 3.0, 0.05)
+    part = PeriodReport(0.0, 1.0, 10, 0.3, 1, 0.01, 2.0, 2.0, 3, 8)   # busy 30 %: 2.0 W
+    controller.step(part, 3.0)
+    assert controller._full((3, 8)) == (None, 0)
+    assert not controller._meets((3, 8), 3.0, 0.01)                  # no model yet
+    full = PeriodReport(0.0, 1.0, 10, 1.0, 1, 0.01, 2.0, 2.0, 0, 1)
+    controller.step(full, 3.0)
+    assert controller._full((0, 1)) == (2.0, 1) and controller._meets((0, 1), 3.0, 0.01)
 
 
 # -- the model device -----------------------------------------------------------------------------
@@ -169,8 +232,8 @@ def test_model_device_table(model):
     assert model.idle_power_w < pw.min()
     with pytest.raises(UserError, match="largest batch that fits is 7"):
         model.set_batch(8)
-    with pytest.raises(UserError, match="frequency level 17 does not exist"):
-        model.set_level(17)
+    with pytest.raises(UserError, match="frequency level 25 does not exist"):
+        model.set_level(25)
 
 
 def test_model_device_batches_are_its_jobs(model):
@@ -191,10 +254,50 @@ def test_model_device_batches_are_its_jobs(model):
 
 def test_levels_the_pll_cannot_make_are_refused():
     from gen.runtime.model_device import ModelDevice
-    with pytest.raises(UserError, match="cannot make 33 MHz exactly.*nearest"):
+    with pytest.raises(UserError, match=r"levels_mhz: the clock select cannot make 33 MHz: .*"
+                                        r"output divider of the design's 750 MHz VCO.*nearest: "
+                                        r"32.608696 \(/23\) or 34.090909 \(/22\) MHz"):
         ModelDevice(levels_mhz=[25, 33])
     with pytest.raises(UserError, match="above the design's clock"):
         ModelDevice(levels_mhz=[150])
+
+
+def test_default_levels_are_the_dividers_of_the_one_vco(model):
+    """Every default level is VCO / n of the design's PLL (what a clock select can switch to
+    without a relock), from the oscillator's 25 MHz to the design's 125 MHz."""
+    from gen.runtime.model_device import check_levels, design_pll
+    assert model.vco_mhz == 750.0 == design_pll(model.config).vco_mhz
+    assert model.levels == tuple(750 / n for n in range(30, 5, -1))
+    grid = (25, 31.25, 37.5, 50, 62.5, 75, 93.75, 125)          # the old 6.25 MHz grid's share
+    assert set(grid) <= set(model.levels)
+    assert check_levels(list(grid), 750.0, 125.0) == tuple(map(float, grid))
+    assert check_levels([68.181818], 750.0, 125.0) == (750 / 11,)   # as `gen check` prints it
+    for bad in (43.75, 118.75, 56.25):                          # old grid levels, no divider
+        with pytest.raises(UserError, match="cannot make"):
+            check_levels([25, bad], 750.0, 125.0)
+    with pytest.raises(UserError, match="given twice"):
+        check_levels([25, 25.0], 750.0, 125.0)
+
+
+_DIVIDERS = {750 / n for n in range(6, 129)}                      # 125 .. 5.86 MHz
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.integers(1, 140).map(lambda n: 750 / n),
+                          st.floats(0.5, 200, allow_nan=False),
+                          st.integers(1, 200)), min_size=1, max_size=6))
+def test_levels_are_refused_or_accepted_by_the_divider_rule(levels):
+    from gen.runtime.model_device import check_levels
+    makeable = all(any(abs(mhz - d) <= mhz * 1e-6 for d in _DIVIDERS) for mhz in levels)
+    try:
+        got = check_levels(levels, 750.0, 125.0)
+    except UserError as exc:
+        message = str(exc)
+        assert "\n" not in message and message.startswith("levels_mhz: ")
+        assert not makeable or "given twice" in message
+        return
+    assert makeable and len(got) == len(levels) and list(got) == sorted(got)
+    assert all(mhz == 750 / round(750 / mhz) for mhz in got)       # stored exactly VCO / n
 
 
 # -- cap traces --------------------------------------------------------------------------------------

@@ -5,15 +5,20 @@ and, every control period, the report of the last period (a power reading, what 
 Each returns the ``(level, batch)`` for the next period. All are deterministic for a seed.
 
 * :class:`BatchDVFS` (Nabavinejad et al., TPDS 2022, as in its public code): hold while the
-  reading is within [0.8 cap, cap]; below, binary-search the batch upward and, at the largest
-  batch, raise the level one step; above, search downward and, at batch 1, lower the level.
+  reading is within the hold band; below, binary-search the batch upward and, at the largest
+  batch, raise the level one step; above the cap, search downward and, at batch 1, lower the
+  level. The paper's band is [0.8 cap, cap]; this project's default (an adaptation, see the
+  class) is [idle + 0.8 (cap - idle), cap], because static power dominates an ECP5 and 0.8 cap
+  lies below the idle power; ``band="total"`` (``batchdvfs_paper``) runs the paper's.
 * :class:`BOBD`: Bayesian optimisation over (level, batch) with scikit-optimize's ``Optimizer``
-  (Gaussian process, ask / tell), throughput as the objective and the power reading as a
-  constraint (a penalty); at most ``evaluations`` probes (one control period each) per job, a job
-  starting when the cap changes (or when a reading after settling exceeds the cap); then it
-  holds the best feasible point it saw.
+  (its Gaussian process and expected improvement), throughput as the objective and the power
+  as a constraint (a Gaussian-process power model, probability of meeting the cap, margins from
+  the reading noise); at most ``evaluations`` probes (one control period each) per job, a job
+  starting when the cap changes (or when readings after settling exceed the cap), warm-started
+  from the earlier jobs' readings; then it holds the best point known to meet the cap.
 * :class:`FreqOnly`: frequency scaling alone at a fixed batch (1, or the largest): one level up
-  below 0.8 cap, one down above the cap (the paper's DVFS baseline).
+  below the hold band (BatchDVFS's, same ``band`` choice), one down above the cap (the paper's
+  DVFS baseline).
 * :class:`ClipperAIMD`: Clipper's additive-increase / multiplicative-decrease batching, +4 while
   the batch latency meets the target, -10 % when it does not; the level stays where it is (the
   design's clock); it also backs off when the reading is above the cap.
@@ -117,11 +122,17 @@ class BatchDVFS(Controller):
 
 
 class FreqOnly(Controller):
-    """Frequency scaling alone at a fixed batch: ``batch`` is 1 or ``"max"``."""
+    """Frequency scaling alone at a fixed batch: ``batch`` is 1 or ``"max"``. One level up
+    below the hold band's low edge, one down above the cap; the band as :class:`BatchDVFS`'s
+    (``band="dynamic"``: ``idle + hold_low (cap - idle)``; ``"total"``: ``hold_low x cap``,
+    the paper's), so that the baseline is not held back by a band BatchDVFS no longer uses."""
 
-    def __init__(self, batch=1, hold_low=0.8):
-        self.fixed, self.hold_low = batch, hold_low
-        self.name = "freq_b1" if batch == 1 else f"freq_b{batch}"
+    def __init__(self, batch=1, hold_low=0.8, band="dynamic"):
+        if band not in ("dynamic", "total"):
+            raise UserError(f"freq: band {band!r} must be 'dynamic' or 'total'")
+        self.fixed, self.hold_low, self.band = batch, hold_low, band
+        self.name = ("freq_b1" if batch == 1 else f"freq_b{batch}") + \
+            ("_paper" if band == "total" else "")
 
     def first(self):
         self.batch = self.max_batch if self.fixed == "max" else min(int(self.fixed),
@@ -131,7 +142,12 @@ class FreqOnly(Controller):
 
     def step(self, report, cap_w):
         power = report.power_read_w
-        if power < self.hold_low * cap_w:
+        if self.band == "total":
+            low = self.hold_low * cap_w
+        else:
+            idle = min(self.device.idle_power_w, cap_w)
+            low = idle + self.hold_low * (cap_w - idle)
+        if power < low:
             self.level = min(self.level + 1, self.levels - 1)
         elif power > cap_w:
             self.level = max(self.level - 1, 0)
@@ -184,49 +200,55 @@ class Oracle(Controller):
 
 class BOBD(Controller):
     """Bayesian optimisation of (level, batch) with scikit-optimize: an ``Optimizer`` with its
-    Gaussian process (Matern 5/2, fitted noise) is told ``-log(throughput)``, plus a penalty
-    where a point is not known to meet the cap, for every point probed; the throughput is the
+    Gaussian process (Matern 5/2 on the normalised space, fitted noise, length scales at least
+    ``min_length``) is told ``-log(throughput)`` of every point probed; the throughput is the
     period's requests per busy second (what the setting serves with a full queue), so a light
-    load does not flatten the objective. This project's additions to plain BO, all for a cap
-    that noisy readings must not break:
+    load does not flatten the objective. The power is the constraint. This project's additions
+    to plain BO, all for a cap that noisy readings must not break:
 
-    * **Meeting the cap, by the reading noise**: a point meets the cap when the mean ``m`` of
-      its last ``window`` readings is ``m <= cap (1 - z sigma / sqrt(n))`` (``n`` readings), or
-      when its mean is within the cap and the power model below puts its mean plus ``z``
-      standard deviations within the cap. ``sigma`` is the relative reading noise, estimated
-      from repeated readings at the same point once they give 10 degrees of freedom
-      (``noise_rel`` until then).
+    * **Meeting the cap, by the reading noise, at full load**: a point meets the cap when the
+      mean ``m`` of its last ``window`` full-load readings (busy fraction >= ``full_load``) is
+      ``m <= cap (1 - z sigma / sqrt(n))``, or when no reading puts it above the cap and the
+      power model below puts its full-load mean plus ``z`` standard deviations within the cap.
+      ``sigma`` is the relative reading noise, estimated from repeated full-load readings at
+      the same point once they give 10 degrees of freedom (``noise_rel`` until then).
     * **A constraint model**: a Gaussian process of the power readings (scikit-learn's; a
-      linear plus a Matern kernel over level MHz and batch, each point's mean with the noise of
-      a mean of ``n`` readings).
+      linear plus a Matern kernel over level MHz, batch, busy fraction and busy fraction x MHz;
+      per point, its full-load and its part-load readings each as a mean with the noise of a
+      mean), predicted at full load: a point read only under a light load is not taken for
+      safe when the queue fills.
     * **Constrained acquisition**: after ``initial`` Latin-hypercube points (the first job only),
       the next probe is, of the whole (level, batch) grid, the point with the largest expected
-      improvement (``skopt.acquisition.gaussian_ei`` on the Optimizer's fitted GP) among those
-      not probed or told yet, that the power model does not place above the cap, that are not
-      at or above (in level and batch) a point read above the cap (power grows with both) and
-      not at or below one that meets it (it would serve less). A job ends when no point is
-      left or the largest expected improvement is below ``min_ei`` (converged), at
+      improvement (``skopt.acquisition.gaussian_ei`` on the Optimizer's fitted GP, over the best
+      point that meets the cap) times the power model's probability of meeting the cap, among
+      the points not probed or told yet whose predicted power plus ``explore_z`` standard
+      deviations is within the cap, that are not at or above (in level and batch) a point read
+      above the cap (power grows with both) and not at or below one that meets it (it would
+      serve less). A job ends when no point is left or the largest value is below ``min_ei``
+      (converged; the first job probes at least ``cold_probes`` while points are left), at
       ``evaluations`` probes, or at 50 tells.
-    * **Warm start**: readings are kept across jobs (the device and its load are the same; the
-      cap changed), told to a new job's optimizer against the new cap (at most ``warm_tells``,
-      those nearest it), and a new job's first probe is the point the Optimizer's GP rates
-      best among those the power model places within the cap by ``z`` standard deviations
-      and those known to meet it.
+    * **Warm start**: readings are kept across jobs (the device is the same; the cap changed),
+      told to a new job's optimizer (at most ``warm_tells``, those nearest the new cap in
+      power), and a new job's first probe is the point the Optimizer's GP rates best among
+      those known to meet the new cap and those the power model places within it by ``z``
+      standard deviations.
     * **Holding**: BOBD then holds the best point that meets the cap; each reading joins that
       point's mean, and a held point that stops meeting the cap gives way to the next best;
-      two readings in a row more than ``2 sigma`` above the cap (the load changed) start a new
-      job, and so does every cap change.
+      two readings in a row more than ``2 sigma`` above the cap (the load changed) clear the
+      readings and start a new job, and so does every cap change.
     """
 
     name = "bobd"
 
     def __init__(self, evaluations=20, initial=4, seed=0, noise_rel=0.01, z=1.5, window=20,
-                 warm_tells=25, min_ei=0.005, full_load=0.95, explore_z=1.0):
+                 warm_tells=25, min_ei=0.005, full_load=0.95, explore_z=1.0, min_length=0.2,
+                 cold_probes=8):
         if not 1 <= evaluations <= 50:
             raise UserError(f"bobd: evaluations {evaluations} must be 1 .. 50 per job")
         self.evaluations, self.initial, self.seed = evaluations, initial, seed
         self.noise_rel, self.z, self.window, self.warm_tells = noise_rel, z, window, warm_tells
         self.min_ei, self.full_load, self.explore_z = min_ei, full_load, explore_z
+        self.min_length, self.cold_probes = min_length, cold_probes
 
     def first(self):
         self.jobs = 0
@@ -289,8 +311,12 @@ class BOBD(Controller):
         return max(safe)[1] if safe else None
 
     def _x(self, key, busy=1.0):
+        """The power model's inputs: level MHz and batch (scaled to their largest), the busy
+        fraction, and busy fraction x MHz (switching power is activity times frequency, so
+        the part-load readings extrapolate to full load along it)."""
         levels = self.device.levels
-        return (levels[key[0]] / max(levels[-1], 1e-9), key[1] / self.max_batch, busy)
+        f = levels[key[0]] / max(levels[-1], 1e-9)
+        return (f, key[1] / self.max_batch, busy, busy * f)
 
     def _power_model(self):
         """The constraint model (class docstring), or None with fewer than three points read;
@@ -320,7 +346,7 @@ class BOBD(Controller):
         sigma = self._sigma()
         alpha = np.array([(sigma * pw / scale) ** 2 / n for _, pw, n in rows])
         kernel = (ConstantKernel(1e-2, (1e-6, 1e1)) * DotProduct(1.0, (1e-2, 1e2)) +
-                  ConstantKernel(1e-3, (1e-7, 1e1)) * Matern([0.5, 0.5, 0.5], (0.05, 10),
+                  ConstantKernel(1e-3, (1e-7, 1e1)) * Matern([0.5] * 4, (0.05, 10),
                                                              nu=2.5))
         gp = GaussianProcessRegressor(kernel, alpha=alpha, random_state=self.seed)
         with warnings.catch_warnings():
@@ -342,15 +368,22 @@ class BOBD(Controller):
     def _new_job(self, cap_w):
         from skopt import Optimizer
         from skopt.space import Integer
-        from skopt.utils import cook_estimator
         self.job_cap = cap_w
         self.jobs += 1
         dims = [Integer(0, self.levels - 1, name="level"),
                 Integer(1, self.max_batch, name="batch")]
         warm = bool(self.readings)
         state = self.seed + 7919 * self.jobs
-        # One hyperparameter fit per tell (skopt's default GP makes three).
-        estimator = cook_estimator("GP", space=dims, random_state=state, n_restarts_optimizer=0)
+        # skopt's default GP (a constant times Matern 5/2 on the normalised space, fitted
+        # noise), with length scales at least ``min_length`` of the range: on a few points of
+        # a small grid the default bound (0.01) lets it fit a nearest-neighbour surface whose
+        # expected improvement is zero everywhere; one hyperparameter fit per tell, not three.
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern
+        from skopt.learning import GaussianProcessRegressor
+        kernel = ConstantKernel(1.0, (0.01, 1000.0)) * Matern(
+            [1.0, 1.0], [(self.min_length, 100.0)] * 2, nu=2.5)
+        estimator = GaussianProcessRegressor(kernel=kernel, normalize_y=True, noise="gaussian",
+                                             n_restarts_optimizer=0, random_state=state)
         self.opt = Optimizer(dims, base_estimator=estimator, acq_func="EI",
                              acq_optimizer="sampling", acq_optimizer_kwargs={"n_points": 500},
                              n_initial_points=1 if warm else min(self.initial,
@@ -435,7 +468,10 @@ class BOBD(Controller):
             mean, std = self._predict(candidates)
             ei = ei * norm.cdf((cap_w - mean) / np.maximum(std, 1e-12))
         best = int(np.argmax(ei))
-        return candidates[best] if ei[best] >= self.min_ei else None
+        # A cold job's GP on a handful of points may see no improvement anywhere (it has not
+        # yet seen one of the dimensions matter): it probes at least ``cold_probes``.
+        cold = self.jobs == 1 and self.probes < self.cold_probes
+        return candidates[best] if ei[best] >= self.min_ei or cold else None
 
     def _settle(self, cap_w, exclude=()):
         best = self._best(cap_w, exclude)
@@ -484,6 +520,7 @@ CONTROLLERS = {
     "batchdvfs_paper": lambda seed: BatchDVFS(band="total"),
     "bobd": lambda seed: BOBD(seed=seed),
     "freq_b1": lambda seed: FreqOnly(1),
+    "freq_b1_paper": lambda seed: FreqOnly(1, band="total"),
     "freq_bmax": lambda seed: FreqOnly("max"),
     "clipper": lambda seed: ClipperAIMD(),
     "oracle": lambda seed: Oracle(),

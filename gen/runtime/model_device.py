@@ -33,6 +33,7 @@ Power (WHAT-IF energies, measured activity)
 """
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -81,7 +82,6 @@ def design_pll(config, board=None):
 def _vco_outputs(vco_mhz, design_mhz):
     """``{exact MHz: n}`` for every output divider ``VCO / n`` the ECP5 PLL makes (n = 1 ..
     128, the output within its range) at most ``design_mhz``, fastest first."""
-    from fractions import Fraction
     from ..hw.pll import OUT_MHZ, OUTPUT_DIV_MAX
     vco = Fraction(vco_mhz).limit_denominator(10 ** 6)
     top = Fraction(design_mhz).limit_denominator(10 ** 6)
@@ -99,7 +99,6 @@ def default_levels_mhz(vco_mhz, design_mhz, oscillator_mhz=25.0):
     750 MHz VCO: n = 30 .. 6, 25 levels, 25, 25.862069, 26.785714, ... 93.75, 107.142857 and
     125 MHz (the earlier oscillator/4 grid kept only the 8 of them it shares, 25, 31.25, 37.5,
     50, 62.5, 75, 93.75 and 125; those are a subset, ``levels_mhz`` gives them)."""
-    from fractions import Fraction
     low = Fraction(oscillator_mhz).limit_denominator(10 ** 6)
     return tuple(sorted(float(mhz) for mhz in _vco_outputs(vco_mhz, design_mhz) if mhz >= low))
 
@@ -113,7 +112,6 @@ def check_levels(levels_mhz, vco_mhz, design_mhz, where="levels_mhz"):
     run-time clock select can switch to without a PLL relock, docs/clocking.md) within
     :data:`LEVEL_TOLERANCE_PPM`, and at most the design's clock (its timing was closed
     there); a one-line UserError naming ``where`` and the nearest levels otherwise."""
-    from fractions import Fraction
     if isinstance(levels_mhz, (str, bytes)) or not hasattr(levels_mhz, "__iter__"):
         raise UserError(f"{where}: {levels_mhz!r} must be a list of frequencies in MHz")
     levels_mhz = list(levels_mhz)

@@ -99,7 +99,11 @@ class RowPacker(wiring.Component):
         closes = last_lane | last_col
         take = Signal()
         m.d.comb += [
-            self.i.ready.eq(active & (~closes | ~out_full | self.o.ready)),
+            # Not `| self.o.ready`: the output's ready would then reach the input's in the
+            # same cycle (routed 94.7 MHz: the kernel's write queue level through both
+            # packers into the LayerNorm queue). A word closes every `b` elements, by when
+            # the last one has long gone, so this costs a cycle only under back-pressure.
+            self.i.ready.eq(active & (~closes | ~out_full)),
             take.eq(self.i.valid & self.i.ready),
             self.o.valid.eq(out_full),
             self.o.payload.target.eq(TARGET_AMEM),
