@@ -68,6 +68,16 @@ def built_design(say):
     if report is None:
         say("  not built yet: run python -m gen build --config gen/configs/vit-digits.yaml")
         return None
+    # The folder is named by config, model and generator version, not by the Verilog: a
+    # report of an older generator's RTL is shown as such.
+    import tempfile
+    from gen.artifacts import build_fingerprint
+    with tempfile.TemporaryDirectory() as tmp:
+        current = build_fingerprint(build.generate(tmp, progress=lambda message: None))
+    if report.get("fingerprint") != current:
+        say("  STALE: this report is of an older generator's Verilog (today's differs); its "
+            "figures are not today's design: rebuild with python -m gen build --config "
+            "gen/configs/vit-digits.yaml --seed 2")
     fmax = report["fmax_by_domain"]["sync"]["achieved_mhz"]
     say(f"  Fmax accelerator clock {fmax:.1f} MHz (target {report['target_clock_mhz']:g}, "
         f"timing {'met' if report['timing_met'] else 'FAILED'}), host clock "

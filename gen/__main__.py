@@ -121,7 +121,7 @@ def cmd_build(args):
     import shutil
     from flows.ecp5 import run_flow
     from flows.report import make_report, write_report
-    from .artifacts import build_lock, sha256_file
+    from .artifacts import build_fingerprint, build_lock, sha256_file
     start = time.monotonic()
     _check_out(args)
     design = _design(args)
@@ -131,7 +131,7 @@ def cmd_build(args):
     # One build of a design at a time: a second waits, then finds the first one's result.
     with build_lock(folder, progress=_log):
         design.generate(args.out, progress=_log)
-        fingerprint = _fingerprint(folder)
+        fingerprint = build_fingerprint(folder)
         if not args.force:
             cached = _cached_report(folder, args.seed, fingerprint)
             if cached:
@@ -160,14 +160,6 @@ def cmd_build(args):
         write_report(report, folder)
     _log(f"[report] {folder / 'report.json'} ({time.monotonic() - start:.0f}s in all)")
     return _verdict(report)
-
-
-def _fingerprint(folder):
-    """Hash of what the build is made from: the generated Verilog and the manifest (clocks,
-    host link, layouts), so that a changed generator invalidates an old build."""
-    from .rtl import digest
-    return digest(*(path.read_bytes() for path in
-                    sorted(folder.glob("*.v")) + [folder / "manifest.json"]))
 
 
 #: Keys a report must have to be shown as a finished build.
@@ -260,9 +252,11 @@ def cmd_run_gemm(args):
 def cmd_program(args):
     """Load the design's bitstream onto the board with openFPGALoader (SRAM, or flash)."""
     import subprocess
+    from .artifacts import build_fingerprint
     design = _design(args)
     folder = design.folder(args.out)
-    report = _cached_report(folder, args.seed, _fingerprint(folder)) if folder.is_dir() else None
+    report = (_cached_report(folder, args.seed, build_fingerprint(folder)) if folder.is_dir()
+              else None)
     if report is None:
         raise UserError(f"{design.config.name}: no intact build with seed {args.seed} in "
                         f"{folder}; run `python -m gen build` with the same options first")

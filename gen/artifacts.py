@@ -88,3 +88,13 @@ def check_writable_folder(path, what="--out"):
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{what}: cannot write to {existing} (permission denied)")
     return path
+
+
+def build_fingerprint(folder):
+    """Hash of what a build is made from: the generated Verilog and the manifest (clocks,
+    host link, layouts) in ``folder``, so that a changed generator invalidates an old build
+    (a report keeps it as ``fingerprint``)."""
+    from .rtl import digest
+    folder = Path(folder)
+    return digest(*(path.read_bytes() for path in
+                    sorted(folder.glob("*.v")) + [folder / "manifest.json"]))
