@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from .hw.attention.control import JOB_START_LATENCY
+from .hw.attention.memory import BANKED_READ_LATENCY
 from .hw.attention.mac import MIN_GROUP_CYCLES, OPERAND_STAGES, SEQUENCER_START_CYCLES
 from .hw.gemm import OPERAND_READ_LATENCY
 from .hw.mac_lanes import MAC_LANES_LATENCY
@@ -143,7 +144,7 @@ ATTENTION_DRAIN_STAGES = 2
 ATTENTION_FINISH_CYCLES = JOB_START_LATENCY + 3
 #: A softmax op beyond its rows' :func:`softmax_rows_cycles`: accept, the registered start,
 #: first read, last write and the idle detection.
-ATTENTION_SOFTMAX_OP_CYCLES = JOB_START_LATENCY + 8
+ATTENTION_SOFTMAX_OP_CYCLES = JOB_START_LATENCY + 6 + BANKED_READ_LATENCY
 
 
 def softmax_row_cycles(n):

@@ -13,7 +13,7 @@ from ..mac_lanes import ACC_BITS, MAC_LANES_LATENCY, MacLanes
 from ..requant import RequantParams
 from .control import job_signature
 from .geometry import OP_LINEAR, as_geometry, bits, ceil_div
-from .memory import ByteWrite, banked_read_signature
+from .memory import BANKED_READ_LATENCY, ByteWrite, banked_read_signature
 
 #: Extra cycles from a requantized value to its amem write when the geometry has an
 #: activation table: the table read and its output register.
@@ -23,8 +23,9 @@ __all__ = ["OPERAND_STAGES", "SEQUENCER_START_CYCLES", "MIN_GROUP_CYCLES", "ACTI
            "requant_input_signature", "requant_output_signature",
            "MacSequencer", "MacDatapath", "LaneDrain", "ResultWriter"]
 
-#: Registers from a beat to the MAC structure's operands (see :class:`MacDatapath`).
-OPERAND_STAGES = 7
+#: Registers from a beat to the MAC structure's operands (see :class:`MacDatapath`): the wmem
+#: read, the word, the amem addresses, the amem reads and the operands.
+OPERAND_STAGES = 2 * BANKED_READ_LATENCY + 3
 #: Cycles from a MAC op's start to its walk: the first pointer's address into a register, its
 #: read, and the read data into a register.
 SEQUENCER_START_CYCLES = 3
@@ -296,10 +297,9 @@ class MacDatapath(wiring.Component):
     """Beats in, sums out: the operand pipeline and the MAC lanes.
 
     The pipeline has :data:`OPERAND_STAGES` registers from a beat to the MAC structure's
-    operands: 1 wmem read, 1b its banks' outputs registered, 2 the word registered, 2b the
-    amem addresses registered (broadcast row + ``k // B`` for port A, per-lane row
-    ``offset(k) + c`` for port B), 3 amem reads, 4 their banks' outputs registered, 5 lane
-    select -> MAC operands.
+    operands: the wmem read (:data:`BANKED_READ_LATENCY` cycles), the word registered, the amem
+    addresses registered (broadcast row + ``k // B`` for port A, per-lane row ``offset(k) + c``
+    for port B), the amem reads (:data:`BANKED_READ_LATENCY`), and lane select -> MAC operands.
 
     Parameters
     ----------
@@ -338,43 +338,54 @@ class MacDatapath(wiring.Component):
 
         beat = self.beats.payload
         flags = data.StructLayout({"valid": 1, "first": 1, "last": 1, "zero": 1})
-        st1, st1b, st2, st2b, st3, st4, st5 = (Signal(flags, name=f"st{n}")
-                                               for n in ("1", "1b", "2", "2b", "3", "4", "5"))
-        st1_a_row, st1b_a_row, st2_a_row = (Signal(g.aaddr_bits, name=f"st{n}_a_row")
-                                            for n in ("1", "1b", "2"))
-        st1_b_col, st1b_b_col, st2_b_col = (Signal(g.aaddr_bits, name=f"st{n}_b_col")
-                                            for n in ("1", "1b", "2"))
+        now = Signal(flags)
+        m.d.comb += [now.valid.eq(self.beats.valid), now.first.eq(beat.first),
+                     now.last.eq(beat.last), now.zero.eq(beat.zero)]
+
+        def delayed(value, shape, name, reset_less=False):
+            # `value` BANKED_READ_LATENCY cycles later: beside a read in flight.
+            for k in range(BANKED_READ_LATENCY):
+                reg = Signal(shape, name=f"{name}_{k + 1}", reset_less=reset_less)
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        # The wmem read; the beat's flags and operand rows travel beside it.
+        m.d.comb += self.wmem_rd.addr.eq(beat.waddr)
+        at_wmem = delayed(now, flags, "st_w")
+        at_wmem_a_row = delayed(beat.a_row, g.aaddr_bits, "st_w_a_row")
+        at_wmem_b_col = delayed(beat.b_col, g.aaddr_bits, "st_w_b_col")
+        # Stage 2: the word registered; stage 2b: the amem addresses registered (their adders
+        # in front of the banks' address multiplexers were among the kernel's longest paths).
+        st2, st2b, st5 = (Signal(flags, name=f"st{n}") for n in ("2", "2b", "5"))
+        st2_a_row = Signal(g.aaddr_bits)
+        st2_b_col = Signal(g.aaddr_bits)
         st2_word = Signal(g.word_bits)
-        st2_lane, st2b_lane, st3_lane, st4_lane = (Signal(g.lane_bits, name=f"st{n}_lane")
-                                                   for n in ("2", "2b", "3", "4"))
+        st2_lane, st2b_lane = (Signal(g.lane_bits, name=f"st{n}_lane") for n in ("2", "2b"))
         # Data registers need no reset (the flags say what is valid).
-        st2_value, st2b_value, st3_value, st4_value = (
-            Signal(8 * b, name=f"st{n}_value", reset_less=True) for n in ("2", "2b", "3", "4"))
-        # The amem addresses are registers (stage 2b): their adders in front of the banks'
-        # address multiplexers were among the kernel's longest paths.
+        st2_value, st2b_value = (Signal(8 * b, name=f"st{n}_value", reset_less=True)
+                                 for n in ("2", "2b"))
         addr_a = Signal(g.aaddr_bits)
         addr_b = Signal(g.aaddr_bits)
-        m.d.comb += self.wmem_rd.addr.eq(beat.waddr)
         m.d.sync += [
-            st1.valid.eq(self.beats.valid), st1.first.eq(beat.first), st1.last.eq(beat.last),
-            st1.zero.eq(beat.zero), st1_a_row.eq(beat.a_row), st1_b_col.eq(beat.b_col),
-            st1b.eq(st1), st1b_a_row.eq(st1_a_row), st1b_b_col.eq(st1_b_col),
-            st2.eq(st1b), st2_a_row.eq(st1b_a_row), st2_b_col.eq(st1b_b_col),
+            st2.eq(at_wmem), st2_a_row.eq(at_wmem_a_row), st2_b_col.eq(at_wmem_b_col),
             st2_word.eq(self.wmem_rd.data.word), st2_lane.eq(self.wmem_rd.data.lane),
             st2_value.eq(self.wmem_rd.data.value),
             st2b.eq(st2), st2b_lane.eq(st2_lane), st2b_value.eq(st2_value),
             addr_a.eq(st2_a_row + st2_word),
             addr_b.eq(st2_b_col + st2_value[:g.aaddr_bits]),
-            st3.eq(st2b), st3_lane.eq(st2b_lane), st3_value.eq(st2b_value),
-            st4.eq(st3), st4_lane.eq(st3_lane), st4_value.eq(st3_value),
-            st5.eq(st4),
         ]
+        # The amem reads, with the lane and the weight word beside them.
+        at_amem = delayed(st2b, flags, "st_a")
+        at_amem_lane = delayed(st2b_lane, g.lane_bits, "st_a_lane")
+        at_amem_value = delayed(st2b_value, 8 * b, "st_a_value", reset_less=True)
+        m.d.sync += st5.eq(at_amem)
         m.d.comb += [self.amem_rd.addr.eq(addr_a), self.amem_rd1.addr.eq(addr_b)]
         x_reg = Signal(signed(8), reset_less=True)
         w_reg = Signal(8 * b, reset_less=True)
         m.d.sync += [
-            x_reg.eq(Mux(st4.zero, 0, self.amem_rd.data.word_select(st4_lane, 8))),
-            w_reg.eq(Mux(self.job.running.op == OP_LINEAR, st4_value, self.amem_rd1.data)),
+            x_reg.eq(Mux(at_amem.zero, 0, self.amem_rd.data.word_select(at_amem_lane, 8))),
+            w_reg.eq(Mux(self.job.running.op == OP_LINEAR, at_amem_value, self.amem_rd1.data)),
         ]
         m.d.comb += [
             mac.valid.eq(st5.valid), mac.first.eq(st5.first), mac.last.eq(st5.last),

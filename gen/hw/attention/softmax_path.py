@@ -17,7 +17,7 @@ __all__ = ["SoftmaxReader", "SoftmaxWriter"]
 class SoftmaxReader(wiring.Component):
     """Streams the S rows of a softmax op out of amem, score by score.
 
-    Reads go through amem's 2-cycle port into a queue in front of the softmax unit; a read is
+    Reads go through amem's port (:data:`BANKED_READ_LATENCY` cycles) into a queue in front of the softmax unit; a read is
     issued only when the queue has room for it and for the reads in flight, so the queue never
     overflows while the unit holds back its input (between rows).
 
