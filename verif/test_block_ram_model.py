@@ -9,6 +9,10 @@ what was written, ``OPERAND_READ_LATENCY`` cycles after its address.
 
 `gen.hw.accelerator.ParamBuffer` the same way: two DP16KD in the 36-bit mode per buffer, read
 ahead (random addresses, a random output enable) against the plain RTL and the written data.
+
+`gen.hw.attention.memory.BlockRamBank` (the attention kernel's wmem and amem banks) the same
+way: 36-bit mode blocks with byte enables or one enable, random writes beside random reads of
+other words (a read of the word being written has no defined result on the block RAM).
 """
 
 import json
@@ -233,3 +237,138 @@ def test_dp16kd_wide_model_against_generator():
                {"param_depths": PARAM_DEPTHS}, sources=[source, MODEL],
                build_args=["-Wno-MULTIDRIVEN"],
                testcase="dp16kd_wide_model_equals_rtl_param_buffer")
+
+
+#: The attention kernel's banks (`gen.hw.attention.memory.BlockRamBank`): (word bits,
+#: granularity, depth): amem's 8 byte lanes with byte enables, and a weight-word-like word.
+KERNEL_BANKS = [(64, 8, 512), (53, None, 300)]
+BANK_ADDR_BITS = 9
+
+
+@cocotb.test(timeout_time=50, timeout_unit="ms")
+async def dp16kd_model_equals_rtl_kernel_bank(dut):
+    """BlockRamBank: 36-bit mode DP16KD blocks (byte enables or one enable) against the plain
+    RTL and the written data, random writes beside random reads of other words."""
+    from verif.streams import log_seed, start_clock
+    rng = seeds.rng("dp16kd kernel bank")
+    log_seed(dut)
+    start_clock(dut.clk, READ_NS)
+    dut.rst.value = 1
+    dut.we.value = 0
+    for _ in range(3):
+        await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    contents = [[0] * depth for _, _, depth in KERNEL_BANKS]
+    widths = [w for w, _, _ in KERNEL_BANKS]
+    pipeline = [None, None]
+    checked = 0
+    for step in range(4000):
+        await FallingEdge(dut.clk)
+        got_bram = _unpack_widths(dut.rd_bram.value.to_unsigned(), widths)
+        got_rtl = _unpack_widths(dut.rd_rtl.value.to_unsigned(), widths)
+        assert got_bram == got_rtl, f"step {step}: DP16KD model {got_bram}, plain RTL {got_rtl}"
+        expected = pipeline.pop(0)
+        if expected is not None:
+            assert got_bram == expected, f"step {step}: read {got_bram}, expected {expected}"
+            checked += 1
+        wa, wd, we, ra = 0, 0, 0, 0
+        reads, offset, en_offset = [], 0, 0
+        for i, (width, granularity, depth) in enumerate(KERNEL_BANKS):
+            enables = width // 8 if granularity else 1
+            write_addr = rng.randrange(depth)
+            data = rng.getrandbits(width)
+            en = rng.getrandbits(enables) if rng.random() < 0.5 else 0
+            # Never the word being written: that read has no defined result on the block RAM.
+            read_addr = rng.choice([a for a in range(depth) if not (en and a == write_addr)])
+            reads.append(contents[i][read_addr])
+            if en:
+                mask = 0
+                for lane in range(enables):
+                    if en >> lane & 1:
+                        mask |= ((1 << (granularity or width)) - 1) << (lane * (granularity or 0))
+                contents[i][write_addr] = (contents[i][write_addr] & ~mask) | (data & mask)
+            wa |= write_addr << (BANK_ADDR_BITS * i)
+            ra |= read_addr << (BANK_ADDR_BITS * i)
+            wd |= data << offset
+            we |= en << en_offset
+            offset += width
+            en_offset += enables
+        pipeline.append(reads)
+        dut.wa.value, dut.wd.value, dut.we.value, dut.ra.value = wa, wd, we, ra
+    dut._log.info(f"{checked} reads checked against the written data")
+
+
+def _unpack_widths(word, widths):
+    values = []
+    for width in widths:
+        values.append(word & ((1 << width) - 1))
+        word >>= width
+    return values
+
+
+def _kernel_banks():
+    """Each of KERNEL_BANKS twice: on the ECP5 platform (DP16KD instances) and as plain RTL."""
+    from amaranth.hdl import Elaboratable, Fragment, Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from gen.boards import get_board
+    from gen.hw.attention.memory import BlockRamBank
+
+    ecp5 = get_board("ulx3s-85f").platform_class()()
+    total = sum(w for w, _, _ in KERNEL_BANKS)
+    enables = sum(w // 8 if g else 1 for w, g, _ in KERNEL_BANKS)
+
+    class OnPlatform(Elaboratable):
+        def __init__(self, inner, platform):
+            self.inner, self.platform = inner, platform
+
+        def elaborate(self, platform):
+            return Fragment.get(self.inner, self.platform)
+
+    class Banks(wiring.Component):
+        wa: In(BANK_ADDR_BITS * len(KERNEL_BANKS))
+        wd: In(total)
+        we: In(enables)
+        ra: In(BANK_ADDR_BITS * len(KERNEL_BANKS))
+        rd_bram: Out(total)
+        rd_rtl: Out(total)
+
+        def elaborate(self, platform):
+            m = Module()
+            offset = en_offset = 0
+            for i, (width, granularity, depth) in enumerate(KERNEL_BANKS):
+                bits = slice(offset, offset + width)
+                count = width // 8 if granularity else 1
+                addr = slice(BANK_ADDR_BITS * i, BANK_ADDR_BITS * (i + 1))
+                for name, target in (("bram", ecp5), ("rtl", None)):
+                    bank = BlockRamBank(width, depth, granularity=granularity)
+                    assert bank.uses_block_ram_instances
+                    m.submodules[f"{name}_{i}"] = OnPlatform(bank, target)
+                    m.d.comb += [
+                        bank.wr.addr.eq(self.wa[addr]), bank.wr.data.eq(self.wd[bits]),
+                        bank.wr.en.eq(self.we[en_offset:en_offset + count]),
+                        bank.rd.addr.eq(self.ra[addr]),
+                        getattr(self, f"rd_{name}")[bits].eq(bank.rd.data),
+                    ]
+                offset += width
+                en_offset += count
+            return m
+
+    return Banks()
+
+
+def test_dp16kd_model_against_kernel_bank():
+    from amaranth.back import verilog
+
+    from verif.sim import SIM_BUILD, run_cocotb
+
+    text = verilog.convert(_kernel_banks(), name="kernel_bank", emit_src=False)
+    # 64 bits with byte enables: 2 blocks of 4 bytes; 53 bits: 2 blocks of 36.
+    assert text.count("DP16KD ") == 2 + 2, text.count("DP16KD ")
+    source = SIM_BUILD / "kernel_bank-rtl" / "kernel_bank.v"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    if not source.exists() or source.read_text() != text:
+        source.write_text(text)
+    run_cocotb(None, "kernel_bank", "verif.test_block_ram_model", {}, sources=[source, MODEL],
+               build_args=["-Wno-MULTIDRIVEN"], testcase="dp16kd_model_equals_rtl_kernel_bank")

@@ -3,20 +3,26 @@ its port arbitration, and shaped views of FIFO streams."""
 
 import operator
 
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Shape, Signal, Value
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..accelerator import BRAM_MIN_BITS
 from .geometry import bits, ceil_div
 
-__all__ = ["QUEUE_DEPTH", "BANKED_READ_LATENCY", "ByteWrite", "banked_read_signature",
-           "shaped_stream", "BankedMemory", "ActivationMemory"]
+__all__ = ["QUEUE_DEPTH", "BANKED_READ_LATENCY", "BLOCK_RAM_BANK_WORDS", "ByteWrite",
+           "banked_read_signature", "shaped_stream", "BlockRamBank", "BankedMemory",
+           "ActivationMemory"]
 
 #: Entries of the queues in front of the softmax unit and of the host's read results.
 QUEUE_DEPTH = 8
 #: Cycles from a read address of a :class:`BankedMemory` to its data: the block RAM's read,
-#: a register next to it, a register in front of the bank multiplexer.
+#: its output register, a register in front of the bank multiplexer.
 BANKED_READ_LATENCY = 3
+
+
+#: Words of one :class:`BlockRamBank` at most: a DP16KD in its 36-bit (pseudo dual-port) mode.
+BLOCK_RAM_BANK_WORDS = 512
 
 
 class ByteWrite(data.StructLayout):
@@ -46,16 +52,140 @@ def shaped_stream(port, layout):
     return view
 
 
+class BlockRamBank(wiring.Component):
+    """A simple dual-port memory of up to :data:`BLOCK_RAM_BANK_WORDS` words read through its
+    output register: ``rd.data`` shows the word at ``rd.addr`` 2 cycles later (it reads every
+    cycle); ``wr`` writes at the clock edge.
+
+    On ECP5 (from ``BRAM_MIN_BITS`` bits) it is DP16KD instances in the 36-bit mode, port A
+    writing and port B reading with ``REGMODE_B = "OUTREG"`` (as
+    :class:`~gen.hw.accelerator.ParamBuffer`): the fabric sees the output register's
+    clock-to-output, not the array's 5.83 ns, and no logic sits behind the block RAM. An
+    inferred memory would have both costs: yosys maps no output register, and it emulates
+    Amaranth's "old word on a read during a write to it" with a register and a multiplexer
+    behind the block RAM (the DP16KD's cross-port collision is undefined); that multiplexer,
+    tied to the write side, pulled the first register away from its block RAM (routed 3.9 to
+    4.9 ns: the ViT design's critical paths at 92 - 99 MHz).
+
+    So a read of a word in the cycle it is written has no defined result here. Everywhere but
+    on ECP5 the bank is an inferred memory and a register that returns **all ones** for such a
+    read: a pessimistic stand-in for the block RAM, so that the bit-exact simulations would
+    show any such read that reaches a result.
+
+    Parameters
+    ----------
+    shape : shape-like
+    depth : int
+        Words, 1 .. :data:`BLOCK_RAM_BANK_WORDS`.
+    granularity : 8 or None
+        Bits per write enable (None: one enable for the word).
+
+    Members
+    -------
+    wr : ``In(memory.WritePort.Signature(...))``
+    rd : ``Out(banked_read_signature(...))``
+    """
+
+    #: Cycles from ``rd.addr`` to ``rd.data``: the block RAM's read and its output register.
+    READ_LATENCY = 2
+
+    def __init__(self, shape, depth, *, granularity=None):
+        self._shape = shape
+        self._depth = operator.index(depth)
+        if not 1 <= self._depth <= BLOCK_RAM_BANK_WORDS:
+            raise ValueError(f"depth {depth} must be 1 .. {BLOCK_RAM_BANK_WORDS}")
+        self._width = Shape.cast(shape).width
+        if granularity not in (None, 8) or (granularity and self._width % 8):
+            raise ValueError(f"granularity {granularity!r} must be None or 8 (and divide the "
+                             f"{self._width}-bit word)")
+        self._granularity = granularity
+        addr_bits = bits(self._depth - 1)
+        super().__init__({
+            "wr": In(memory.WritePort.Signature(addr_width=addr_bits, shape=shape,
+                                                granularity=granularity)),
+            "rd": Out(banked_read_signature(addr_bits, shape)),
+        })
+
+    @property
+    def uses_block_ram_instances(self):
+        """Whether, on ECP5, the bank is DP16KD instances rather than an inferred memory."""
+        return self._width * self._depth >= BRAM_MIN_BITS
+
+    def elaborate(self, platform):
+        m = Module()
+        wr_data, rd_data = Value.cast(self.wr.data), Value.cast(self.rd.data)
+        ecp5 = platform is not None and getattr(platform, "family", None) == "ecp5"
+        if ecp5 and self.uses_block_ram_instances:
+            self._block_rams(m, wr_data, rd_data)
+            return m
+        mem = memory.Memory(shape=self._width, depth=self._depth, init=[])
+        m.submodules.memory = mem
+        write_port = mem.write_port(granularity=self._granularity)
+        read_port = mem.read_port()
+        collision = Signal()
+        out = Signal(self._width, reset_less=True)
+        m.d.comb += [
+            write_port.addr.eq(self.wr.addr), write_port.data.eq(wr_data),
+            write_port.en.eq(self.wr.en), read_port.addr.eq(self.rd.addr),
+            rd_data.eq(out),
+        ]
+        m.d.sync += [
+            collision.eq(self.wr.en.any() & (self.wr.addr == self.rd.addr)),
+            out.eq(Mux(collision, Const((1 << self._width) - 1, self._width), read_port.data)),
+        ]
+        return m
+
+    def _block_rams(self, m, wr_data, rd_data):
+        # 36-bit mode (share/lattice/brams_map_16kd.v): data {DIB, DIA} / {DOB, DOA}, word
+        # address AD[13:5], write byte enables ADA[3:0] of 9 bits each. With byte enables a
+        # block holds 4 bytes, byte j in bits 9j .. 9j + 7; else 36 bits of the word.
+        per_block = 32 if self._granularity else 36
+        for block in range(ceil_div(self._width, per_block)):
+            ports = {}
+            for k in range(14):
+                a = k - 5
+                if 0 <= a < len(self.wr.addr):
+                    ports[f"i_ADA{k}"] = self.wr.addr[a]
+                elif k < 4:
+                    byte = 4 * block + k
+                    ports[f"i_ADA{k}"] = ((self.wr.en[byte] if byte < len(self.wr.en) else 0)
+                                          if self._granularity else self.wr.en[0])
+                else:
+                    ports[f"i_ADA{k}"] = 0
+                ports[f"i_ADB{k}"] = self.rd.addr[a] if 0 <= a < len(self.rd.addr) else 0
+            for k in range(36):
+                if self._granularity:
+                    bit = 32 * block + 8 * (k // 9) + k % 9 if k % 9 < 8 else None
+                else:
+                    bit = 36 * block + k
+                pin = f"A{k}" if k < 18 else f"B{k - 18}"
+                used = bit is not None and bit < self._width
+                ports[f"i_DI{pin}"] = wr_data[bit] if used else 0
+                if used:
+                    ports[f"o_DO{pin}"] = rd_data[bit]
+            for k in range(3):
+                ports[f"i_CSA{k}"] = ports[f"i_CSB{k}"] = Const(0, 1)
+            m.submodules[f"bram_{block}"] = Instance(
+                "DP16KD",
+                p_DATA_WIDTH_A=36, p_DATA_WIDTH_B=36,
+                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
+                i_CLKA=ClockSignal("sync"), i_CEA=Const(1, 1), i_OCEA=Const(0, 1),
+                i_WEA=Const(1, 1), i_RSTA=Const(0, 1),
+                i_CLKB=ClockSignal("sync"), i_CEB=Const(1, 1), i_OCEB=Const(1, 1),
+                i_WEB=Const(0, 1), i_RSTB=Const(0, 1),
+                **ports)
+
+
 class BankedMemory(wiring.Component):
     """A memory cut into banks of at most ``bank_words`` words, read with
     :data:`BANKED_READ_LATENCY` (3) cycles of latency.
 
-    A deep memory becomes a column of block RAMs whose outputs yosys joins with a multiplexer
-    right behind their slow clock-to-output (5.83 ns on ECP5: yosys maps no output register).
-    Here every bank's output goes through two registers before the multiplexer: the first has
-    the second as its only load, so the placer keeps it beside its block RAM (with one
-    register, shared with the multiplexer, it sat up to 37 rows away and the 3.9 ns route made
-    the design's critical path at 99.4 MHz); the second carries the word across the chip.
+    Each bank is a :class:`BlockRamBank` per read port (2 cycles: the block RAM and its output
+    register), and each bank's output is registered once more before the bank multiplexer, so
+    that the multiplexer never follows a block RAM's output in the same cycle.
 
     Parameters
     ----------
@@ -79,7 +209,8 @@ class BankedMemory(wiring.Component):
         later.
     """
 
-    def __init__(self, shape, depth, *, read_ports=1, granularity=None, bank_words=512):
+    def __init__(self, shape, depth, *, read_ports=1, granularity=None,
+                 bank_words=BLOCK_RAM_BANK_WORDS):
         self._shape = shape
         self._depth = operator.index(depth)
         self._bank_words = operator.index(bank_words)
@@ -87,6 +218,8 @@ class BankedMemory(wiring.Component):
         self._granularity = granularity
         if self._depth < 1 or self._bank_words < 1 or self._read_ports < 1:
             raise ValueError("depth, bank_words and read_ports must be at least 1")
+        if self._bank_words > BLOCK_RAM_BANK_WORDS:
+            raise ValueError(f"bank_words {bank_words} must be at most {BLOCK_RAM_BANK_WORDS}")
         members = {"wr": Out(memory.WritePort.Signature(
             addr_width=self.addr_bits, shape=shape, granularity=granularity))}
         for port in range(self._read_ports):
@@ -121,21 +254,19 @@ class BankedMemory(wiring.Component):
         outputs = [[] for _ in ports]
         for k in range(self.banks):
             words = min(per_bank, self._depth - k * per_bank)
-            mem = memory.Memory(shape=self._shape, depth=words, init=[])
-            wr = mem.write_port(granularity=self._granularity)
-            m.submodules[f"bank{k}"] = mem
             hit = (self.wr.addr >> low_bits) == k
-            m.d.comb += [
-                wr.addr.eq(self.wr.addr[:low_bits]), wr.data.eq(self.wr.data),
-                wr.en.eq(Mux(hit, self.wr.en, 0)),
-            ]
             for p, port in enumerate(ports):
-                rd = mem.read_port()
-                # No reset: a reset would put a LUT between the block RAM and the register.
-                near = Signal(self._shape, name=f"bank{k}_near{p}", reset_less=True)
+                # One bank per read port: a DP16KD in the 36-bit mode has one read port.
+                bank = BlockRamBank(self._shape, words, granularity=self._granularity)
+                m.submodules[f"bank{k}_{p}"] = bank
+                # No reset: a reset would put a LUT between the output register and this one.
                 data_q = Signal(self._shape, name=f"bank{k}_q{p}", reset_less=True)
-                m.d.comb += rd.addr.eq(port.addr[:low_bits])
-                m.d.sync += [near.eq(rd.data), data_q.eq(near)]
+                m.d.comb += [
+                    bank.wr.addr.eq(self.wr.addr[:low_bits]), bank.wr.data.eq(self.wr.data),
+                    bank.wr.en.eq(Mux(hit, self.wr.en, 0)),
+                    bank.rd.addr.eq(port.addr[:low_bits]),
+                ]
+                m.d.sync += data_q.eq(bank.rd.data)
                 outputs[p].append(data_q)
         for p, port in enumerate(ports):
             with m.Switch(selects[p]):
