@@ -12,7 +12,11 @@ ASSUMED: a WHAT-IF), and its frequency levels are every output divider VCO / n o
 one VCO from 25 MHz to the design's clock (what a run-time clock select can switch among; the
 hardware has one two-input select today). batchdvfs and freq_b1 use this project's hold band
 (relative to the idle power), batchdvfs_paper and freq_b1_paper the paper's literal [0.8 cap,
-cap]. The last section shows how much the batching gain depends on the assumed energies.
+cap]; batchdvfs also has its documented refinements (a guard below the cap from the measured
+reading noise, level steps sized by the reading, undoing an overshooting level raise, hold_low
+0.9), batchdvfs_paper none. After the goals: batchdvfs with each refinement switched off alone,
+and its trade-off of the hold band's low fraction against the guard (same arrivals, caps and
+oracle). The last section shows how much the batching gain depends on the assumed energies.
 
 Cap traces are given as fractions x of the device's power range, cap = idle + x (peak - idle)
 (idle: idle at the lowest level; peak: the largest batch at the highest level), so that they
@@ -31,10 +35,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+from gen.runtime.controllers import BatchDVFS  # noqa: E402
 from gen.runtime.model_device import DEVICE_CONSTANTS, ModelDevice  # noqa: E402
 from gen.runtime.power_model import CONSTANTS  # noqa: E402
-from gen.runtime.serve import (ServeConfig, format_table, parse_cap_points,  # noqa: E402
-                               run_serve_sim)
+from gen.runtime.serve import (ServeConfig, format_table, make_arrivals,  # noqa: E402
+                               make_device, metrics, parse_cap_points, run_serve_sim,
+                               simulate)
 
 #: The earlier what-if's range, which the fractions below come from.
 _OLD_IDLE_W, _OLD_PEAK_W = 0.125, 0.414
@@ -54,12 +60,52 @@ RATES = {"moderate 2000 req/s": 2000.0, "heavy 5000 req/s": 5000.0}
 CONTROLLERS = ("batchdvfs", "batchdvfs_paper", "bobd", "freq_b1", "freq_b1_paper",
                "freq_bmax", "clipper", "oracle")
 
+#: BatchDVFS's refinements (gen/runtime/controllers.py), each switched off alone, then all.
+PAPER_RULE = dict(hold_low=0.8, margin_z=0, window=1, level_steps="one", ceiling=False)
+ABLATION = (("default (all refinements)", {}),
+            ("margin_z 0 (no guard)", dict(margin_z=0)),
+            ("window 1 (no averaging)", dict(window=1)),
+            ("level_steps one", dict(level_steps="one")),
+            ("ceiling off", dict(ceiling=False)),
+            ("hold_low 0.8", dict(hold_low=0.8)),
+            ("none (the earlier batchdvfs)", PAPER_RULE))
+#: The trade-off table: hold band's low fraction x guard (the other refinements on).
+HOLD_LOWS = (0.7, 0.8, 0.9, 0.95)
+MARGINS = (0.0, 1.0, 2.0, 3.0)
+
+
+def _batchdvfs_rows(scenarios, results, variants):
+    """Per variant (label, BatchDVFS kwargs): its metrics on every scenario, against the
+    oracle of the main run (same arrivals, caps and seed)."""
+    out = []
+    for label, kwargs in variants:
+        cells = []
+        for key, (config, trace) in scenarios.items():
+            target = config.latency_target_ms / 1e3
+            run = simulate(make_device(config), BatchDVFS(**kwargs),
+                           make_arrivals(config.arrivals, config.duration_s, config.seed),
+                           trace, duration_s=config.duration_s, period_s=config.period_s,
+                           latency_target_s=target)
+            cells.append(metrics(run, target, results[key]["oracle"]["throughput_rps"]))
+        out.append((label, cells))
+    return out
+
+
+def _print_variants(title, scenarios, rows):
+    print(title)
+    names = [f"{t} {r.split()[0]}" for t, r in scenarios]
+    print(f"   {'':34s} " + " ".join(f"{n:>17s}" for n in names))
+    print(f"   {'':34s} " + " ".join(f"{'vs oracle  >cap %':>17s}" for _ in names))
+    for label, cells in rows:
+        print(f"   {label:34s} " + " ".join(
+            f"{m['vs_oracle']:9.3f} {100 * m['above_cap_frac']:7.2f}" for m in cells))
+
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="20 s traces")
     args = parser.parse_args()
-    results = {}
+    results, scenarios = {}, {}
     start = time.monotonic()
     device = ModelDevice()
     idle, peak = device.idle_power_w, float(device.table()[1].max())
@@ -85,6 +131,7 @@ def main():
                                  controllers=CONTROLLERS, seed=1)
             t0 = time.monotonic()
             _, rows = run_serve_sim(config, trace, progress=None)
+            scenarios[trace_name, rate_name] = (config, trace)
             results[trace_name, rate_name] = {r["controller"]: r for r in rows}
             print()
             print(format_table(rows, f"== cap trace {trace_name} ({len(points)} points, "
@@ -113,6 +160,18 @@ def main():
                 most = max(r["bobd_probes_per_job"])
                 line += f", <= {most} probes per job ({'met' if most <= 20 else 'NOT met'}: <= 20)"
             print(line)
+    print()
+    t0 = time.monotonic()
+    _print_variants("== batchdvfs: each refinement switched off alone (the rest as the default; "
+                    "docs/runtime.md)", scenarios,
+                    _batchdvfs_rows(scenarios, results, ABLATION))
+    print()
+    grid = [(f"hold_low {h:g}, margin_z {z:g}", dict(hold_low=h, margin_z=z))
+            for h in HOLD_LOWS for z in MARGINS]
+    _print_variants("== batchdvfs trade-off: hold band's low fraction x guard below the cap "
+                    "(margin_z reading-noise sigmas; window 8, scaled level steps, ceiling)",
+                    scenarios, _batchdvfs_rows(scenarios, results, grid))
+    print(f"   [{time.monotonic() - t0:.0f} s]")
     print()
     print("== sensitivity of the batching gain to the assumed energies (table, full load):")
     print("   best throughput under the cap over all batches / best at batch 1; the activity")

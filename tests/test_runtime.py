@@ -57,9 +57,13 @@ def drive(controller, device, cap, periods):
     return history
 
 
+#: BatchDVFS with none of this project's refinements: the paper's rule on the dynamic band.
+PAPER_RULE = dict(hold_low=0.8, margin_z=0, window=1, level_steps="one", ceiling=False)
+
+
 def test_batchdvfs_raises_batch_then_level_below_the_cap():
     device = TableDevice()
-    history = drive(BatchDVFS(), device, cap=100.0, periods=12)     # far above any power
+    history = drive(BatchDVFS(**PAPER_RULE), device, cap=100.0, periods=12)  # far above all
     batches = [b for _, b, _ in history]
     levels = [lv for lv, _, _ in history]
     assert batches[0] == 1 and levels[0] == 2                        # starts mid-range
@@ -71,7 +75,7 @@ def test_batchdvfs_raises_batch_then_level_below_the_cap():
 
 def test_batchdvfs_backs_off_above_the_cap():
     device = TableDevice()
-    controller = BatchDVFS()
+    controller = BatchDVFS(**PAPER_RULE)
     drive(controller, device, cap=100.0, periods=12)                 # at level 3, batch 8
     history = []
     level, batch = controller.level, controller.cur + 1
@@ -88,7 +92,7 @@ def test_batchdvfs_backs_off_above_the_cap():
 def test_batchdvfs_holds_inside_the_band():
     device = TableDevice()
     cap = device.pw[1, 3] / 0.9                                      # (1, batch 4) is in band
-    controller = BatchDVFS()
+    controller = BatchDVFS(**PAPER_RULE)
     controller.start(device, cap, 0.05)
     controller.level, controller.cur = 1, 3
     device.set_level(1)
@@ -125,18 +129,87 @@ def test_batchdvfs_hold_band_is_relative_to_the_idle_power():
     """The adaptation: the band's low edge is idle + 0.8 (cap - idle); the paper's literal
     0.8 cap (band="total") holds at a point far below the cap when the idle power is large."""
     device = TableDevice()                                            # idle 1.0
-    adapted, paper = BatchDVFS(), BatchDVFS(band="total")
+    adapted, paper = BatchDVFS(hold_low=0.8), BatchDVFS(band="total", hold_low=0.8)
     for controller in (adapted, paper):
         controller.start(device, 2.5, 0.05)
     assert adapted.band_low(2.5) == pytest.approx(1.0 + 0.8 * 1.5)
     assert paper.band_low(2.5) == pytest.approx(2.0) and paper.name == "batchdvfs_paper"
     cap = device.pw[2, 0] / 0.81          # the start (level 2, batch 1) is in the paper's band only
-    held = drive(BatchDVFS(band="total"), device, cap, periods=6)
-    moved = drive(BatchDVFS(), TableDevice(), cap, periods=6)
+    held = drive(BatchDVFS(band="total", **PAPER_RULE), device, cap, periods=6)
+    moved = drive(BatchDVFS(**PAPER_RULE), TableDevice(), cap, periods=6)
     assert {(lv, b) for lv, b, _ in held[1:]} == {(2, 1)}             # holds where it starts
     assert len({(lv, b) for lv, b, _ in moved}) > 1
     with pytest.raises(UserError, match="band"):
         BatchDVFS(band="gpu")
+
+
+def test_batchdvfs_paper_is_the_literal_rule_and_parameters_are_checked():
+    from gen.runtime.controllers import make_controller
+    paper = make_controller("batchdvfs_paper")
+    assert (paper.band, paper.hold_low, paper.margin_z, paper.window, paper.level_steps,
+            paper.ceiling) == ("total", 0.8, 0, 1, "one", False)
+    default = make_controller("batchdvfs")
+    assert (default.band, default.hold_low, default.margin_z, default.window,
+            default.level_steps, default.ceiling) == ("dynamic", 0.9, 2.0, 8, "scaled", True)
+    for field, value in (("hold_low", 1.5), ("hold_low", "0.9"), ("margin_z", -1),
+                         ("margin_z", True), ("window", 0), ("window", 2.5),
+                         ("level_steps", "two"), ("ceiling", "yes"), ("noise_rel", 1.0)):
+        with pytest.raises(UserError, match=rf"^batchdvfs: {field} ") as info:
+            BatchDVFS(**{field: value})
+        assert "\n" not in str(info.value)
+
+
+def test_batchdvfs_guard_holds_below_the_cap_by_the_reading_noise():
+    """margin_z: a reading within margin_z sigma of the cap counts as above it (the search
+    backs off); the paper's rule holds there. sigma is measured once readings repeat."""
+    device = TableDevice()
+    cap = device.pw[1, 3] * 1.005                    # (1, batch 4) 0.5 % below the cap
+    for margin_z, moved in ((0, False), (1, True)):
+        controller = BatchDVFS(hold_low=0.5, margin_z=margin_z, window=1, level_steps="one",
+                               ceiling=False)
+        controller.start(device, cap, 0.05)
+        controller.level, controller.cur = 1, 3
+        device.set_level(1)
+        device.set_batch(4)
+        assert (controller.step(device.run_period(1.0), cap) != (1, 4)) == moved
+    controller = BatchDVFS()
+    drive(controller, TableDevice(), cap=100.0, periods=30)          # exact readings repeat
+    assert controller.sigma() == 0.0 and controller.guard(5.0) == 5.0
+    assert BatchDVFS(noise_rel=0.02, margin_z=2).noise_rel == 0.02
+
+
+def test_batchdvfs_scaled_level_steps_follow_a_cap_drop_at_once():
+    """level_steps="scaled": on a cap drop the level goes straight to where the first-order
+    estimate fits the cap, the batch kept; the paper's rule searches the batch down first."""
+    def after_drop(**kwargs):
+        device = TableDevice(levels=(10.0, 20.0, 30.0, 40.0, 50.0, 60.0), max_batch=8)
+        controller = BatchDVFS(hold_low=0.5, margin_z=0, window=1, **kwargs)
+        controller.start(device, 100.0, 0.05)
+        controller.level, controller.cur = 5, 7                      # 60 MHz, batch 8: 10.0 W
+        device.set_level(5)
+        device.set_batch(8)
+        return device, controller.step(device.run_period(1.0), 5.0)
+
+    device, (level, batch) = after_drop(level_steps="scaled", ceiling=True)
+    assert batch == 8 and level < 4 and device.pw[level, 7] <= 5.0   # several levels, one period
+    _, (level, batch) = after_drop(level_steps="one", ceiling=False)
+    assert level == 5 and batch < 8                                  # the paper: batch first
+
+
+def test_batchdvfs_ceiling_undoes_an_overshooting_raise_and_remembers_it():
+    def run(ceiling):
+        device = TableDevice(levels=(10.0, 20.0, 30.0), max_batch=2)   # starts at 20 MHz
+        # 20 MHz batch 2 draws 5.0 W, below the band; 30 MHz batch 2 7.0 W, above the cap
+        return drive(BatchDVFS(hold_low=0.99, margin_z=0, window=1, level_steps="one",
+                               ceiling=ceiling), device, cap=6.0, periods=30)
+
+    history = run(True)
+    over = [i for i, (_, _, p) in enumerate(history) if p > 6.0]
+    assert len(over) == 1 and history[over[0]][:2] == (2, 2)        # tried once, then not
+    assert history[over[0] + 1][:2] == (1, 2)                        # undone, the batch kept
+    assert set(history[over[0] + 1:]) == {history[-1]}
+    paper = run(False)
+    assert sum(p > 6.0 for _, _, p in paper) > 5                     # the paper's rule cycles
 
 
 def test_bobd_stays_within_its_budget_and_is_deterministic():
