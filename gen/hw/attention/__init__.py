@@ -102,6 +102,16 @@ is 5.83 ns): wmem and amem are banked (512 words per bank), each bank's output r
 (``BANKED_READ_LATENCY``, 3-cycle reads), and the operand pipeline has ``OPERAND_STAGES`` (9)
 stages from a beat to the MAC structure.
 
+On ECP5 the banks are DP16KD instances read through their output register
+(:class:`~gen.hw.attention.memory.BlockRamBank`), whose read of a word in the cycle it is
+written is undefined. No result depends on one: the host writes wmem, pmem, qmem and amem
+only while no op runs (the MAC path's idle reads of wmem are dropped with their beats); an op
+writes an amem region it does not read, and the next op starts after its last write; the ViT
+engines' row moves through the host port write another region than they read, or a residual
+sum back into its row several cycles after reading it. The
+simulation model of a bank returns all ones for such a read, and the bit-exact tests (random
+ops here, whole images in ``verif/test_vit_system.py``) pass with it.
+
 Components
 ----------
 

@@ -237,13 +237,14 @@ class ViTEngine(wiring.Component):
         m.d.sync += unit_go.eq(unit_start)
         inflight = Signal(range(sh.images_in_flight + 1))
 
+        # The step's kind as flags, registers set with the step itself (DECODE): decoded from
+        # `step` they were LUTs in front of the pair reader's ready logic (the routed critical
+        # path at 85 MHz). The engine is idle only on the END step (or after reset), where
+        # every flag is 0, so they equal "busy and the step is of this kind".
         receive = Signal()
         local = Signal()
         sending = Signal()
         m.d.comb += [
-            receive.eq(self.busy & (step.kind == STEP_RECEIVE)),
-            local.eq(receive & step.local),
-            sending.eq(self.busy & (step.kind == STEP_SEND)),
             prog_rd.addr.eq(pc),
             prog_rd.en.eq(1),
         ]
@@ -284,7 +285,13 @@ class ViTEngine(wiring.Component):
             with m.State("FETCH"):
                 m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.sync += [step.eq(prog_rd.data), started.eq(0)]
+                fetched = prog_rd.data
+                m.d.sync += [
+                    step.eq(prog_rd.data), started.eq(0),
+                    receive.eq(fetched.kind == STEP_RECEIVE),
+                    local.eq((fetched.kind == STEP_RECEIVE) & fetched.local),
+                    sending.eq(fetched.kind == STEP_SEND),
+                ]
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.Switch(step.kind):
