@@ -98,8 +98,9 @@ every ``max(n + 8, 19)``) plus ``ATTENTION_SOFTMAX_OP_CYCLES``
 (:func:`gen.cycles.attention_softmax_op_cycles`, or :meth:`AttentionGeometry.softmax_op_cycles`).
 
 Every block RAM output is registered before any logic uses it (ECP5 block RAM's clock-to-output
-is 5.83 ns): wmem and amem are banked (512 words per bank), each bank's output registered twice
-(``BANKED_READ_LATENCY``, 3-cycle reads), and the operand pipeline has ``OPERAND_STAGES`` (9)
+is 5.83 ns): wmem and amem are banked (512 words per bank), each bank's output registered three
+times (``BANKED_READ_LATENCY``, 4-cycle reads: the block RAM's own output register, one beside
+it, one before the bank multiplexer), and the operand pipeline has ``OPERAND_STAGES`` (11)
 stages from a beat to the MAC structure.
 
 On ECP5 the banks are DP16KD instances read through their output register

@@ -17,8 +17,9 @@ __all__ = ["QUEUE_DEPTH", "BANKED_READ_LATENCY", "BLOCK_RAM_BANK_WORDS", "ByteWr
 #: Entries of the queues in front of the softmax unit and of the host's read results.
 QUEUE_DEPTH = 8
 #: Cycles from a read address of a :class:`BankedMemory` to its data: the block RAM's read,
-#: its output register, a register in front of the bank multiplexer.
-BANKED_READ_LATENCY = 3
+#: its output register, a register beside the block RAM, a register in front of the bank
+#: multiplexer.
+BANKED_READ_LATENCY = 4
 
 
 #: Words of one :class:`BlockRamBank` at most: a DP16KD in its 36-bit (pseudo dual-port) mode.
@@ -58,9 +59,9 @@ class BlockRamBank(wiring.Component):
     cycle); ``wr`` writes at the clock edge.
 
     On ECP5 (from ``BRAM_MIN_BITS`` bits) it is DP16KD instances in the 36-bit mode, port A
-    writing and port B reading with ``REGMODE_B = "OUTREG"`` (as
+    writing and port B reading, output registers on (``REGMODE = "OUTREG"``, as
     :class:`~gen.hw.accelerator.ParamBuffer`): the fabric sees the output register's
-    clock-to-output, not the array's 5.83 ns, and no logic sits behind the block RAM. An
+    clock-to-output, not the array's, and no logic sits behind the block RAM. An
     inferred memory would have both costs: yosys maps no output register, and it emulates
     Amaranth's "old word on a read during a write to it" with a register and a multiplexer
     behind the block RAM (the DP16KD's cross-port collision is undefined); that multiplexer,
@@ -168,11 +169,15 @@ class BlockRamBank(wiring.Component):
             m.submodules[f"bram_{block}"] = Instance(
                 "DP16KD",
                 p_DATA_WIDTH_A=36, p_DATA_WIDTH_B=36,
-                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                # Both output registers on: in the 36-bit mode the read data leaves on both
+                # ports' DO pins, and Lattice's documents do not say whose output register
+                # serves the DOA half; both ports are clocked by `sync` here, so either way
+                # every bit arrives with the same latency.
+                p_REGMODE_A="OUTREG", p_REGMODE_B="OUTREG",
                 p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
                 p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
                 p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
-                i_CLKA=ClockSignal("sync"), i_CEA=Const(1, 1), i_OCEA=Const(0, 1),
+                i_CLKA=ClockSignal("sync"), i_CEA=Const(1, 1), i_OCEA=Const(1, 1),
                 i_WEA=Const(1, 1), i_RSTA=Const(0, 1),
                 i_CLKB=ClockSignal("sync"), i_CEB=Const(1, 1), i_OCEB=Const(1, 1),
                 i_WEB=Const(0, 1), i_RSTB=Const(0, 1),
@@ -181,11 +186,16 @@ class BlockRamBank(wiring.Component):
 
 class BankedMemory(wiring.Component):
     """A memory cut into banks of at most ``bank_words`` words, read with
-    :data:`BANKED_READ_LATENCY` (3) cycles of latency.
+    :data:`BANKED_READ_LATENCY` (4) cycles of latency.
 
     Each bank is a :class:`BlockRamBank` per read port (2 cycles: the block RAM and its output
-    register), and each bank's output is registered once more before the bank multiplexer, so
-    that the multiplexer never follows a block RAM's output in the same cycle.
+    register), and each bank's output goes through two more registers before the bank
+    multiplexer: the first has the second as its only load, so the placer keeps it beside its
+    block RAM; the second carries the word to the multiplexer. nextpnr times every DP16KD
+    output with the array's 5.83 ns clock-to-output whatever its ``REGMODE`` (its ECP5 timing
+    looks up the ``REGMODE_A_NOREG_REGMODE_B_NOREG`` entry for every block RAM), so by its
+    measure only a register a short route away meets 100 MHz: with the multiplexer's register
+    alone the route was 4.55 ns (98.4 MHz, the design's critical path).
 
     Parameters
     ----------
@@ -245,12 +255,13 @@ class BankedMemory(wiring.Component):
         ports = [getattr(self, self.read_port_name(p)) for p in range(self._read_ports)]
         selects = []
         for p, port in enumerate(ports):
-            select = Signal(range(self.banks), name=f"select{p}")
-            select_q = Signal(range(self.banks), name=f"select{p}_q")
-            select_qq = Signal(range(self.banks), name=f"select{p}_qq")
-            m.d.sync += [select.eq(port.addr >> low_bits), select_q.eq(select),
-                         select_qq.eq(select_q)]
-            selects.append(select_qq)
+            select = None
+            # The bank of each read, beside it until its data reaches the multiplexer.
+            for k in range(BANKED_READ_LATENCY):
+                later = Signal(range(self.banks), name=f"select{p}_{k + 1}")
+                m.d.sync += later.eq(port.addr >> low_bits if k == 0 else select)
+                select = later
+            selects.append(select)
         outputs = [[] for _ in ports]
         for k in range(self.banks):
             words = min(per_bank, self._depth - k * per_bank)
@@ -259,14 +270,15 @@ class BankedMemory(wiring.Component):
                 # One bank per read port: a DP16KD in the 36-bit mode has one read port.
                 bank = BlockRamBank(self._shape, words, granularity=self._granularity)
                 m.submodules[f"bank{k}_{p}"] = bank
-                # No reset: a reset would put a LUT between the output register and this one.
+                # No reset: a reset would put a LUT between the output register and these.
+                near = Signal(self._shape, name=f"bank{k}_near{p}", reset_less=True)
                 data_q = Signal(self._shape, name=f"bank{k}_q{p}", reset_less=True)
                 m.d.comb += [
                     bank.wr.addr.eq(self.wr.addr[:low_bits]), bank.wr.data.eq(self.wr.data),
                     bank.wr.en.eq(Mux(hit, self.wr.en, 0)),
                     bank.rd.addr.eq(port.addr[:low_bits]),
                 ]
-                m.d.sync += data_q.eq(bank.rd.data)
+                m.d.sync += [near.eq(bank.rd.data), data_q.eq(near)]
                 outputs[p].append(data_q)
         for p, port in enumerate(ports):
             with m.Switch(selects[p]):
