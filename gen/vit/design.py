@@ -56,8 +56,9 @@ class ViTBuild:
     model: object
     vit: object
 
-    #: nextpnr's default router: it converges on the design since its Fmax pass (docs/vit.md
-    #: section 5; router2 reached 69.8 MHz where it reached 94.7), so none is named.
+    #: nextpnr's default router: after the Fmax pass it converged and routed better (router2
+    #: reached 69.8 MHz where it reached 94.7); on the last RTL it has not converged yet in
+    #: this project's tries (docs/vit.md section 5).
     nextpnr_router = None
 
     @property
