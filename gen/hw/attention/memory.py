@@ -60,8 +60,9 @@ class BlockRamBank(wiring.Component):
 
     On ECP5 (from ``BRAM_MIN_BITS`` bits) it is DP16KD instances in the 36-bit mode, port A
     writing and port B reading, output registers on (``REGMODE = "OUTREG"``, as
-    :class:`~gen.hw.accelerator.ParamBuffer`): the fabric sees the output register's
-    clock-to-output, not the array's, and no logic sits behind the block RAM. An
+    :class:`~gen.hw.accelerator.ParamBuffer`): on silicon the fabric sees the output
+    register's clock-to-output, not the array's (nextpnr times both alike, see
+    :class:`BankedMemory`), and no logic sits behind the block RAM. An
     inferred memory would have both costs: yosys maps no output register, and it emulates
     Amaranth's "old word on a read during a write to it" with a register and a multiplexer
     behind the block RAM (the DP16KD's cross-port collision is undefined); that multiplexer,
