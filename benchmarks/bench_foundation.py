@@ -4,12 +4,14 @@
 
 1. Simulates the config's accelerator (its array and buffers) in Verilator and runs GEMMs of
    several shapes with the output never stalled; every result is checked against the golden
-   model. Prints measured cycles, the ideal M*K*N/(R*C), PE utilization (ideal / measured)
-   and the analytic model's prediction.
+   model. Prints measured cycles, the ideal M*K*N/(R*C), PE utilization (ideal / measured),
+   the sustained GMAC/s at the config's clock (R*C * utilization * clock) and the analytic
+   model's prediction.
 2. Builds the config for its board with `python -m gen build` (skipped when the same config
    was built before) and prints Fmax and utilization from its report.json.
 
-Figures go to rtl_out/bench/foundation.json and a plot, utilization.png, beside it.
+Figures go to rtl_out/bench/foundation-<design>.json and a plot, utilization-<design>.png,
+beside it.
 """
 
 import argparse
@@ -74,21 +76,26 @@ def main():
     out = REPO / "rtl_out" / "bench"
     out.mkdir(parents=True, exist_ok=True)
 
-    print(f"== cycles: {c.array.rows}x{c.array.cols} {c.array.dataflow}, Verilator, "
-          f"output never stalled, host transfer excluded", flush=True)
-    measured = simulate(design, fitting_shapes(design), out / "cycles_raw.json")
+    lanes = c.array.drain_lanes
+    print(f"== cycles: {c.array.rows}x{c.array.cols} {c.array.dataflow}, {lanes} drain "
+          f"lane(s), Verilator, output never stalled, host transfer excluded; GMAC/s at "
+          f"{c.clock_mhz:g} MHz", flush=True)
+    measured = simulate(design, fitting_shapes(design), out / f"cycles_raw-{c.name}.json")
     rows = []
-    print(f"{'M x K x N':>16s} {'cycles':>9s} {'ideal':>9s} {'util':>7s} {'model':>9s} "
-          f"{'model err':>9s}")
+    print(f"{'M x K x N':>16s} {'cycles':>9s} {'ideal':>9s} {'util':>7s} {'GMAC/s':>7s} "
+          f"{'model':>9s} {'model err':>9s}")
+    pes = c.array.rows * c.array.cols
     for r in measured:
         ideal = ideal_cycles(r["m"], r["k"], r["n"], c.array.rows, c.array.cols)
-        model = predicted_cycles(r["m"], r["k"], r["n"], c.array.rows, c.array.cols)
+        model = predicted_cycles(r["m"], r["k"], r["n"], c.array.rows, c.array.cols, lanes)
         row = dict(r, ideal=ideal, utilization=ideal / r["cycles"], model=model,
                    model_error=(model - r["cycles"]) / r["cycles"])
+        row["gmac_s"] = pes * row["utilization"] * c.clock_mhz / 1e3
         rows.append(row)
         print(f"{r['m']:>5d}x{r['k']:>4d}x{r['n']:>4d} {r['cycles']:>9d} {ideal:>9.0f} "
-              f"{100 * row['utilization']:>6.1f}% {model:>9d} {100 * row['model_error']:>8.2f}%")
-    plot(rows, out / "utilization.png",
+              f"{100 * row['utilization']:>6.1f}% {row['gmac_s']:>7.2f} {model:>9d} "
+              f"{100 * row['model_error']:>8.2f}%")
+    plot(rows, out / f"utilization-{c.name}.png",
          f"{c.name}: {c.array.rows}x{c.array.cols} PE utilization (Verilator)")
 
     report = None
@@ -109,9 +116,9 @@ def main():
             for key, r in report["resources"].items():
                 print(f"{key:8s} used {r['used']:6d} of {r['available']:6d} "
                       f"({100 * r['used'] / r['available']:.1f}%), estimated {r['estimated']}")
-    (out / "foundation.json").write_text(json.dumps(
+    (out / f"foundation-{c.name}.json").write_text(json.dumps(
         {"config": c.as_dict(), "cycles": rows, "build_report": report}, indent=2) + "\n")
-    print(f"figures: {out / 'foundation.json'}, {out / 'utilization.png'}")
+    print(f"figures: {out / f'foundation-{c.name}.json'}, {out / f'utilization-{c.name}.png'}")
 
 
 if __name__ == "__main__":

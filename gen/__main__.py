@@ -50,7 +50,9 @@ def cmd_check(args):
     if getattr(design, "vit", None) is not None:
         return _check_vit(design)
     c, e, b = design.config, design.estimate, design.board.budget
-    print(f"{c.name}: {c.array.rows}x{c.array.cols} {c.array.dataflow} on {design.board.name}")
+    lanes = f", {c.array.drain_lanes} drain lanes" if c.array.drain_lanes > 1 else ""
+    print(f"{c.name}: {c.array.rows}x{c.array.cols} {c.array.dataflow}{lanes} on "
+          f"{design.board.name}")
     print(f"  clock {design.clock_mhz:g} MHz (PLL {design.pll.clki_div}/{design.pll.clkfb_div}/"
           f"{design.pll.clkop_div}), UART {design.baud_actual:.0f} baud "
           f"(divisor {design.uart_divisor})")

@@ -43,6 +43,7 @@ class ArrayConfig:
     rows: int | str          # str: AUTO, until the design stage resolves it
     cols: int | str
     dataflow: str
+    drain_lanes: int = 1     # outputs drained per cycle (gen.hw.gemm.AccumulatorDrain)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,8 @@ class DesignConfig:
             del raw["clock_levels_mhz"]       # a config without levels hashes as before
         else:
             raw["clock_levels_mhz"] = list(raw["clock_levels_mhz"])
+        if raw["array"]["drain_lanes"] == 1:
+            del raw["array"]["drain_lanes"]   # likewise one drain lane
         return raw
 
     def to_yaml(self):
@@ -127,6 +130,9 @@ SCHEMA = {
         "rows": (int, 1, 64, "PE array rows (outputs per column of a tile)"),
         "cols": (int, 1, 64, "PE array columns"),
         "dataflow": (str, None, None, f"one of {', '.join(DATAFLOWS)}"),
+        "drain_lanes": (int, 1, 64, "outputs drained per cycle, optional (default 1): a power "
+                                    "of two dividing array.cols; each lane adds a "
+                                    "requantizer and its multipliers"),
     },
     "buffers": {
         "act_depth": (int, 16, 1 << 20, "activation buffer words (rows*8 bits each)"),
@@ -151,9 +157,19 @@ ALLOCATOR_SCHEMA = {
 }
 
 
+#: Keys of SCHEMA a config may leave out, with their defaults.
+OPTIONAL_FIELDS = {"array.drain_lanes": 1}
+
+
 def _walk(raw, schema):
-    return check_mapping(raw, schema, accept=lambda path, value: value == AUTO and
-                         tuple(path.split(".")) in AUTO_FIELDS)
+    values = check_mapping(raw, schema, optional=tuple(OPTIONAL_FIELDS),
+                           accept=lambda path, value: value == AUTO and
+                           tuple(path.split(".")) in AUTO_FIELDS)
+    for path, default in OPTIONAL_FIELDS.items():
+        section, key = path.split(".")
+        if values[section][key] is None:
+            values[section][key] = default
+    return values
 
 
 def _allocator_section(raw):
@@ -231,6 +247,13 @@ def _check_useful(values, source):
     use (sizes still ``auto`` are checked once the allocator has chosen them)."""
     array, buffers = values["array"], values["buffers"]
     rows, cols = array["rows"], array["cols"]
+    lanes = array["drain_lanes"]
+    if lanes & (lanes - 1):
+        raise UserError(f"{source}: array.drain_lanes: {lanes} is not a power of two; use "
+                        f"1, 2, 4, 8 ...")
+    if cols != AUTO and cols % lanes:
+        raise UserError(f"{source}: array.drain_lanes: {lanes} does not divide array.cols "
+                        f"({cols}); use a power of two that does, at most {cols & -cols}")
     if AUTO not in (cols, buffers["param_depth"]) and buffers["param_depth"] < cols:
         raise UserError(f"{source}: buffers.param_depth: {buffers['param_depth']} is below "
                         f"array.cols ({cols}), so columns beyond it never produce an output; "

@@ -117,7 +117,7 @@ def _split_jobs(m, k, n, rows, cols, act_depth, wgt_depth, param_depth, out_dept
     return feasible & (mc >= 1), np.maximum(mc, 1), nc
 
 
-def _jobs_cycles(m, k, n, mc, nc, rows, cols):
+def _jobs_cycles(m, k, n, mc, nc, rows, cols, lanes=1):
     """Sum of the exact job cycles over a grid of full and remainder jobs."""
     jm_full, m_rem = m // mc, m % mc
     jn_full, n_rem = n // nc, n % nc
@@ -125,7 +125,7 @@ def _jobs_cycles(m, k, n, mc, nc, rows, cols):
     for jm, mm in ((jm_full, mc), (m_rem > 0, m_rem)):
         for jn, nn in ((jn_full, nc), (n_rem > 0, n_rem)):
             count = np.asarray(jm, dtype=np.int64) * np.asarray(jn, dtype=np.int64)
-            cyc = engine_gemm_cycles(np.maximum(mm, 1), k, np.maximum(nn, 1), rows, cols)
+            cyc = engine_gemm_cycles(np.maximum(mm, 1), k, np.maximum(nn, 1), rows, cols, lanes)
             total = total + np.where(count > 0, count * cyc, 0)
     jobs = (jm_full + (m_rem > 0)) * (jn_full + (n_rem > 0))
     return total, jobs
@@ -142,7 +142,7 @@ def layer_cost(layers, engine, dataflow="accelgen_os", *, clock_mhz=100.0,
         and, for ``rs``/``os``, ``out_h, out_w, kernel_h`` too.
     engine : mapping of arrays
         ``rows, cols, act_depth, wgt_depth, param_depth, out_depth`` (buffer depths in words as in
-        a design config); for the classic dataflows ``buffer_bytes`` (on-chip capacity) instead
+        a design config) and optionally ``drain_lanes`` (default 1); for the classic dataflows ``buffer_bytes`` (on-chip capacity) instead
         of the depths.
 
     link_bytes_per_cycle : float
@@ -165,7 +165,8 @@ def layer_cost(layers, engine, dataflow="accelgen_os", *, clock_mhz=100.0,
         act, wgt = engine["act_depth"], engine["wgt_depth"]
         par, out = engine["param_depth"], engine["out_depth"]
         feasible, mc, nc = _split_jobs(m, k, n, rows, cols, act, wgt, par, out)
-        compute, jobs = _jobs_cycles(m, k, n, mc, nc, rows, cols)
+        lanes = np.asarray(engine.get("drain_lanes", 1), dtype=np.int64)
+        compute, jobs = _jobs_cycles(m, k, n, mc, nc, rows, cols, lanes)
         compute = compute * count
         jm, jn = _cdiv(m, mc), _cdiv(n, nc)
         # What the driver sends: every job writes its A chunk, W chunk and parameters (padded

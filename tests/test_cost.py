@@ -16,11 +16,13 @@ from gen.workloads import get_workload
 def test_closed_form_equals_the_tile_recurrence():
     shapes = list(itertools.product([1, 2, 7, 8, 9, 33], [1, 2, 5, 9, 16, 17, 31, 64, 65, 300],
                                     [1, 3, 8, 17]))
-    for rows, cols in [(1, 1), (2, 2), (3, 4), (8, 8), (8, 16), (1, 7), (16, 2)]:
+    for rows, cols, lanes in [(1, 1, 1), (2, 2, 1), (3, 4, 1), (8, 8, 1), (8, 16, 1), (1, 7, 1),
+                              (16, 2, 1), (2, 2, 2), (3, 4, 4), (8, 8, 2), (8, 8, 8),
+                              (8, 16, 4), (16, 2, 2), (12, 12, 4)]:
         m, k, n = (np.array(x) for x in zip(*shapes))
-        got = cost.engine_gemm_cycles(m, k, n, rows, cols)
-        want = [predicted_cycles(*s, rows, cols) for s in shapes]
-        assert got.tolist() == want, (rows, cols)
+        got = cost.engine_gemm_cycles(m, k, n, rows, cols, lanes)
+        want = [predicted_cycles(*s, rows, cols, lanes) for s in shapes]
+        assert got.tolist() == want, (rows, cols, lanes)
 
 
 def test_engine_resources_equal_the_estimate_of_the_config():

@@ -40,7 +40,8 @@ def test_folder_holds_the_exact_config_and_a_manifest(tmp_path):
     again = parse_config(yaml.safe_load((folder / "config.yaml").read_text()))
     assert again == design.config
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["array"] == {"rows": 2, "cols": 3, "dataflow": "output_stationary"}
+    assert manifest["array"] == {"rows": 2, "cols": 3, "dataflow": "output_stationary",
+                                 "drain_lanes": 1}
     assert manifest["buffers"]["act"] == {"depth": 64, "word_bits": 16}
     assert manifest["host"]["uart_divisor"] == design.uart_divisor
     verilog = (folder / "small_system.v").read_text()

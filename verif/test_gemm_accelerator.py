@@ -45,10 +45,18 @@ def random_requant(rng, n, k):
     return bias, mult, shift
 
 
-def _decode(payload):
-    """An output beat: (address, INT8 value)."""
-    value = payload & 0xFF
-    return payload >> 8, value - 256 if value > 127 else value
+def _decode(payload, lanes):
+    """An output beat: its (address, INT8 value) pairs. The payload is ``lanes`` values, the
+    32-bit address of the first, and the lane mask, low bits first; the mask's set bits must
+    be its lowest ones, and at least one."""
+    addr = payload >> 8 * lanes & 0xFFFF_FFFF
+    mask = payload >> (8 * lanes + 32)
+    assert mask and mask & (mask + 1) == 0, f"lane mask {mask:#x} is not a non-empty prefix"
+    outputs = []
+    for lane in range(mask.bit_length()):
+        value = payload >> 8 * lane & 0xFF
+        outputs.append((addr + lane, value - 256 if value > 127 else value))
+    return outputs
 
 
 class TB:
@@ -58,6 +66,7 @@ class TB:
         self.dut = dut
         self.params = _params()
         self.rows, self.cols = self.params["rows"], self.params["cols"]
+        self.lanes = self.params.get("drain_lanes", 1)
         start_clock(dut.clk, CLOCK_NS)
         out = StreamBus(dut, "o")
         self.sink = StreamSink(out, dut.clk, ready_probability=ready_probability,
@@ -117,11 +126,12 @@ class TB:
         y = np.full((m, n), 999, dtype=np.int64)
         seen = set()
         while self.sink.beats:
-            addr, value = _decode(self.sink.beats.popleft())
-            assert addr < m * n, f"output address {addr} outside {m}x{n} ({seeds.describe()})"
-            assert addr not in seen, f"output address {addr} written twice ({seeds.describe()})"
-            seen.add(addr)
-            y[addr // n, addr % n] = value
+            for addr, value in _decode(self.sink.beats.popleft(), self.lanes):
+                assert addr < m * n, f"output address {addr} outside {m}x{n} ({seeds.describe()})"
+                assert addr not in seen, (f"output address {addr} written twice "
+                                          f"({seeds.describe()})")
+                seen.add(addr)
+                y[addr // n, addr % n] = value
         assert len(seen) == m * n, f"{m * n - len(seen)} outputs missing ({seeds.describe()})"
         return y
 
@@ -215,6 +225,10 @@ async def refuses_bad_jobs(dut):
     too_many_k = p["act_depth"] // 1 + 1
     error, _ = await tb.run(tb.rows, too_many_k, 1)
     assert error == 1, "activation buffer overflow not reported"
+    # More output channels than the parameter buffer holds (with drain lanes: a channel of a
+    # lane other than the first).
+    error, _ = await tb.run(1, 1, p["param_depth"] + 1)
+    assert error == 1, "parameter buffer overflow not reported"
     # The error flag clears with the next good job.
     rng = seeds.np_rng("gemm 4")
     a, w = rng.integers(-128, 128, (2, 3)), rng.integers(-128, 128, (3, 2))
@@ -236,18 +250,26 @@ async def cycles_match_the_cycle_model(dut):
                     (r, 3, 1), (7, 3, 5)]:
         a, w = rng.integers(-128, 128, (m, k)), rng.integers(-128, 128, (k, n))
         cycles = await check_gemm(tb, a, w, *random_requant(rng, n, k))
-        assert cycles == predicted_cycles(m, k, n, r, c), (
-            f"{m}x{k}x{n}: {cycles} cycles, model says {predicted_cycles(m, k, n, r, c)} "
-            f"({seeds.describe()})")
+        predicted = predicted_cycles(m, k, n, r, c, tb.lanes)
+        assert cycles == predicted, (
+            f"{m}x{k}x{n}: {cycles} cycles, model says {predicted} ({seeds.describe()})")
 
 
 CONFIGS = [
     dict(rows=3, cols=4, act_depth=512, wgt_depth=512, param_depth=64, out_depth=1024),
     dict(rows=1, cols=1, act_depth=512, wgt_depth=512, param_depth=16, out_depth=512),
+    # Drain lanes: every beat of the drain is several columns of one row, so N that do not
+    # divide by the lanes leave partial beats; param_depth not a multiple of the lanes leaves
+    # the last parameter word partly unused.
+    dict(rows=3, cols=4, drain_lanes=4, act_depth=512, wgt_depth=512, param_depth=61,
+         out_depth=1024),
+    dict(rows=4, cols=8, drain_lanes=2, act_depth=512, wgt_depth=512, param_depth=64,
+         out_depth=1024),
 ]
 
 
-@pytest.mark.parametrize("params", CONFIGS, ids=lambda p: f"{p['rows']}x{p['cols']}")
+@pytest.mark.parametrize("params", CONFIGS, ids=lambda p: f"{p['rows']}x{p['cols']}"
+                         f"{'-l%d' % p['drain_lanes'] if 'drain_lanes' in p else ''}")
 def test_gemm_accelerator(params):
     from gen.hw.accelerator import GemmAccelerator
     from verif.sim import run_cocotb

@@ -15,10 +15,12 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .gemm import DIM_WIDTH, OPERAND_READ_LATENCY, OutputStationaryGemm, OutputStream
+from .gemm import (DIM_WIDTH, OPERAND_READ_LATENCY, OutputStationaryGemm, OutputStream,
+                   check_drain_lanes)
 from .requant import RequantParams
 
-__all__ = ["DATAFLOWS", "GemmAccelerator", "OperandBuffer", "ParamBuffer", "BRAM_MIN_BITS"]
+__all__ = ["DATAFLOWS", "GemmAccelerator", "OperandBuffer", "OutputBuffer", "ParamBuffer",
+           "BRAM_MIN_BITS"]
 
 #: Dataflow name -> engine class. Every engine has the same ports as `OutputStationaryGemm`.
 DATAFLOWS = {
@@ -192,6 +194,87 @@ class ParamBuffer(wiring.Component):
         return m
 
 
+class OutputBuffer(wiring.Component):
+    """The output buffer: takes the engine's beats of up to ``lanes`` adjacent outputs in one
+    cycle and serves the host one byte at an address.
+
+    Output address ``a`` lives in bank ``a % lanes`` at word ``a // lanes``, so the adjacent
+    addresses of one beat fall in distinct banks (rotated by the beat's first address) and each
+    bank takes at most one write a cycle. With one lane it is a single memory.
+
+    Members
+    -------
+    i : ``In(OutputStream(lanes))``
+        The engine's outputs; always ready.
+    rd : ``Out(memory.ReadPort.Signature(addr_width=..., shape=8))``
+        The host's read port in ``read_domain``: data one cycle after the address.
+    """
+
+    def __init__(self, depth, *, lanes=1, read_domain="sync"):
+        self._depth = operator.index(depth)
+        self._lanes = operator.index(lanes)
+        if self._depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
+        if self._lanes < 1 or self._lanes & (self._lanes - 1):
+            raise ValueError(f"lanes must be a power of two, not {lanes}")
+        self._read_domain = read_domain
+        super().__init__({
+            "i":  In(OutputStream(self._lanes)),
+            "rd": Out(memory.ReadPort.Signature(addr_width=_addr_width(depth), shape=8)),
+        })
+
+    @property
+    def bank_words(self):
+        return -(-self._depth // self._lanes)
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self._lanes
+        m.d.comb += self.i.ready.eq(1)
+        if lanes == 1:
+            m.submodules.memory = mem = memory.Memory(shape=8, depth=self._depth, init=[])
+            write_port = mem.write_port()
+            m.d.comb += [
+                write_port.addr.eq(self.i.payload.addr),
+                write_port.data.eq(self.i.payload.value[0]),
+                write_port.en.eq(self.i.valid & self.i.payload.mask[0]),
+            ]
+            wiring.connect(m, wiring.flipped(self.rd), mem.read_port(domain=self._read_domain))
+            return m
+
+        bits = (lanes - 1).bit_length()
+        base = self.i.payload.addr
+        first_bank = base[:bits]
+        first_word = base >> bits
+        read_bank = Signal(bits)
+        banks = []
+        for bank in range(lanes):
+            m.submodules[f"bank{bank}"] = mem = memory.Memory(
+                shape=8, depth=self.bank_words, init=[])
+            write_port = mem.write_port()
+            read_port = mem.read_port(domain=self._read_domain)
+            # The lane that lands here: (bank - first address) mod lanes; the lanes below the
+            # first bank wrap into the next word.
+            lane = Signal(bits, name=f"bank{bank}_lane")
+            m.d.comb += [
+                lane.eq(bank - first_bank),
+                write_port.addr.eq(first_word + (bank < first_bank)),
+                write_port.data.eq(self.i.payload.value.as_value().word_select(lane, 8)),
+                write_port.en.eq(self.i.valid & self.i.payload.mask.bit_select(lane, 1)),
+                read_port.addr.eq(self.rd.addr >> bits),
+                read_port.en.eq(self.rd.en),
+            ]
+            banks.append(read_port.data)
+        # The bank of the byte being read, taken with the address like the memories' data.
+        with m.If(self.rd.en):
+            m.d[self._read_domain] += read_bank.eq(self.rd.addr[:bits])
+        with m.Switch(read_bank):
+            for bank, data in enumerate(banks):
+                with m.Case(bank):
+                    m.d.comb += self.rd.data.eq(data)
+        return m
+
+
 class GemmAccelerator(wiring.Component):
     """INT8 GEMM engine with its activation, weight and parameter buffers.
 
@@ -201,6 +284,11 @@ class GemmAccelerator(wiring.Component):
         PE array size.
     dataflow : str
         A key of :data:`DATAFLOWS`.
+    drain_lanes : int
+        Outputs drained per cycle (see :class:`~gen.hw.gemm.OutputStationaryGemm`). The
+        parameter buffer is then that many memories, channel ``n`` in memory ``n % L`` at word
+        ``n // L``, read together; the host still writes channel ``n`` at ``param_wr`` address
+        ``n``.
     act_depth, wgt_depth, param_depth, out_depth : int
         Buffer depths in words (see :mod:`gen.hw.gemm` for the word layouts). The output buffer
         itself lives outside; ``out_depth`` bounds the addresses the engine may emit.
@@ -211,11 +299,11 @@ class GemmAccelerator(wiring.Component):
         Host-side write ports of the buffers.
     start, m_size, k_size, n_size, busy, done, error, cycles, abort
         As in :class:`~gen.hw.gemm.OutputStationaryGemm`.
-    o : ``Out(OutputStream())``
+    o : ``Out(OutputStream(drain_lanes))``
         Requantized outputs with their row-major addresses.
     """
 
-    def __init__(self, *, rows, cols, dataflow="output_stationary",
+    def __init__(self, *, rows, cols, dataflow="output_stationary", drain_lanes=1,
                  act_depth, wgt_depth, param_depth, out_depth, host_domain="sync"):
         self._host_domain = host_domain
         if dataflow not in DATAFLOWS:
@@ -224,6 +312,7 @@ class GemmAccelerator(wiring.Component):
         self._dataflow = dataflow
         self._rows = operator.index(rows)
         self._cols = operator.index(cols)
+        self._drain_lanes = check_drain_lanes(drain_lanes, self._cols)
         self._depths = {
             "act": operator.index(act_depth),
             "wgt": operator.index(wgt_depth),
@@ -246,7 +335,7 @@ class GemmAccelerator(wiring.Component):
             "error":    Out(1),
             "cycles":   Out(32),
             "abort":    In(1),
-            "o":        Out(OutputStream()),
+            "o":        Out(OutputStream(self._drain_lanes)),
         })
 
     @property
@@ -262,6 +351,10 @@ class GemmAccelerator(wiring.Component):
         return self._dataflow
 
     @property
+    def drain_lanes(self):
+        return self._drain_lanes
+
+    @property
     def depths(self):
         return dict(self._depths)
 
@@ -270,7 +363,8 @@ class GemmAccelerator(wiring.Component):
         depths = self._depths
         m.submodules.engine = engine = DATAFLOWS[self._dataflow](
             rows=self._rows, cols=self._cols, act_depth=depths["act"], wgt_depth=depths["wgt"],
-            param_depth=depths["param"], out_depth=depths["out"])
+            param_depth=depths["param"], out_depth=depths["out"],
+            drain_lanes=self._drain_lanes)
 
         # Operand buffers are one memory per byte lane. A wide memory may be mapped by yosys
         # as block RAMs stacked in depth, with a multiplexer after their outputs; a byte-wide
@@ -293,16 +387,21 @@ class GemmAccelerator(wiring.Component):
                     engine_port.data[8 * lane:8 * lane + 8].eq(buffer.rd.data),
                 ]
 
-        m.submodules.param_buffer = buffer = ParamBuffer(
-            depths["param"], write_domain=self._host_domain)
-        m.d.comb += [
-            buffer.wr.addr.eq(self.param_wr.addr),
-            buffer.wr.data.eq(self.param_wr.data),
-            buffer.wr.en.eq(self.param_wr.en),
-            buffer.rd.addr.eq(engine.param_rd.addr),
-            buffer.rd.en.eq(engine.param_rd.en),
-            engine.param_rd.data.eq(buffer.rd.data),
-        ]
+        lanes = self._drain_lanes
+        lane_bits = (lanes - 1).bit_length()
+        for lane in range(lanes):
+            name = f"param_buffer_{lane}" if lanes > 1 else "param_buffer"
+            m.submodules[name] = buffer = ParamBuffer(
+                engine.param_words, write_domain=self._host_domain)
+            m.d.comb += [
+                buffer.wr.addr.eq(self.param_wr.addr >> lane_bits),
+                buffer.wr.data.eq(self.param_wr.data),
+                buffer.wr.en.eq(self.param_wr.en & (self.param_wr.addr[:lane_bits] == lane
+                                                    if lanes > 1 else 1)),
+                buffer.rd.addr.eq(engine.param_rd.addr),
+                buffer.rd.en.eq(engine.param_rd.en),
+                engine.param_rd.data[lane].eq(buffer.rd.data),
+            ]
 
         m.d.comb += [
             engine.start.eq(self.start),

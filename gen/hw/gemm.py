@@ -4,16 +4,20 @@ The engine reads ``A`` and ``W`` from block RAM one array-wide word per cycle. P
 ``(i, j)`` keeps the accumulator of output ``Y[mt*R + i, nt*C + j]`` for the tile ``(mt, nt)`` in
 flight; row ``i`` of the array sees ``A[mt*R + i, k]`` and column ``j`` sees ``W[k, nt*C + j]``, so
 a tile takes ``K`` cycles. When a tile ends, all ``R*C`` accumulators move in one cycle into a
-shadow chain that drains one value per cycle through the requantizer while the next tile
-accumulates. The array never stalls: the tile sequencer instead holds back the *last* beat of a
-tile while the shadow chain is still busy, which keeps the clock enable off the wide datapath.
+set of shadow chains that drain ``drain_lanes`` values per cycle (adjacent outputs of one row)
+through as many requantizers while the next tile accumulates, so a tile drains in
+``R*C/drain_lanes`` cycles: with ``drain_lanes`` near ``R*C/K`` a small-K GEMM is no longer
+drain-bound. The array never stalls: the tile sequencer instead holds back the *last* beat of a
+tile while the shadow chains are still busy, which keeps the clock enable off the wide datapath.
 
 Buffer word layouts (shared with :mod:`gen.host.layout`):
 
 * activation word ``mt*K + k``, byte ``r``: ``A[mt*R + r, k]`` (zero past ``M``);
 * weight word ``nt*K + k``, byte ``c``: ``W[k, nt*C + c]`` (zero past ``N``);
-* parameter word ``n``: :class:`~gen.hw.requant.RequantParams` of output channel ``n``;
-* output ``Y[m, n]`` is emitted with address ``m*N + n``; padded positions are never emitted.
+* parameter word ``n // L``, element ``n % L`` (``L = drain_lanes``):
+  :class:`~gen.hw.requant.RequantParams` of output channel ``n``;
+* output ``Y[m, n]`` is emitted with address ``m*N + n``, up to ``L`` adjacent ones a beat;
+  padded positions are never emitted.
 """
 
 import operator
@@ -26,7 +30,8 @@ from .multiplier import MULTIPLIER_LATENCY, PipelinedMultiplier
 from .requant import REQUANT_MULTIPLIERS, RequantParams, Requantizer
 
 __all__ = ["DIM_WIDTH", "ADDR_WIDTH", "OPERAND_READ_LATENCY", "TileTag", "TileSequencer",
-           "MacArray", "AccumulatorDrain", "OutputStationaryGemm", "OutputStream"]
+           "MacArray", "AccumulatorDrain", "DrainTag", "OutputStationaryGemm", "OutputStream",
+           "check_drain_lanes"]
 
 #: Width of the runtime sizes M, K and N.
 DIM_WIDTH = 16
@@ -55,14 +60,6 @@ class TileTag(data.StructLayout):
             "n_base":   unsigned(DIM_WIDTH + 1),
             "out_base": unsigned(ADDR_WIDTH),
         })
-
-
-def OutputStream():
-    """Stream of requantized outputs with their row-major address ``m*N + n``."""
-    return stream.Signature(data.StructLayout({
-        "value": signed(8),
-        "addr":  unsigned(ADDR_WIDTH),
-    }))
 
 
 class TileSequencer(wiring.Component):
@@ -343,13 +340,47 @@ class MacArray(wiring.Component):
         return m
 
 
+def check_drain_lanes(lanes, cols):
+    """Raise ValueError unless ``lanes`` drain lanes suit a ``cols``-column array: a power of
+    two (an output address splits into bank and word by its low bits) that divides ``cols``
+    (every beat of the drain is ``lanes`` whole columns of one row)."""
+    lanes = operator.index(lanes)
+    if lanes < 1 or lanes & (lanes - 1):
+        raise ValueError(f"drain lanes must be a power of two, not {lanes}")
+    if cols % lanes:
+        raise ValueError(f"drain lanes ({lanes}) must divide the array's columns ({cols})")
+    return lanes
+
+
+def OutputStream(lanes=1):
+    """Stream of requantized outputs, ``lanes`` adjacent ones per beat: ``value[l]`` is the
+    output at row-major address ``addr + l`` (``m*N + n``) where bit ``l`` of ``mask`` is set
+    (the set bits are always the lowest ones: lanes past ``N`` are cleared)."""
+    return stream.Signature(data.StructLayout({
+        "value": data.ArrayLayout(signed(8), lanes),
+        "addr":  unsigned(ADDR_WIDTH),
+        "mask":  unsigned(lanes),
+    }))
+
+
+class DrainTag(data.StructLayout):
+    """What travels beside a drain beat through the requantizers: its first output address and
+    which lanes carry an output."""
+    def __init__(self, lanes):
+        super().__init__({"addr": unsigned(ADDR_WIDTH), "mask": unsigned(lanes)})
+
+
 class AccumulatorDrain(wiring.Component):
-    """Copies a finished tile out of the PEs' hold registers and drains it one value a cycle.
+    """Copies a finished tile out of the PEs' hold registers and drains it, ``lanes`` values a
+    cycle.
 
     The copy frees the hold registers at once, so the array can finish the next tile while
-    this one drains. Each value's channel parameters are fetched from the parameter buffer;
-    for every position inside ``M x N`` a requantizer input tagged with its output address is
-    emitted; padded positions are dropped without costing back-pressure.
+    this one drains. Lane ``l`` drains the columns ``j`` with ``j % lanes == l``, row by row,
+    so each beat is ``lanes`` adjacent outputs of one row: a tile takes ``R*C/lanes`` beats.
+    Each beat's channel parameters are one word of the lane-interleaved parameter buffer (word
+    ``n // lanes`` holds channels ``n .. n+lanes-1``); each beat with an output inside
+    ``M x N`` is emitted tagged with its first output address and its lane mask; beats wholly
+    in the padding are dropped without costing back-pressure.
 
     Members
     -------
@@ -361,14 +392,14 @@ class AccumulatorDrain(wiring.Component):
         A finished tile waits in the hold registers: no PE may finish another.
     m_size, n_size : ``In(DIM_WIDTH)``
     param_rd : ``In(memory.ReadPort.Signature(...))``
-        Read port of the parameter buffer, read ahead: ``addr`` is presented every cycle and
-        ``data`` is the word at the address of the cycle before the last one with ``en``
-        (a block RAM read followed by an output register enabled by ``en``, see
-        :class:`~gen.hw.accelerator.ParamBuffer`).
+        Read port of the parameter buffer (``lanes`` channels a word), read ahead: ``addr`` is
+        presented every cycle and ``data`` is the word at the address of the cycle before the
+        last one with ``en`` (a block RAM read followed by an output register enabled by
+        ``en``, see :class:`~gen.hw.accelerator.ParamBuffer`).
     o : ``Out(stream.Signature(...))``
-        Requantizer input: ``acc``, ``params``, ``tag`` (output address).
+        Requantizer inputs: ``acc[l]``, ``params[l]`` and the beat's :class:`DrainTag`.
     busy : ``Out(1)``
-        The drain chain holds values not yet sent.
+        The drain chains hold values not yet sent.
     pending : ``Out(1)``
         Anything not yet handed on: a full hold, a busy chain, or the output register.
     overflow : ``Out(1)``
@@ -376,12 +407,12 @@ class AccumulatorDrain(wiring.Component):
     clear : ``In(1)``
     """
 
-    def __init__(self, *, rows, cols, param_depth, out_depth):
+    def __init__(self, *, rows, cols, param_depth, out_depth, lanes=1):
         self._rows = operator.index(rows)
         self._cols = operator.index(cols)
+        self._lanes = check_drain_lanes(lanes, self._cols)
         self._param_depth = operator.index(param_depth)
         self._out_depth = operator.index(out_depth)
-        param_addr_width = max(1, (self._param_depth - 1).bit_length())
         super().__init__({
             "tile_ready": In(1),
             "holds":      In(data.ArrayLayout(signed(32), self._rows * self._cols)),
@@ -389,12 +420,13 @@ class AccumulatorDrain(wiring.Component):
             "holds_full": Out(1),
             "m_size":     In(DIM_WIDTH),
             "n_size":     In(DIM_WIDTH),
-            "param_rd":   In(memory.ReadPort.Signature(addr_width=param_addr_width,
-                                                       shape=RequantParams())),
+            "param_rd":   In(memory.ReadPort.Signature(
+                addr_width=self.param_addr_width,
+                shape=data.ArrayLayout(RequantParams(), self._lanes))),
             "o":          Out(stream.Signature(data.StructLayout({
-                "acc":    signed(32),
-                "params": RequantParams(),
-                "tag":    unsigned(ADDR_WIDTH),
+                "acc":    data.ArrayLayout(signed(32), self._lanes),
+                "params": data.ArrayLayout(RequantParams(), self._lanes),
+                "tag":    DrainTag(self._lanes),
             }))),
             "busy":       Out(1),
             "pending":    Out(1),
@@ -402,21 +434,43 @@ class AccumulatorDrain(wiring.Component):
             "clear":      In(1),
         })
 
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def param_words(self):
+        """Words of the lane-interleaved parameter buffer."""
+        return -(-self._param_depth // self._lanes)
+
+    @property
+    def param_addr_width(self):
+        return max(1, (self.param_words - 1).bit_length())
+
+    @property
+    def beats_per_tile(self):
+        return self._rows * self._cols // self._lanes
+
     def elaborate(self, platform):
         m = Module()
-        rows, cols = self._rows, self._cols
-        count = rows * cols
+        rows, cols, lanes = self._rows, self._cols, self._lanes
+        per_row = cols // lanes                 # beats of one row of the tile
+        beats = rows * per_row
+        lane_shift = (lanes - 1).bit_length()
 
-        chain = [Signal(signed(32), name=f"chain_{e}", reset_less=True) for e in range(count)]
+        # chains[l][b]: the value lane l sends at beat b, PE (b // per_row, l + lanes*(b % per_row)).
+        chains = [[Signal(signed(32), name=f"chain_{lane}_{b}", reset_less=True)
+                   for b in range(beats)] for lane in range(lanes)]
         tile = Signal(TileTag())
         row = Signal(range(rows))
-        col = Signal(range(cols))
+        col = Signal(range(cols))          # the column of lane 0 (a multiple of lanes)
         row_addr = Signal(ADDR_WIDTH)      # out_base + row * N
         row_m = Signal(DIM_WIDTH + 1)      # m_base + row
 
         out_valid = Signal()
         out_skip = Signal()
-        out_acc = Signal(signed(32), reset_less=True)
+        out_mask = Signal(lanes)
+        out_acc = Signal(data.ArrayLayout(signed(32), lanes), reset_less=True)
         out_addr = Signal(ADDR_WIDTH, reset_less=True)
 
         with m.If(self.tile_ready):
@@ -435,17 +489,17 @@ class AccumulatorDrain(wiring.Component):
             can_send.eq(~out_valid | out_skip | self.o.ready),
             send.eq(self.busy & can_send),
             channel_next.eq(channel),
-            self.param_rd.addr.eq(channel_next),
+            self.param_rd.addr.eq(channel_next >> lane_shift),
             self.param_rd.en.eq(send),
         ]
         m.d.sync += channel.eq(channel_next)
 
-        # The chain spans the whole array; driving its R*C*32 registers from the one `copy` and
-        # `send` of the controller would make two nets with thousands of loads. Each row of the
-        # chain instead follows its own copy of the controller's two state bits (kept apart
-        # from each other in synthesis by `keep`, see flows.ecp5.KEEP_REGISTERS).
+        # The chains span the whole array; driving their R*C*32 registers from the one `copy`
+        # and `send` of the controller would make two nets with thousands of loads. Each row
+        # of the tile instead follows its own copy of the controller's two state bits (kept
+        # apart from each other in synthesis by `keep`, see flows.ecp5.KEEP_REGISTERS).
         last_send = Signal()
-        m.d.comb += last_send.eq(send & (col == cols - 1) & (row == rows - 1))
+        m.d.comb += last_send.eq(send & (col == cols - lanes) & (row == rows - 1))
         for r in range(rows):
             full_r = Signal(name=f"holds_full_row{r}", attrs={"keep": 1})
             busy_r = Signal(name=f"busy_row{r}", attrs={"keep": 1})
@@ -457,11 +511,13 @@ class AccumulatorDrain(wiring.Component):
                 m.d.sync += [full_r.eq(0), busy_r.eq(1)]
             with m.Elif(last_send):
                 m.d.sync += busy_r.eq(0)
-            row_elements = range(r * cols, (r + 1) * cols)
+            row_beats = range(r * per_row, (r + 1) * per_row)
             with m.If(copy_r):
-                m.d.sync += [chain[e].eq(self.holds[e]) for e in row_elements]
+                m.d.sync += [chains[lane][b].eq(self.holds[r * cols + lane + lanes * (b % per_row)])
+                             for lane in range(lanes) for b in row_beats]
             with m.Elif(send_r):
-                m.d.sync += [chain[e].eq(chain[e + 1]) for e in row_elements if e + 1 < count]
+                m.d.sync += [chains[lane][b].eq(chains[lane][b + 1])
+                             for lane in range(lanes) for b in row_beats if b + 1 < beats]
 
         with m.If(copy):
             m.d.sync += [
@@ -475,7 +531,7 @@ class AccumulatorDrain(wiring.Component):
             ]
             m.d.comb += channel_next.eq(self.tag.n_base)
         with m.Elif(send):
-            with m.If(col == cols - 1):
+            with m.If(col == cols - lanes):
                 m.d.sync += [
                     col.eq(0),
                     row.eq(row + 1),
@@ -486,35 +542,44 @@ class AccumulatorDrain(wiring.Component):
                 with m.If(row == rows - 1):
                     m.d.sync += self.busy.eq(0)
             with m.Else():
-                m.d.sync += col.eq(col + 1)
-                m.d.comb += channel_next.eq(channel + 1)
+                m.d.sync += col.eq(col + lanes)
+                m.d.comb += channel_next.eq(channel + lanes)
 
-        skip = Signal()
-        m.d.comb += skip.eq((row_m >= self.m_size) | (channel >= self.n_size))
+        # Lane l carries an output when its row and its channel are inside M x N; lane 0 has
+        # the beat's lowest channel, so a beat with no output is one whose lane 0 has none.
+        row_inside = Signal()
+        lane_inside = Signal(lanes)
+        m.d.comb += row_inside.eq(row_m < self.m_size)
+        m.d.comb += [lane_inside[lane].eq(channel + lane < self.n_size) for lane in range(lanes)]
         out_channel = Signal.like(channel)
         with m.If(send):
             m.d.sync += [
                 out_valid.eq(1),
-                out_skip.eq(skip),
-                out_acc.eq(chain[0]),
+                out_skip.eq(~row_inside | ~lane_inside[0]),
+                out_mask.eq(lane_inside),
                 out_addr.eq(row_addr + col),
                 out_channel.eq(channel),
             ]
+            m.d.sync += [out_acc[lane].eq(chains[lane][0]) for lane in range(lanes)]
         with m.Elif(can_send):
             m.d.sync += out_valid.eq(0)
         # Checked from the output register, a cycle later, to keep adders and comparators in
-        # separate cycles.
+        # separate cycles; lane l's bounds are constants less l, so no lane needs an adder.
+        beyond = Signal(lanes)
+        m.d.comb += [beyond[lane].eq(out_mask[lane] & (
+            (out_channel >= self._param_depth - lane) | (out_addr >= self._out_depth - lane)))
+            for lane in range(lanes)]
         with m.If(self.clear):
             m.d.sync += self.overflow.eq(0)
-        with m.Elif(out_valid & ~out_skip & ((out_channel >= self._param_depth) |
-                                             (out_addr >= self._out_depth))):
+        with m.Elif(out_valid & ~out_skip & beyond.any()):
             m.d.sync += self.overflow.eq(1)
 
         m.d.comb += [
             self.o.valid.eq(out_valid & ~out_skip),
             self.o.payload.acc.eq(out_acc),
             self.o.payload.params.eq(self.param_rd.data),
-            self.o.payload.tag.eq(out_addr),
+            self.o.payload.tag.addr.eq(out_addr),
+            self.o.payload.tag.mask.eq(out_mask),
             self.pending.eq(self.holds_full | self.busy | out_valid),
         ]
         return m
@@ -538,6 +603,9 @@ class OutputStationaryGemm(wiring.Component):
         ``done`` pulses once when the last output has been accepted.
     error : ``Out(1)``
         The last job had a zero size or an address beyond a buffer; its outputs are invalid.
+    drain_lanes : int
+        Outputs the drain hands to its requantizers per cycle (a power of two dividing
+        ``cols``; one requantizer each): a tile drains in ``R*C/drain_lanes`` cycles.
     cycles : ``Out(32)``
         Cycles from ``start`` to ``done`` of the current or last job.
     abort : ``In(1)``
@@ -547,13 +615,14 @@ class OutputStationaryGemm(wiring.Component):
         no job runs. Nothing of the job is left in the pipeline for the next one.
     act_rd, wgt_rd, param_rd : read ports of the three input buffers.
         ``act_rd`` and ``wgt_rd`` data arrive ``OPERAND_READ_LATENCY`` cycles after their
-        address (``en`` is left at 1); ``param_rd`` is read ahead (see
-        :class:`AccumulatorDrain`).
-    o : ``Out(OutputStream())``
+        address (``en`` is left at 1); ``param_rd`` is read ahead, ``drain_lanes`` channels a
+        word (see :class:`AccumulatorDrain`).
+    o : ``Out(OutputStream(drain_lanes))``
         Requantized outputs with their row-major address, in tile order.
     """
 
-    def __init__(self, *, rows, cols, act_depth, wgt_depth, param_depth, out_depth):
+    def __init__(self, *, rows, cols, act_depth, wgt_depth, param_depth, out_depth,
+                 drain_lanes=1):
         self._rows = operator.index(rows)
         self._cols = operator.index(cols)
         self._act_depth = operator.index(act_depth)
@@ -563,6 +632,7 @@ class OutputStationaryGemm(wiring.Component):
         for name in ("rows", "cols", "act_depth", "wgt_depth", "param_depth", "out_depth"):
             if getattr(self, "_" + name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, '_' + name)}")
+        self._drain_lanes = check_drain_lanes(drain_lanes, self._cols)
         super().__init__({
             "start":    In(1),
             "m_size":   In(DIM_WIDTH),
@@ -577,9 +647,10 @@ class OutputStationaryGemm(wiring.Component):
                                                      shape=8 * self._rows)),
             "wgt_rd":   In(memory.ReadPort.Signature(addr_width=self.wgt_addr_width,
                                                      shape=8 * self._cols)),
-            "param_rd": In(memory.ReadPort.Signature(addr_width=self.param_addr_width,
-                                                     shape=RequantParams())),
-            "o":        Out(OutputStream()),
+            "param_rd": In(memory.ReadPort.Signature(
+                addr_width=self.param_addr_width,
+                shape=data.ArrayLayout(RequantParams(), self._drain_lanes))),
+            "o":        Out(OutputStream(self._drain_lanes)),
         })
 
     @property
@@ -599,13 +670,22 @@ class OutputStationaryGemm(wiring.Component):
         return max(1, (self._wgt_depth - 1).bit_length())
 
     @property
+    def drain_lanes(self):
+        return self._drain_lanes
+
+    @property
+    def param_words(self):
+        """Words of the lane-interleaved parameter buffer (``drain_lanes`` channels each)."""
+        return -(-self._param_depth // self._drain_lanes)
+
+    @property
     def param_addr_width(self):
-        return max(1, (self._param_depth - 1).bit_length())
+        return max(1, (self.param_words - 1).bit_length())
 
     @property
     def multipliers(self):
         """18x18 multipliers the engine instantiates."""
-        return self._rows * self._cols + REQUANT_MULTIPLIERS
+        return self._rows * self._cols + self._drain_lanes * REQUANT_MULTIPLIERS
 
     def elaborate(self, platform):
         m = Module()
@@ -615,8 +695,16 @@ class OutputStationaryGemm(wiring.Component):
             rows=rows, cols=cols, act_depth=self._act_depth, wgt_depth=self._wgt_depth)
         m.submodules.array = array = MacArray(rows=rows, cols=cols)
         m.submodules.drain = drain = AccumulatorDrain(
-            rows=rows, cols=cols, param_depth=self._param_depth, out_depth=self._out_depth)
-        m.submodules.requant = requant = Requantizer(tag_shape=unsigned(ADDR_WIDTH))
+            rows=rows, cols=cols, param_depth=self._param_depth, out_depth=self._out_depth,
+            lanes=self._drain_lanes)
+        lanes = self._drain_lanes
+        # One requantizer per lane. They see the same valid and ready in every cycle, so they
+        # move in lock step: lane 0 carries the beat's tag and speaks for all of them.
+        requants = []
+        for lane in range(lanes):
+            requant = Requantizer(tag_shape=DrainTag(lanes) if lane == 0 else unsigned(1))
+            m.submodules[f"requant_{lane}" if lanes > 1 else "requant"] = requant
+            requants.append(requant)
 
         m_size = Signal(DIM_WIDTH)
         n_size = Signal(DIM_WIDTH)
@@ -682,14 +770,22 @@ class OutputStationaryGemm(wiring.Component):
             drain.clear.eq(launch),
         ]
         wiring.connect(m, wiring.flipped(self.param_rd), drain.param_rd)
-        wiring.connect(m, drain.o, requant.i)
-
+        out_tag = data.View(DrainTag(lanes), requants[0].o.payload.tag)
         m.d.comb += [
-            self.o.valid.eq(requant.o.valid),
-            self.o.payload.value.eq(requant.o.payload.value),
-            self.o.payload.addr.eq(requant.o.payload.tag),
-            requant.o.ready.eq(self.o.ready),
+            drain.o.ready.eq(requants[0].i.ready),
+            self.o.valid.eq(requants[0].o.valid),
+            self.o.payload.addr.eq(out_tag.addr),
+            self.o.payload.mask.eq(out_tag.mask),
         ]
+        for lane, requant in enumerate(requants):
+            m.d.comb += [
+                requant.i.valid.eq(drain.o.valid),
+                requant.i.payload.acc.eq(drain.o.payload.acc[lane]),
+                requant.i.payload.params.eq(drain.o.payload.params[lane]),
+                requant.o.ready.eq(self.o.ready),
+                self.o.payload.value[lane].eq(requant.o.payload.value),
+            ]
+        m.d.comb += requants[0].i.payload.tag.eq(drain.o.payload.tag)
 
         # Completion: each part's idle flag is registered next to the part, then combined in a
         # second register; the parts are spread over the whole chip, so their AND would
@@ -699,7 +795,7 @@ class OutputStationaryGemm(wiring.Component):
         all_idle = Signal()
         m.d.sync += [
             parts_idle.eq(Cat(~seq.running, ~beat_in_flight, ~array.busy, ~drain.pending,
-                              ~requant.busy)),
+                              ~requants[0].busy)),
             all_idle.eq(parts_idle.all()),
         ]
         with m.If(launch):

@@ -1,11 +1,11 @@
 """The accelerator behind its host link: everything of a board design except clocks and pins."""
 
 from amaranth.hdl import DomainRenamer, Module, Signal
-from amaranth.lib import memory, wiring
+from amaranth.lib import wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from .accelerator import DATAFLOWS, GemmAccelerator
+from .accelerator import DATAFLOWS, GemmAccelerator, OutputBuffer
 from .host_bridge import DEFAULT_BYTE_TIMEOUT, HostBridge
 from .uart import UARTReceiver, UARTTransmitter
 
@@ -17,7 +17,7 @@ class HostSystem(wiring.Component):
 
     Parameters
     ----------
-    rows, cols, dataflow, act_depth, wgt_depth, param_depth, out_depth
+    rows, cols, dataflow, drain_lanes, act_depth, wgt_depth, param_depth, out_depth
         As in :class:`~gen.hw.accelerator.GemmAccelerator`.
     uart_divisor : int
         ``host`` clock cycles per UART bit.
@@ -49,10 +49,11 @@ class HostSystem(wiring.Component):
         (to the clock select's ``level``) and the one it applies (from its ``active``).
     """
 
-    def __init__(self, *, rows, cols, dataflow="output_stationary", act_depth, wgt_depth,
-                 param_depth, out_depth, uart_divisor, byte_timeout=DEFAULT_BYTE_TIMEOUT,
-                 clock_levels=1):
-        self._accel_args = dict(rows=rows, cols=cols, dataflow=dataflow, act_depth=act_depth,
+    def __init__(self, *, rows, cols, dataflow="output_stationary", drain_lanes=1, act_depth,
+                 wgt_depth, param_depth, out_depth, uart_divisor,
+                 byte_timeout=DEFAULT_BYTE_TIMEOUT, clock_levels=1):
+        self._accel_args = dict(rows=rows, cols=cols, dataflow=dataflow,
+                                drain_lanes=drain_lanes, act_depth=act_depth,
                                 wgt_depth=wgt_depth, param_depth=param_depth,
                                 out_depth=out_depth)
         self._uart_divisor = uart_divisor
@@ -163,15 +164,8 @@ class HostSystem(wiring.Component):
         ]
 
         # Output buffer: the accelerator writes Y[m, n] at m*N + n; the host reads it back.
-        out_depth = self._accel_args["out_depth"]
-        m.submodules.out_buffer = out_buffer = memory.Memory(shape=8, depth=out_depth, init=[])
-        write_port = out_buffer.write_port()
-        read_port = out_buffer.read_port(domain="host")
-        m.d.comb += [
-            accel.o.ready.eq(1),
-            write_port.addr.eq(accel.o.payload.addr),
-            write_port.data.eq(accel.o.payload.value),
-            write_port.en.eq(accel.o.valid),
-        ]
-        wiring.connect(m, bridge.out_rd, read_port)
+        m.submodules.out_buffer = out_buffer = OutputBuffer(
+            self._accel_args["out_depth"], lanes=accel.drain_lanes, read_domain="host")
+        wiring.connect(m, accel.o, out_buffer.i)
+        wiring.connect(m, bridge.out_rd, out_buffer.rd)
         return m
