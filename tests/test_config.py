@@ -319,3 +319,27 @@ def test_board_top_with_levels_switches_clkop_and_clkos2():
     no_levels = SimpleNamespace(uart_rx=None, uart_tx=None, busy=None, error=None)
     with pytest.raises(ValueError, match="CLKOS2 divider"):
         BoardTop(no_levels, design.pll)
+
+
+@pytest.mark.parametrize("lanes, message", [
+    (3, "array.drain_lanes: 3 is not a power of two"),
+    (16, "array.drain_lanes: 16 does not divide array.cols (8)"),
+    (0, "array.drain_lanes: 0 is outside [1, 64]"),
+    ("4", "array.drain_lanes: expected int"),
+])
+def test_bad_drain_lanes_are_one_line_naming_the_field(lanes, message):
+    raw = default_raw()
+    raw["array"]["drain_lanes"] = lanes
+    with pytest.raises(UserError) as info:
+        parse_config(raw)
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_drain_lanes_default_to_one_and_one_hashes_as_before():
+    raw = default_raw()
+    config = parse_config(raw)
+    assert config.array.drain_lanes == 1 and "drain_lanes" not in config.as_dict()["array"]
+    raw["array"]["drain_lanes"] = 4
+    config = parse_config(raw)
+    assert config.array.drain_lanes == 4 and config.as_dict()["array"]["drain_lanes"] == 4
+    assert prepare_design(config, progress=lambda line: None).estimate.mult18 == 64 + 4 * 4

@@ -28,14 +28,16 @@ def test_closed_form_equals_the_tile_recurrence():
 def test_engine_resources_equal_the_estimate_of_the_config():
     base = load_config()
     from dataclasses import replace
-    for rows, cols, act, wgt, par, out in [(8, 8, 2048, 2048, 512, 16384), (1, 1, 16, 16, 1, 16),
-                                          (3, 5, 300, 1000, 64, 5000), (16, 8, 8192, 4096, 2048,
-                                                                         65536)]:
-        config = replace(base, array=replace(base.array, rows=rows, cols=cols),
+    for rows, cols, act, wgt, par, out, lanes in [
+            (8, 8, 2048, 2048, 512, 16384, 1), (1, 1, 16, 16, 1, 16, 1),
+            (3, 5, 300, 1000, 64, 5000, 1), (16, 8, 8192, 4096, 2048, 65536, 1),
+            (8, 8, 2048, 2048, 512, 16384, 8), (4, 12, 1024, 300, 61, 5000, 4)]:
+        config = replace(base, array=replace(base.array, rows=rows, cols=cols,
+                                             drain_lanes=lanes),
                          buffers=replace(base.buffers, act_depth=act, wgt_depth=wgt,
                                          param_depth=par, out_depth=out))
         want = estimate_resources(config).as_dict()
-        got = cost.engine_resources(rows, cols, act, wgt, par, out)
+        got = cost.engine_resources(rows, cols, act, wgt, par, out, lanes)
         for key in ("lut4", "ff", "mult18", "bram18k"):
             assert int(got[key]) == want[key], (key, rows, cols)
 
