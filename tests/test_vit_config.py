@@ -168,3 +168,35 @@ def test_lanes_auto_runs_the_balance_search():
     raw["vit"]["nmp_lanes"] = 4
     with pytest.raises(UserError, match="vit.nmp_lanes: auto only with vit.lanes: auto"):
         _parse(raw)
+
+
+def test_infer_quotes_a_built_fmax_only_for_todays_verilog(tmp_path):
+    """`gen infer` prices images/s at the built Fmax only when report.json is of the Verilog
+    generated today; a stale report falls back to the configured clock, and says so."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from gen.artifacts import build_fingerprint
+    from gen.vit.cli import _fmax
+
+    def generate(folder, progress=None):
+        folder = Path(folder)
+        (folder / "top.v").write_text("module top; endmodule\n")
+        (folder / "manifest.json").write_text("{}\n")
+        return folder
+
+    build = SimpleNamespace(clock_mhz=100.0, generate=generate)
+    built = tmp_path / "built"
+    built.mkdir()
+    assert _fmax(build, built) == (100.0, "configured clock: no bitstream built yet")
+    today = tmp_path / "today"
+    today.mkdir()
+    report = {"fmax_by_domain": {"sync": {"achieved_mhz": 101.5}}, "timing_met": True,
+              "fingerprint": build_fingerprint(generate(today))}
+    (built / "report.json").write_text(json.dumps(report))
+    assert _fmax(build, built) == (101.5, "built Fmax, timing met")
+    report["fingerprint"] = "an older generator's"
+    (built / "report.json").write_text(json.dumps(report))
+    mhz, what = _fmax(build, built)
+    assert mhz == 100.0 and "older generator" in what

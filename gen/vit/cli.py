@@ -85,11 +85,23 @@ def infer_progress(log, every=10):
 
 
 def _fmax(build, folder):
-    from ..artifacts import read_json
+    """The clock to quote images/s at: the built Fmax when the build in ``folder`` is of
+    today's Verilog, else the configured clock, saying why."""
+    import tempfile
+    from ..artifacts import build_fingerprint, read_json
     report = read_json(folder / "report.json")
-    if report and report.get("fmax_by_domain", {}).get("sync"):
-        return report["fmax_by_domain"]["sync"]["achieved_mhz"], "built Fmax"
-    return build.clock_mhz, "configured clock: no bitstream built yet"
+    if not (report and report.get("fmax_by_domain", {}).get("sync")):
+        return build.clock_mhz, "configured clock: no bitstream built yet"
+    # The folder is named by config, model and generator version, not by the Verilog: a
+    # report of an older generator's RTL must not lend today's design its Fmax.
+    with tempfile.TemporaryDirectory() as tmp:
+        current = build_fingerprint(build.generate(tmp, progress=lambda message: None))
+    if report.get("fingerprint") != current:
+        return build.clock_mhz, ("configured clock: the bitstream in the build folder is of "
+                                 "an older generator's Verilog; python -m gen build rebuilds "
+                                 "it")
+    met = "timing met" if report.get("timing_met") else "timing FAILED"
+    return report["fmax_by_domain"]["sync"]["achieved_mhz"], f"built Fmax, {met}"
 
 
 def cmd_infer(args, log=print):
