@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -380,6 +381,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written as a result", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         from flows.ecp5 import FlowError
         if isinstance(exc, FlowError):
