@@ -458,7 +458,8 @@ class AccumulatorDrain(wiring.Component):
         beats = rows * per_row
         lane_shift = (lanes - 1).bit_length()
 
-        # chains[l][b]: the value lane l sends at beat b, PE (b // per_row, l + lanes*(b % per_row)).
+        # chains[l][b]: the value lane l sends at beat b, from PE
+        # (b // per_row, l + lanes * (b % per_row)).
         chains = [[Signal(signed(32), name=f"chain_{lane}_{b}", reset_less=True)
                    for b in range(beats)] for lane in range(lanes)]
         tile = Signal(TileTag())
