@@ -243,7 +243,13 @@ class OutputBuffer(wiring.Component):
             return m
 
         bits = (lanes - 1).bit_length()
-        base = self.i.payload.addr
+        # The beat is registered first: the requantizers' output registers sat by their
+        # clamp logic, a 2.6 ns route from the banks (111.6 MHz at a 115 MHz target). Nothing
+        # waits for the write: the host reads the buffer only after the job is done.
+        beat = Signal.like(self.i.payload, name="beat_q")
+        beat_valid = Signal(name="beat_valid_q")
+        m.d.sync += [beat.eq(self.i.payload), beat_valid.eq(self.i.valid)]
+        base = beat.addr
         first_bank = base[:bits]
         first_word = base >> bits
         read_bank = Signal(bits)
@@ -259,8 +265,8 @@ class OutputBuffer(wiring.Component):
             m.d.comb += [
                 lane.eq(bank - first_bank),
                 write_port.addr.eq(first_word + (bank < first_bank)),
-                write_port.data.eq(self.i.payload.value.as_value().word_select(lane, 8)),
-                write_port.en.eq(self.i.valid & self.i.payload.mask.bit_select(lane, 1)),
+                write_port.data.eq(beat.value.as_value().word_select(lane, 8)),
+                write_port.en.eq(beat_valid & beat.mask.bit_select(lane, 1)),
                 read_port.addr.eq(self.rd.addr >> bits),
                 read_port.en.eq(self.rd.en),
             ]
