@@ -214,7 +214,8 @@ class BankedMemory(wiring.Component):
     Members
     -------
     wr : ``Out(memory.WritePort.Signature(...))``
-        Write port (synchronous, ``en`` one bit per ``granularity`` bits of the word, or one).
+        Write port (``en`` one bit per ``granularity`` bits of the word, or one), registered
+        twice: the word is written at the third clock edge.
     rd, rd1, ... : ``Out(banked_read_signature(...))``
         Read ports: ``data`` shows the word at ``addr`` :data:`BANKED_READ_LATENCY` cycles
         later.
@@ -263,10 +264,19 @@ class BankedMemory(wiring.Component):
                 m.d.sync += later.eq(port.addr >> low_bits if k == 0 else select)
                 select = later
             selects.append(select)
+        # The write into a register first: the writers' selects and byte enables were a
+        # chain of LUTs in front of a 5 ns route to a far bank (the critical path at 96.0 MHz).
+        # With the register beside each bank below, a word is written two cycles later;
+        # nothing reads it that soon (an op reads no word it writes, and the next op starts
+        # well after the last write; the bit-exact tests would show a stale read).
+        wr_addr = Signal.like(self.wr.addr, name="wr_addr_q")
+        wr_data = Signal.like(self.wr.data, name="wr_data_q", reset_less=True)
+        wr_en = Signal.like(self.wr.en, name="wr_en_q")
+        m.d.sync += [wr_addr.eq(self.wr.addr), wr_data.eq(self.wr.data), wr_en.eq(self.wr.en)]
         outputs = [[] for _ in ports]
         for k in range(self.banks):
             words = min(per_bank, self._depth - k * per_bank)
-            hit = (self.wr.addr >> low_bits) == k
+            hit = (wr_addr >> low_bits) == k
             for p, port in enumerate(ports):
                 # One bank per read port: a DP16KD in the 36-bit mode has one read port.
                 bank = BlockRamBank(self._shape, words, granularity=self._granularity)
@@ -274,9 +284,22 @@ class BankedMemory(wiring.Component):
                 # No reset: a reset would put a LUT between the output register and these.
                 near = Signal(self._shape, name=f"bank{k}_near{p}", reset_less=True)
                 data_q = Signal(self._shape, name=f"bank{k}_q{p}", reset_less=True)
+                # And again beside each block RAM: the copies of a bank for two read ports sit
+                # far apart, and a write decoded once reached the far one over a 5 ns route
+                # behind its LUTs. Now that route runs from register to register.
+                # `keep`: identical registers, which yosys would otherwise merge into one
+                # (see flows.ecp5.KEEP_REGISTERS).
+                keep = {"keep": 1}
+                bank_addr = Signal(low_bits, name=f"bank{k}_wr_addr{p}", reset_less=True,
+                                   attrs=keep)
+                bank_data = Signal(self._shape, name=f"bank{k}_wr_data{p}", reset_less=True,
+                                   attrs=keep)
+                bank_en = Signal(len(wr_en), name=f"bank{k}_wr_en{p}", attrs=keep)
+                m.d.sync += [bank_addr.eq(wr_addr[:low_bits]), bank_data.eq(wr_data),
+                             bank_en.eq(Mux(hit, wr_en, 0))]
                 m.d.comb += [
-                    bank.wr.addr.eq(self.wr.addr[:low_bits]), bank.wr.data.eq(self.wr.data),
-                    bank.wr.en.eq(Mux(hit, self.wr.en, 0)),
+                    bank.wr.addr.eq(bank_addr), bank.wr.data.eq(bank_data),
+                    bank.wr.en.eq(bank_en),
                     bank.rd.addr.eq(port.addr[:low_bits]),
                 ]
                 m.d.sync += [near.eq(bank.rd.data), data_q.eq(near)]
