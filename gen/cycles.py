@@ -38,6 +38,7 @@ from .hw.softmax import HANDOFF_CYCLES as SOFTMAX_HANDOFF_CYCLES
 from .hw.softmax import QUOTIENT_BITS as SOFTMAX_QUOTIENT_BITS
 
 __all__ = ["GEMM_TAIL_CYCLES", "padded_tail_slots", "ideal_gemm_cycles", "gemm_cycles",
+           "early_last_spacing",
            "gemm_cycles_closed_form", "ATTENTION_FIRST_GROUP_CYCLES", "ATTENTION_DRAIN_STAGES",
            "ATTENTION_FINISH_CYCLES", "ATTENTION_SOFTMAX_OP_CYCLES", "softmax_row_cycles",
            "softmax_rows_cycles", "attention_mac_op_cycles", "attention_softmax_op_cycles",
@@ -66,6 +67,13 @@ def ideal_gemm_cycles(m, k, n, rows, cols):
     return m * k * n / (rows * cols)
 
 
+def early_last_spacing(rows, cols):
+    """Cycles at least between two last beats when the second issues before the first tile is
+    copied (``gen.hw.gemm.OutputStationaryGemm``: ``R + C - 1``, and never in the cycle
+    right after a last beat)."""
+    return max(rows + cols - 1, 2)
+
+
 def gemm_cycles(m, k, n, rows, cols, drain_lanes=1):
     """Cycles from START to done of one GEMM job with the output never stalled.
 
@@ -73,16 +81,23 @@ def gemm_cycles(m, k, n, rows, cols, drain_lanes=1):
     ``OPERAND_READ_LATENCY`` cycles later; the array needs ``R + C + MULTIPLIER_LATENCY``
     cycles to finish it in every PE (systolic skew plus the multiplier pipeline); the drain
     sees the full hold registers one cycle after that and copies the tile at ``x_t`` once its
-    chains are free, then needs ``R*C/drain_lanes`` cycles; the next tile's last beat may
-    issue only after the copy.
+    chains are free, then needs ``D = R*C/drain_lanes`` cycles. The next tile's last beat may
+    issue after the copy, or early, before it: at least :func:`early_last_spacing` cycles
+    after ``c_t``, once the drain has sent the tile before (``x_{t-1} + D + 2``), and no later
+    than the cycle the copy could first happen (``c_t + to_copy``).
     """
     tiles = math.ceil(m / rows) * math.ceil(n / cols)
     latency, drain = rows + cols + MULTIPLIER_LATENCY, rows * cols // drain_lanes
     to_copy = OPERAND_READ_LATENCY + 1 + latency
+    spacing = early_last_spacing(rows, cols)
     issue = k - 1                      # c_0
     copy = issue + to_copy             # x_0
+    drain_free = None                  # x_{t-1} + D + 2
     for _ in range(tiles - 1):
-        issue = max(issue + k, copy + 1)
+        early = max(issue + k, issue + spacing, drain_free if drain_free is not None else 0)
+        next_issue = early if early <= issue + to_copy else max(issue + k, copy + 1)
+        drain_free = copy + drain + 2
+        issue = next_issue
         copy = max(issue + to_copy, copy + drain + 1)
     return (copy + drain + GEMM_TAIL_CYCLES +
             max(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols, drain_lanes), 0))
@@ -92,12 +107,12 @@ def gemm_cycles_closed_form(m, k, n, rows, cols, drain_lanes=1):
     """Cycles of one GEMM job on the generated engine, from START to done (output never
     stalled): the closed form of :func:`gemm_cycles`.
 
-    With tile issue times ``i_t`` and drain copy times ``c_t``, ``d_t = c_t - i_t`` obeys
-    ``i_{t+1} = i_t + max(K, d_t + 1)`` and ``d_{t+1} = max(a, d_t + D + 1 - (i_{t+1} - i_t))``
-    with ``a = R + C + MULTIPLIER_LATENCY + OPERAND_READ_LATENCY + 1`` and
-    ``D = R*C/drain_lanes``: after
-    at most one transient phase the tiles advance by a constant period, so the last copy time
-    has a closed form.
+    With ``a = R + C + MULTIPLIER_LATENCY + OPERAND_READ_LATENCY + 1`` and
+    ``D = R*C/drain_lanes``: for ``K > a`` no last beat can issue early, and with tile issue
+    times ``i_t`` and drain copy times ``c_t``, ``d_t = c_t - i_t`` obeys
+    ``i_{t+1} = i_t + max(K, d_t + 1)`` and ``d_{t+1} = max(a, d_t + D + 1 - (i_{t+1} - i_t))``:
+    after at most one transient phase the tiles advance by a constant period, so the last copy
+    time has a closed form. For ``K <= a`` see :func:`_early_copy`.
     """
     m, k, n, rows, cols, lanes = (np.asarray(x, dtype=np.int64)
                                   for x in (m, k, n, rows, cols, drain_lanes))
@@ -108,9 +123,7 @@ def gemm_cycles_closed_form(m, k, n, rows, cols, drain_lanes=1):
     i0 = k - 1
     last = tiles - 1
 
-    # Case k <= a: first step advances a+1, then every step max(a, d-1) + 1.
-    steady_b = np.maximum(a, d - 1)
-    copy_b = np.where(last == 0, i0 + a, i0 + (a + 1) + (last - 1) * (steady_b + 1) + steady_b)
+    # Case k <= a: the next last beat may issue early (_early_copy).
 
     # Case k > a and d <= k: every step advances k, d_t stays a.
     copy_a1 = i0 + last * k + a
@@ -125,9 +138,42 @@ def gemm_cycles_closed_form(m, k, n, rows, cols, drain_lanes=1):
     after = i0 + n1 * k + delta_n1 + 1 + (last - n1 - 1) * d + (d - 1)
     copy_a2 = np.where(last < n1, early, np.where(last == n1, at_n1, after))
 
-    copy = np.where(k <= a, copy_b, np.where(d <= k, copy_a1, copy_a2))
+    copy = np.where(k <= a, _early_copy(k, last, rows, cols, a, drain),
+                    np.where(d <= k, copy_a1, copy_a2))
     return (copy + drain + GEMM_TAIL_CYCLES +
             np.maximum(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols, lanes), 0))
+
+
+def _early_copy(k, steps, rows, cols, to_copy, drain):
+    """The last tile's copy time in :func:`gemm_cycles` when ``K <= to_copy`` (vectorized).
+
+    Then the next last beat may issue early, and with ``f_t = x_{t-1} + D + 1 - c_t`` (when
+    the drain is free, relative to the tile's last beat) the step to the next last beat is
+    ``p_t = max(K, spacing, f_t + 1)`` while ``f_t < to_copy``, else ``f_t + 1``, and
+    ``f_{t+1} = max(to_copy, f_t) + D + 1 - p_t``. Worked through case by case, the steps
+    repeat with a period of one or two from the third on, so four are computed and the rest
+    extrapolated.
+    """
+    spacing = np.maximum(rows + cols - 1, 2)
+    q = np.maximum(k, spacing)
+    f = np.full(np.broadcast(k, steps, rows, cols).shape, -(1 << 40), dtype=np.int64)
+    fs, ps = [f], []
+    for _ in range(6):
+        p = np.where(f <= to_copy - 1, np.maximum(q, f + 1), f + 1)
+        f = np.maximum(to_copy, f) + drain + 1 - p
+        ps.append(p)
+        fs.append(f)
+    ps, fs = np.stack(ps), np.stack(fs)
+    cumulative = np.concatenate([np.zeros((1,) + ps.shape[1:], dtype=np.int64),
+                                 np.cumsum(ps, axis=0)])
+    short = steps <= 6
+    index = np.where(short, np.minimum(steps, 6), 0)
+    rest = np.maximum(steps - 4, 0)
+    total = np.where(short, np.take_along_axis(cumulative, index[None], 0)[0],
+                     cumulative[4] + rest // 2 * (ps[4] + ps[5]) + rest % 2 * ps[4])
+    f_last = np.where(short, np.take_along_axis(fs, index[None], 0)[0],
+                      np.where(rest % 2 == 0, fs[4], fs[5]))
+    return (k - 1) + total + np.maximum(to_copy, f_last)
 
 
 # =============================================================================================

@@ -8,7 +8,8 @@ set of shadow chains that drain ``drain_lanes`` values per cycle (adjacent outpu
 through as many requantizers while the next tile accumulates, so a tile drains in
 ``R*C/drain_lanes`` cycles: with ``drain_lanes`` near ``R*C/K`` a small-K GEMM is no longer
 drain-bound. The array never stalls: the tile sequencer instead holds back the *last* beat of a
-tile while the shadow chains are still busy, which keeps the clock enable off the wide datapath.
+tile until the previous tile's copy is done or certain to come first, which keeps the clock
+enable off the wide datapath.
 
 Buffer word layouts (shared with :mod:`gen.host.layout`):
 
@@ -389,7 +390,9 @@ class AccumulatorDrain(wiring.Component):
     holds : ``In(ArrayLayout(signed(32), R*C))``, tag : ``In(TileTag())``
         The finished tile and where it lands (``tag`` is stable from ``tile_ready`` on).
     holds_full : ``Out(1)``
-        A finished tile waits in the hold registers: no PE may finish another.
+        A finished tile waits in the hold registers.
+    copied : ``Out(1)``
+        The hold registers are copied into the chains at the end of this cycle.
     m_size, n_size : ``In(DIM_WIDTH)``
     param_rd : ``In(memory.ReadPort.Signature(...))``
         Read port of the parameter buffer (``lanes`` channels a word), read ahead: ``addr`` is
@@ -418,6 +421,7 @@ class AccumulatorDrain(wiring.Component):
             "holds":      In(data.ArrayLayout(signed(32), self._rows * self._cols)),
             "tag":        In(TileTag()),
             "holds_full": Out(1),
+            "copied":     Out(1),
             "m_size":     In(DIM_WIDTH),
             "n_size":     In(DIM_WIDTH),
             "param_rd":   In(memory.ReadPort.Signature(
@@ -487,6 +491,7 @@ class AccumulatorDrain(wiring.Component):
         channel_next = Signal.like(channel)
         m.d.comb += [
             copy.eq(self.holds_full & ~self.busy),
+            self.copied.eq(copy),
             can_send.eq(~out_valid | out_skip | self.o.ready),
             send.eq(self.busy & can_send),
             channel_next.eq(channel),
@@ -743,29 +748,52 @@ class OutputStationaryGemm(wiring.Component):
         beat_valid, beat_first, beat_last = beat[0], beat[1], beat[2]
         beat_in_flight = Signal()
         m.d.comb += beat_in_flight.eq(Cat(stage[0] for stage in beat_stages).any())
-        # At most one last beat is in flight (see hold_last), so its tile's tag waits here, and
-        # one flip-flop says whether it is in flight (rather than an OR over the array's
-        # latency, which was on the critical path of large arrays).
-        pending_tag = Signal(TileTag())
-        last_outstanding = Signal()
-        with m.If(seq.valid & seq.last):
-            m.d.sync += [pending_tag.eq(seq.tag), last_outstanding.eq(1)]
-        with m.Elif(array.tile_ready):
-            m.d.sync += last_outstanding.eq(0)
+        # Tiles whose last beat has issued and which the drain has not copied yet: at most
+        # two, their tags in a queue (head: the next the drain copies). Counting them in a
+        # register keeps an OR over the array's latency off the sequencer's path.
+        last_issue = Signal()
+        m.d.comb += last_issue.eq(seq.valid & seq.last)
+        waiting = Signal(range(3))
+        tags = [Signal(TileTag(), name=f"tile_tag{k}") for k in range(2)]
+        with m.If(drain.copied):
+            m.d.sync += tags[0].eq(tags[1])
+        with m.If(last_issue):
+            with m.If((waiting == 0) | ((waiting == 1) & drain.copied)):
+                m.d.sync += tags[0].eq(seq.tag)
+            with m.Else():
+                m.d.sync += tags[1].eq(seq.tag)
+        m.d.sync += waiting.eq(waiting + last_issue - drain.copied)
+        # The next tile's last beat may issue before the drain has copied this one when the
+        # copy is certain to come first: PE (i, j) takes the new last beat into its hold
+        # register ORL + MULTIPLIER_LATENCY + 2 + i + j cycles after it issues, and with the
+        # drain idle and its holds empty (nothing but this tile can make it busy) this tile is
+        # copied R + C + MULTIPLIER_LATENCY + ORL + 1 cycles after its own last beat; so
+        # R + C - 1 cycles between the two last beats are enough. `early` is registered, from
+        # the cycle before (the drain cannot turn busy then without its holds full).
+        spacing = rows + cols - 1
+        since_last = Signal(range(spacing + 1))
+        with m.If(last_issue):
+            m.d.sync += since_last.eq(1)
+        with m.Elif(since_last < spacing):
+            m.d.sync += since_last.eq(since_last + 1)
+        early = Signal()
+        m.d.sync += early.eq(~drain.busy & ~drain.holds_full & ~last_issue &
+                             (since_last >= spacing - 1))
         m.d.comb += [
             array.act_word.eq(self.act_rd.data),
             array.wgt_word.eq(self.wgt_rd.data),
             array.valid.eq(beat_valid),
             array.first.eq(beat_first),
             array.last.eq(beat_last),
-            # A PE may finish a tile only once the drain has copied out the previous one.
-            seq.hold_last.eq(drain.holds_full | last_outstanding),
+            # A PE may finish a tile only once the drain has copied out the previous one, or
+            # certainly will have by then (above).
+            seq.hold_last.eq((waiting == 2) | ((waiting == 1) & ~early)),
         ]
 
         m.d.comb += [
             drain.tile_ready.eq(array.tile_ready),
             drain.holds.eq(array.holds),
-            drain.tag.eq(pending_tag),
+            drain.tag.eq(tags[0]),
             drain.m_size.eq(m_size),
             drain.n_size.eq(n_size),
             drain.clear.eq(launch),
