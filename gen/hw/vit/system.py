@@ -7,7 +7,7 @@ sends the class and logits out on ``result``. With two images in flight both eng
 the same time, each on a half-layer of a different image.
 """
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,44 +16,11 @@ from ..attention.memory import shaped_stream
 from .engine import ViTEngine
 from .layout import ViTDesign
 
-__all__ = ["ViTCore", "RegisterQueue"]
+#: Entries of the register stage after each inter-engine FIFO: enough to pass a beat every
+#: cycle (a two-entry SyncFIFOBuffered passes one every other cycle).
+MESSAGE_STAGE_DEPTH = 3
 
-
-class RegisterQueue(wiring.Component):
-    """A two-entry queue of flip-flops that passes a beat every cycle, after a block RAM.
-
-    The input word goes straight into the D of the entry it is written to (no multiplexer in
-    front of it; the enable is the flip-flop's own), so a block RAM's slow clock-to-output
-    has the whole cycle for its route. The output is a multiplexer over the two entries;
-    ``i.ready`` and ``o.valid`` are registers. (A ``SyncFIFOBuffered`` here kept its entries
-    in LUT RAM behind a LUT: the routed critical path at 97.2 MHz.)
-    """
-
-    def __init__(self, width):
-        self._width = width
-        super().__init__({"i": In(stream.Signature(width)), "o": Out(stream.Signature(width))})
-
-    def elaborate(self, platform):
-        m = Module()
-        entries = [Signal(self._width, name=f"entry{k}", reset_less=True) for k in range(2)]
-        write, read = Signal(), Signal()          # the entry written / read next
-        count = Signal(range(3))
-        full, empty = Signal(), Signal(init=1)     # registers: count == 2, count == 0
-        push = self.i.valid & self.i.ready
-        pop = self.o.valid & self.o.ready
-        m.d.comb += [self.i.ready.eq(~full), self.o.valid.eq(~empty),
-                     self.o.payload.eq(Mux(read, entries[1], entries[0]))]
-        for k in range(2):
-            with m.If(push & (write == k)):
-                m.d.sync += entries[k].eq(self.i.payload)
-        with m.If(push):
-            m.d.sync += write.eq(~write)
-        with m.If(pop):
-            m.d.sync += read.eq(~read)
-        after = Signal.like(count)
-        m.d.comb += after.eq(count + push - pop)
-        m.d.sync += [count.eq(after), full.eq(after == 2), empty.eq(after == 0)]
-        return m
+__all__ = ["ViTCore"]
 
 
 class ViTCore(wiring.Component):
@@ -126,10 +93,10 @@ class ViTCore(wiring.Component):
             # The queue's words come straight from a block RAM, 5.8 ns after the clock on
             # ECP5: a register stage takes them before any of the engine's logic does (the
             # routed critical path at 89.2 MHz started there).
-            stage = RegisterQueue(msg.size)
+            stage = fifo.SyncFIFOBuffered(width=msg.size, depth=MESSAGE_STAGE_DEPTH)
             m.submodules[f"{name}_stage"] = stage
-            wiring.connect(m, queue.r_stream, stage.i)
-            out = shaped_stream(stage.o, msg)
+            wiring.connect(m, queue.r_stream, stage.w_stream)
+            out = shaped_stream(stage.r_stream, msg)
             if self._stall_ports:
                 hold = getattr(self, stall)
                 m.d.comb += [dst.msg_in.valid.eq(out.valid & ~hold),
