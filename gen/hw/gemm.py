@@ -504,8 +504,17 @@ class AccumulatorDrain(wiring.Component):
         # and `send` of the controller would make two nets with thousands of loads. Each row
         # of the tile instead follows its own copy of the controller's two state bits (kept
         # apart from each other in synthesis by `keep`, see flows.ecp5.KEEP_REGISTERS).
+        # Whether the beat sent next is the tile's last, kept as a register (from a count of
+        # the beats left) so that a comparison of the row and column counters is not in front
+        # of the long routes to every row's state (the routed critical path at 113.5 MHz).
+        beats_left = Signal(range(beats))
+        final_beat = Signal()
+        with m.If(copy):
+            m.d.sync += [beats_left.eq(beats - 1), final_beat.eq(beats == 1)]
+        with m.Elif(send):
+            m.d.sync += [beats_left.eq(beats_left - 1), final_beat.eq(beats_left == 1)]
         last_send = Signal()
-        m.d.comb += last_send.eq(send & (col == cols - lanes) & (row == rows - 1))
+        m.d.comb += last_send.eq(send & final_beat)
         for r in range(rows):
             full_r = Signal(name=f"holds_full_row{r}", attrs={"keep": 1})
             busy_r = Signal(name=f"busy_row{r}", attrs={"keep": 1})
@@ -545,7 +554,7 @@ class AccumulatorDrain(wiring.Component):
                     row_m.eq(row_m + 1),
                 ]
                 m.d.comb += channel_next.eq(tile.n_base)
-                with m.If(row == rows - 1):
+                with m.If(final_beat):
                     m.d.sync += self.busy.eq(0)
             with m.Else():
                 m.d.sync += col.eq(col + lanes)
