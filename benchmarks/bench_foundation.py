@@ -34,10 +34,11 @@ def simulate(design, shapes, out_path):
 
 
 def fitting_shapes(design):
+    from gen.host.layout import GemmShape
     c = design.config
     fits = []
     for m, k, n in SHAPES:
-        if (-(-m // c.array.rows) * k <= c.buffers.act_depth and
+        if (GemmShape(m, k, n).act_words(c.array.rows, c.array.dataflow) <= c.buffers.act_depth and
                 -(-n // c.array.cols) * k <= c.buffers.wgt_depth and
                 m * n <= c.buffers.out_depth and n <= c.buffers.param_depth):
             fits.append((m, k, n))
@@ -65,7 +66,7 @@ def plot(rows, path, title):
 def main():
     from gen.config import load_config
     from gen.design import prepare_design
-    from gen.cycles import ideal_gemm_cycles as ideal_cycles, gemm_cycles as predicted_cycles
+    from gen.cycles import engine_gemm_cycles, ideal_gemm_cycles as ideal_cycles
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config")
@@ -87,7 +88,8 @@ def main():
     pes = c.array.rows * c.array.cols
     for r in measured:
         ideal = ideal_cycles(r["m"], r["k"], r["n"], c.array.rows, c.array.cols)
-        model = predicted_cycles(r["m"], r["k"], r["n"], c.array.rows, c.array.cols, lanes)
+        model = engine_gemm_cycles(r["m"], r["k"], r["n"], c.array.rows, c.array.cols, lanes,
+                                   dataflow=c.array.dataflow)
         row = dict(r, ideal=ideal, utilization=ideal / r["cycles"], model=model,
                    model_error=(model - r["cycles"]) / r["cycles"])
         row["gmac_s"] = pes * row["utilization"] * c.clock_mhz / 1e3

@@ -25,8 +25,7 @@ __all__ = ["DesignConfig", "ArrayConfig", "BufferConfig", "HostConfig", "Allocat
            "CLOCK_LEVELS"]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
-DATAFLOWS = ("output_stationary",)
-PLANNED_DATAFLOWS = ("weight_stationary",)
+DATAFLOWS = ("output_stationary", "weight_stationary")
 #: The value of a size left to the allocator, and the fields that may hold it.
 AUTO = "auto"
 #: Longest design name (it names a folder and a Verilog module).
@@ -209,8 +208,7 @@ def parse_config(raw, *, source="config"):
     check_name(values["name"], f"{source}: name")
     dataflow = values["array"]["dataflow"]
     if dataflow not in DATAFLOWS:
-        planned = " (planned, not generated yet)" if dataflow in PLANNED_DATAFLOWS else ""
-        raise UserError(f"{source}: array.dataflow: {dataflow!r}{planned} is not available; "
+        raise UserError(f"{source}: array.dataflow: {dataflow!r} is not available; "
                         f"use one of {', '.join(DATAFLOWS)}")
     _check_useful(values, source)
     config = DesignConfig(

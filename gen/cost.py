@@ -14,6 +14,10 @@ Dataflows
     numbers, checked in ``tests/test_cost.py``), which is itself equal to Verilator's count
     (``verif/test_gemm_accelerator.py``, ``python -m gen cost-report``). The generated engine does
     not overlap host transfers with compute: latency = compute + traffic / bandwidth.
+``accelgen_ws``
+    The generator's weight-stationary engine (``gen/hw/ws_gemm.py``), exact in the same way:
+    :func:`gen.cycles.ws_gemm_cycles` per job (vectorized), jobs split to fit its buffers (its
+    activation buffer holds ``ceil(K/R) * M`` words: K padded, M not).
 ``ws`` (NVDLA-like weight stationary), ``rs`` (Eyeriss-like row stationary), ``os``
     (ShiDianNao-like output stationary)
     Classic dataflows for comparison, in the manner of MAESTRO's first-order model (Kwon et al.,
@@ -43,6 +47,7 @@ import numpy as np
 
 from .errors import UserError
 from .cycles import gemm_cycles_closed_form as engine_gemm_cycles
+from .cycles import ws_gemm_cycles
 from . import estimate
 
 __all__ = ["DATAFLOWS", "E_MAC", "E_RF", "E_BUFFER", "E_OFFCHIP", "STATIC_MW",
@@ -52,6 +57,7 @@ __all__ = ["DATAFLOWS", "E_MAC", "E_RF", "E_BUFFER", "E_OFFCHIP", "STATIC_MW",
 
 DATAFLOWS = {
     "accelgen_os": "the generated output-stationary systolic engine (exact)",
+    "accelgen_ws": "the generated weight-stationary systolic engine (exact)",
     "ws": "weight stationary, NVDLA-like (reduction on rows, output channels on columns)",
     "rs": "row stationary, Eyeriss-like (filter rows on rows, output rows on columns)",
     "os": "output stationary, ShiDianNao-like (output pixels on rows x columns)",
@@ -117,15 +123,27 @@ def _split_jobs(m, k, n, rows, cols, act_depth, wgt_depth, param_depth, out_dept
     return feasible & (mc >= 1), np.maximum(mc, 1), nc
 
 
-def _jobs_cycles(m, k, n, mc, nc, rows, cols, lanes=1):
+def _split_jobs_ws(m, k, n, rows, cols, act_depth, wgt_depth, param_depth, out_depth):
+    """As :func:`_split_jobs` for the weight-stationary engine, whose activation buffer holds
+    ``ceil(K/R)`` words per row of A. Returns (feasible, mc, nc)."""
+    k_tiles = _cdiv(k, rows)
+    feasible = (k_tiles <= act_depth) & (k <= wgt_depth) & (cols <= out_depth)
+    safe_k = np.maximum(k, 1)
+    nc = np.maximum(np.minimum(n, np.minimum((wgt_depth // safe_k) * cols, param_depth)), 1)
+    mc = np.minimum(m, np.minimum(act_depth // np.maximum(k_tiles, 1), out_depth // nc))
+    return feasible & (mc >= 1), np.maximum(mc, 1), nc
+
+
+def _jobs_cycles(m, k, n, mc, nc, rows, cols, lanes=1, job_cycles=None):
     """Sum of the exact job cycles over a grid of full and remainder jobs."""
+    job_cycles = job_cycles or engine_gemm_cycles
     jm_full, m_rem = m // mc, m % mc
     jn_full, n_rem = n // nc, n % nc
     total = np.zeros(np.broadcast(m, k, n, mc, nc, rows, cols).shape, dtype=np.int64)
     for jm, mm in ((jm_full, mc), (m_rem > 0, m_rem)):
         for jn, nn in ((jn_full, nc), (n_rem > 0, n_rem)):
             count = np.asarray(jm, dtype=np.int64) * np.asarray(jn, dtype=np.int64)
-            cyc = engine_gemm_cycles(np.maximum(mm, 1), k, np.maximum(nn, 1), rows, cols, lanes)
+            cyc = job_cycles(np.maximum(mm, 1), k, np.maximum(nn, 1), rows, cols, lanes)
             total = total + np.where(count > 0, count * cyc, 0)
     jobs = (jm_full + (m_rem > 0)) * (jn_full + (n_rem > 0))
     return total, jobs
@@ -177,6 +195,23 @@ def layer_cost(layers, engine, dataflow="accelgen_os", *, clock_mhz=100.0,
         cycles = compute + np.ceil(traffic / link_bytes_per_cycle).astype(np.int64)
         tiles = _cdiv(mc, rows) * _cdiv(nc, cols) * jm * jn
         buffer_reads = tiles * k * (rows + cols) * count
+    elif dataflow == "accelgen_ws":
+        act, wgt = engine["act_depth"], engine["wgt_depth"]
+        par, out = engine["param_depth"], engine["out_depth"]
+        feasible, mc, nc = _split_jobs_ws(m, k, n, rows, cols, act, wgt, par, out)
+        lanes = np.asarray(engine.get("drain_lanes", 1), dtype=np.int64)
+        compute, jobs = _jobs_cycles(m, k, n, mc, nc, rows, cols, lanes,
+                                     job_cycles=ws_gemm_cycles)
+        compute = compute * count
+        jm, jn = _cdiv(m, mc), _cdiv(n, nc)
+        # The driver's activation words pad K to whole weight tiles, not M.
+        a_padded, w_padded = _cdiv(k, rows) * rows * m, _cdiv(n, cols) * cols * k
+        traffic = (a_padded * jn + w_padded * jm + o_bytes + n * PARAM_BYTES * jm +
+                   jm * jn * PROTOCOL_BYTES_PER_JOB) * count
+        cycles = compute + np.ceil(traffic / link_bytes_per_cycle).astype(np.int64)
+        # Each pass reads its weight tile once and its chunk's rows of A once.
+        passes = _cdiv(k, rows) * _cdiv(nc, cols) * jm * jn
+        buffer_reads = passes * (rows * cols + np.minimum(mc, m) * rows) * count
     else:
         capacity = np.asarray(engine["buffer_bytes"], dtype=np.int64)
         compute, buffer_reads = _classic_compute(dataflow, layers, m, k, n, count, rows, cols)

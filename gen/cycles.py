@@ -9,6 +9,10 @@ GEMM engine (``gen/hw/gemm.py``, output stationary)
     :func:`gemm_cycles` is the per-tile recurrence, :func:`gemm_cycles_closed_form` its
     vectorized closed form (equal on every shape, ``tests/test_cost.py``).
 
+GEMM engine (``gen/hw/ws_gemm.py``, weight stationary)
+    :func:`ws_gemm_cycles`, the per-pass recurrence; :func:`engine_gemm_cycles` picks the
+    model of a dataflow.
+
 Sparse attention kernel (``gen/hw/attention/``) and integer softmax unit (``gen/hw/softmax.py``)
     :func:`attention_mac_op_cycles` (one linear, scores or context op from its groups' beat
     counts), :func:`attention_softmax_op_cycles` (one softmax op),
@@ -36,10 +40,11 @@ from .hw.softmax import EMIT_LATENCY as SOFTMAX_EMIT_LATENCY
 from .hw.softmax import EXP_STAGES as SOFTMAX_EXP_STAGES
 from .hw.softmax import HANDOFF_CYCLES as SOFTMAX_HANDOFF_CYCLES
 from .hw.softmax import QUOTIENT_BITS as SOFTMAX_QUOTIENT_BITS
+from .hw.ws_gemm import WS_M_TILE, WS_PASS_SETUP_CYCLES
 
 __all__ = ["GEMM_TAIL_CYCLES", "padded_tail_slots", "ideal_gemm_cycles", "gemm_cycles",
            "early_last_spacing",
-           "gemm_cycles_closed_form", "ATTENTION_FIRST_GROUP_CYCLES", "ATTENTION_DRAIN_STAGES",
+           "gemm_cycles_closed_form", "WS_TAIL_CYCLES", "ws_gemm_cycles", "engine_gemm_cycles", "ATTENTION_FIRST_GROUP_CYCLES", "ATTENTION_DRAIN_STAGES",
            "ATTENTION_FINISH_CYCLES", "ATTENTION_SOFTMAX_OP_CYCLES", "softmax_row_cycles",
            "softmax_rows_cycles", "attention_mac_op_cycles", "attention_softmax_op_cycles",
            "layernorm_cycles"]
@@ -101,6 +106,69 @@ def gemm_cycles(m, k, n, rows, cols, drain_lanes=1):
         copy = max(issue + to_copy, copy + drain + 1)
     return (copy + drain + GEMM_TAIL_CYCLES +
             max(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols, drain_lanes), 0))
+
+
+#: Weight-stationary: the drain's memory stage and output register, the requantizer, two
+#: registered completion stages and the finishing cycle, after the last drain read.
+WS_TAIL_CYCLES = 2 + REQUANT_LATENCY + 3
+
+
+def ws_gemm_cycles(m, k, n, rows, cols, drain_lanes=1, m_tile=WS_M_TILE):
+    """Cycles from START to done of one weight-stationary GEMM job, output never stalled.
+
+    Passes run in the order column tile, chunk of ``m_tile`` rows, weight tile. The first
+    tile is captured ``R + 1`` cycles after the job starts; pass ``p`` is taken at ``x_p``,
+    no earlier than its capture, than the previous pass's last row (``x_{p-1} + rows``) and,
+    for a chunk's first pass, than its bank's release; its rows issue at ``x_p + 1 ..
+    x_p + rows``, and the next tile is captured at ``x_p + R + WS_PASS_SETUP_CYCLES``, so the
+    passes of one chunk follow each other every ``max(rows, R + WS_PASS_SETUP_CYCLES)``
+    cycles. A chunk's last row reaches the last column's accumulator, and the chunk is done,
+    ``OPERAND_READ_LATENCY + R + C + MULTIPLIER_LATENCY + 3`` cycles after it issues; its
+    drain begins a cycle later (or when the previous chunk's drain ends), reads ``rows *
+    ceil(n_valid / L)`` beats, and releases the bank two cycles after its last read.
+
+    Every argument may be a numpy array (they broadcast; the cost model scores populations
+    with it): the loop runs over column tiles and chunks, the passes of a chunk in closed form.
+    """
+    m, k, n, rows, cols, lanes, m_tile = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.int64) for v in (m, k, n, rows, cols, drain_lanes, m_tile)))
+    k_tiles, n_tiles, chunks = _ceil_div(k, rows), _ceil_div(n, cols), _ceil_div(m, m_tile)
+    to_done = OPERAND_READ_LATENCY + rows + cols + MULTIPLIER_LATENCY + 3
+    setup = rows + WS_PASS_SETUP_CYCLES
+    capture, last_row = rows + 1, np.zeros_like(m)
+    bank_free = [np.zeros_like(m), np.zeros_like(m)]
+    drain_free, last_read = np.zeros_like(m), np.zeros_like(m)
+    steps = int((n_tiles * chunks).max()) if m.size else 0
+    for step in range(steps):
+        active = step < n_tiles * chunks
+        nt, c = step // chunks, step % chunks
+        beats_per_row = _ceil_div(np.minimum(cols, n - nt * cols), lanes)
+        chunk_rows = np.minimum(m_tile, m - c * m_tile)
+        bank = step % 2
+        first = np.maximum(np.maximum(capture, last_row), bank_free[bank])
+        period = np.maximum(chunk_rows, setup)
+        final = first + (k_tiles - 1) * period
+        begin = np.maximum(final + chunk_rows + to_done + 1, drain_free)
+        read = begin + beats_per_row * chunk_rows
+        capture = np.where(active, final + setup, capture)
+        last_row = np.where(active, final + chunk_rows, last_row)
+        drain_free = np.where(active, read + 1, drain_free)
+        bank_free[bank] = np.where(active, read + 2, bank_free[bank])
+        last_read = np.where(active, read, last_read)
+    total = last_read + WS_TAIL_CYCLES
+    return int(total) if total.ndim == 0 else total
+
+
+def engine_gemm_cycles(m, k, n, rows, cols, drain_lanes=1, *, dataflow="output_stationary",
+                       m_tile=None):
+    """Cycles of one GEMM job on the engine of ``dataflow`` (its exact model)."""
+    if dataflow == "weight_stationary":
+        return ws_gemm_cycles(m, k, n, rows, cols, drain_lanes, m_tile or WS_M_TILE)
+    if dataflow != "output_stationary":
+        raise ValueError(f"no cycle model for dataflow {dataflow!r}")
+    if m_tile is not None:
+        raise ValueError("m_tile is a parameter of the weight-stationary engine only")
+    return gemm_cycles(m, k, n, rows, cols, drain_lanes)
 
 
 def gemm_cycles_closed_form(m, k, n, rows, cols, drain_lanes=1):
@@ -188,8 +256,8 @@ def _early_copy(k, steps, rows, cols, to_copy, drain):
 #: the group ends.
 ATTENTION_FIRST_GROUP_CYCLES = MIN_GROUP_CYCLES
 #: The lane drain's registers before a value reaches the requantizer: the copy of the sums into
-#: the shift chain, and the output register.
-ATTENTION_DRAIN_STAGES = 2
+#: the shift chain, the output register and the register qmem's word lands in.
+ATTENTION_DRAIN_STAGES = 3
 #: The registered start to the parts, and after an op's last part goes idle: the two
 #: registered idle stages and the finishing cycle (as in the GEMM engine).
 ATTENTION_FINISH_CYCLES = JOB_START_LATENCY + 3

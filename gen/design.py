@@ -21,7 +21,7 @@ from .hw.host_bridge import DEFAULT_BYTE_TIMEOUT, PARAM_WORD_BYTES, PROTOCOL_VER
 from .hw.pll import PllSettings, level_settings, plan_pll, secondary_outputs
 from .hw.system import HostSystem
 from .hw.uart import MIN_DIVISOR
-from .cycles import gemm_cycles
+from .cycles import engine_gemm_cycles
 from .host.driver import gemm_link_bytes
 from .rtl import content_hash, emit_verilog
 
@@ -141,7 +141,7 @@ class Design:
         c = self.config
         return link_report(m, k, n, rows=c.array.rows, cols=c.array.cols,
                            drain_lanes=c.array.drain_lanes, clock_mhz=self.clock_mhz,
-                           baud=self.baud_actual)
+                           baud=self.baud_actual, dataflow=c.array.dataflow)
 
     @property
     def estimate(self):
@@ -228,8 +228,9 @@ class Design:
                                       "driver before every job"},
             "estimate": self.estimate.as_dict(),
             "expected_cycles": {
-                f"{m}x{k}x{n}": gemm_cycles(m, k, n, c.array.rows, c.array.cols,
-                                            c.array.drain_lanes)
+                f"{m}x{k}x{n}": engine_gemm_cycles(m, k, n, c.array.rows, c.array.cols,
+                                                   c.array.drain_lanes,
+                                                   dataflow=c.array.dataflow)
                 for m, k, n in ((c.array.rows, 1, c.array.cols), (64, 64, 64),
                                 (128, 128, 128))},
             "top_module": c.module_name,
@@ -367,14 +368,15 @@ def _nearest_link_bauds(board, pll, baud, tolerance=UART_TOLERANCE):
     return " or ".join(str(r) for r in (below, above) if r is not None)
 
 
-def link_report(m, k, n, *, rows, cols, clock_mhz, baud, drain_lanes=1):
+def link_report(m, k, n, *, rows, cols, clock_mhz, baud, drain_lanes=1,
+                dataflow="output_stationary"):
     """What an ``m x k x n`` GEMM spends on the host link vs the accelerator: the bytes the
     protocol moves (`gen.host.layout.gemm_link_bytes`: A, B, the parameters, C and the
     commands, both directions; the driver waits for each reply, so they add up) at ``baud``
-    8N1, and `gen.cycles.gemm_cycles` at ``clock_mhz``. USB latency is not counted."""
-    moved = gemm_link_bytes(m, k, n, rows, cols)
+    8N1, and `gen.cycles.engine_gemm_cycles` at ``clock_mhz``. USB latency is not counted."""
+    moved = gemm_link_bytes(m, k, n, rows, cols, dataflow=dataflow)
     bytes_per_second = baud / 10
-    cycles = gemm_cycles(m, k, n, rows, cols, drain_lanes)
+    cycles = engine_gemm_cycles(m, k, n, rows, cols, drain_lanes, dataflow=dataflow)
     transfer_s = moved["total"] / bytes_per_second
     compute_s = cycles / (clock_mhz * 1e6)
     return {

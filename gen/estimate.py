@@ -75,6 +75,13 @@ FF_PER_EDGE = 14
 # Per drain lane beyond the first (see the module docstring and the calibration table).
 LUT_PER_DRAIN_LANE = 750
 FF_PER_DRAIN_LANE = 800
+# Weight-stationary (gen/hw/ws_gemm.py): its PE (activation, weight chain, shadow and active
+# weight, product, partial sum) in place of the output-stationary one, and per column its
+# accumulator read-modify-write and the bottom row's pass flags (see the module docstring).
+WS_LUT_PER_PE = 45
+WS_FF_PER_PE = 75
+WS_LUT_PER_COL = 120
+WS_FF_PER_COL = 110
 
 
 def skew_bits(rows, cols):
@@ -84,13 +91,19 @@ def skew_bits(rows, cols):
     return 8 * (row_stages + cols * (cols - 1) // 2) + 3 * row_stages
 
 
-def logic_estimate(rows, cols, logic_bits=0, logic_width=0, drain_lanes=1):
+def logic_estimate(rows, cols, logic_bits=0, logic_width=0, drain_lanes=1,
+                   dataflow="output_stationary"):
     """Unrounded ``(lut4, ff)`` of the model above; arithmetic only, so numpy arrays of
     configurations broadcast (for vectorized cost models)."""
     pes, edges, extra_lanes = rows * cols, rows + cols, drain_lanes - 1
-    lut4 = (LUT_BASE + LUT_PER_PE * pes + LUT_PER_EDGE * edges + LUT_PER_LOGIC_BIT * logic_bits
+    if dataflow == "weight_stationary":
+        pe_lut, pe_ff = WS_LUT_PER_PE * pes + WS_LUT_PER_COL * cols, \
+            WS_FF_PER_PE * pes + WS_FF_PER_COL * cols
+    else:
+        pe_lut, pe_ff = LUT_PER_PE * pes, FF_PER_PE * pes
+    lut4 = (LUT_BASE + pe_lut + LUT_PER_EDGE * edges + LUT_PER_LOGIC_BIT * logic_bits
             + LUT_PER_DRAIN_LANE * extra_lanes)
-    ff = (FF_BASE + FF_PER_PE * pes + FF_PER_EDGE * edges + skew_bits(rows, cols) + logic_width
+    ff = (FF_BASE + pe_ff + FF_PER_EDGE * edges + skew_bits(rows, cols) + logic_width
           + FF_PER_DRAIN_LANE * extra_lanes)
     return lut4, ff
 
@@ -108,9 +121,11 @@ def bram_blocks(width, depth):
 ResourceEstimate = Resources
 
 
-def resource_arrays(rows, cols, act_depth, wgt_depth, param_depth, out_depth, drain_lanes=1):
+def resource_arrays(rows, cols, act_depth, wgt_depth, param_depth, out_depth, drain_lanes=1,
+                    dataflow="output_stationary"):
     """The estimate of every engine in numpy arrays that broadcast (one call scores a whole
-    population for the allocator): dict of int64 arrays lut4, ff, mult18, bram18k."""
+    population for the allocator): dict of int64 arrays lut4, ff, mult18, bram18k. The
+    weight-stationary engine adds two banks of ``WS_M_TILE`` INT32 accumulators per column."""
     rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
     lanes = np.asarray(drain_lanes, dtype=np.int64)
     # Operand buffers are one byte-wide memory per lane (see GemmAccelerator); the parameter
@@ -118,6 +133,9 @@ def resource_arrays(rows, cols, act_depth, wgt_depth, param_depth, out_depth, dr
     memories = ((8, act_depth, rows), (8, wgt_depth, cols),
                 (69, -(-np.asarray(param_depth) // lanes), lanes),
                 (8, -(-np.asarray(out_depth) // lanes), lanes))
+    if dataflow == "weight_stationary":
+        from .hw.ws_gemm import WS_M_TILE
+        memories += ((32, WS_M_TILE, 2 * cols),)
     bram = logic_bits = logic_width = 0
     for width, depth, copies in memories:
         blocks = bram_blocks(width, depth)
@@ -126,7 +144,7 @@ def resource_arrays(rows, cols, act_depth, wgt_depth, param_depth, out_depth, dr
         logic_bits = logic_bits + copies * np.where(in_logic, width * np.asarray(depth), 0)
         logic_width = logic_width + copies * np.where(in_logic, width, 0)
     lut4, ff = logic_estimate(rows, cols, logic_bits=logic_bits, logic_width=logic_width,
-                              drain_lanes=lanes)
+                              drain_lanes=lanes, dataflow=dataflow)
     return {"lut4": np.rint(lut4).astype(np.int64), "ff": np.rint(ff).astype(np.int64),
             "mult18": rows * cols + lanes * REQUANT_MULTIPLIERS,
             "bram18k": np.asarray(bram, dtype=np.int64)}
@@ -135,7 +153,8 @@ def resource_arrays(rows, cols, act_depth, wgt_depth, param_depth, out_depth, dr
 def estimate_resources(config):
     b = config.buffers
     arrays = resource_arrays(config.array.rows, config.array.cols, b.act_depth, b.wgt_depth,
-                             b.param_depth, b.out_depth, config.array.drain_lanes)
+                             b.param_depth, b.out_depth, config.array.drain_lanes,
+                             config.array.dataflow)
     return ResourceEstimate(**{key: int(value) for key, value in arrays.items()})
 
 

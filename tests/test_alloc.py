@@ -164,3 +164,27 @@ def test_latency_is_for_the_uart_the_design_has(tmp_path, capsys):
         assert option in header, (option, header)
     assert load_config(tmp_path / "digits_vit-alloc.yaml").host.baud == 115200
     assert "what-if (not the generated design)" in capsys.readouterr().out
+
+
+def test_the_allocator_chooses_the_dataflow_with_the_sizes():
+    """With dataflow "accelgen" the dataflow is an action: a row choosing weight-stationary
+    scores exactly what the weight-stationary problem gives the same sizes, and decodes to a
+    config of that dataflow."""
+    workload = get_workload("default")
+    both = sequential_problem(workload, BOARD.budget, dataflow="accelgen")
+    ws = sequential_problem(workload, BOARD.budget, dataflow="accelgen_ws")
+    os_ = sequential_problem(workload, BOARD.budget, dataflow="accelgen_os")
+    sizes = np.array([3, 3, 5, 5, 6])
+    for flow, single in ((0, os_), (1, ws)):
+        row = np.append(sizes, flow)[None, :]
+        assert both.problem.objective(row)[0] == single.problem.objective(sizes[None, :])[0]
+        assert both.decode(row[0])["array"]["dataflow"] == (
+            "weight_stationary" if flow else "output_stationary")
+    result = search(both.problem, "random", 200, 0)
+    assert both.decode(result.best_actions)["array"]["dataflow"] in (
+        "output_stationary", "weight_stationary")
+
+
+def test_a_classic_dataflow_is_refused_for_the_sequential_deployment():
+    with pytest.raises(UserError, match="accelgen_os, accelgen_ws or accelgen"):
+        sequential_problem(get_workload("default"), BOARD.budget, dataflow="ws")

@@ -40,6 +40,12 @@ SCHEMA_PATHS = sorted(_paths(SCHEMA)) + [("allocator",), ("allocator", "seed"),
                                          ("allocator", "evaluations")]
 
 
+#: Values near the valid ones, so that valid combinations of the other fields get tried too:
+#: the dataflows, drain lanes that do and do not divide the columns, small sizes.
+PLAUSIBLE = st.sampled_from(["output_stationary", "weight_stationary", "weight-stationary", 1, 2,
+                             3, 4, 8, 16, 0, -1, 64, 100])
+
+
 @st.composite
 def mutated_configs(draw):
     """The default config with a few places set to random values, deleted, or renamed."""
@@ -57,7 +63,7 @@ def mutated_configs(draw):
         elif action == "rename":
             node[draw(st.text(min_size=1, max_size=10))] = node.pop(path[-1], None)
         else:
-            node[path[-1]] = draw(values)
+            node[path[-1]] = draw(st.one_of(values, PLAUSIBLE))
     return raw
 
 

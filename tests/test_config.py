@@ -49,9 +49,9 @@ def test_unknown_board_lists_the_known_ones():
     (lambda c: c["array"].update(rows=0), r"array.rows: 0 is outside \[1, 64\]"),
     (lambda c: c["array"].update(rows=True), r"array.rows: expected int"),
     (lambda c: c["buffers"].update(out_depth=2), r"buffers.out_depth: 2 is outside"),
-    (lambda c: c["array"].update(dataflow="weight_stationary"),
-     r"'weight_stationary' \(planned, not generated yet\) is not available"),
-    (lambda c: c["array"].update(dataflow="diagonal"), r"array.dataflow: 'diagonal'"),
+    (lambda c: c["array"].update(dataflow="diagonal"),
+     r"array.dataflow: 'diagonal' is not available; use one of output_stationary, "
+     r"weight_stationary"),
     (lambda c: c.update(name="my design"), r"name: 'my design' must start with a letter and hold at most 64 letters"),
     (lambda c: c.update(extra=1), r"extra: unknown key"),
     (lambda c: c.update(host=5), r"host: expected a mapping"),
@@ -343,3 +343,16 @@ def test_drain_lanes_default_to_one_and_one_hashes_as_before():
     config = parse_config(raw)
     assert config.array.drain_lanes == 4 and config.as_dict()["array"]["drain_lanes"] == 4
     assert prepare_design(config, progress=lambda line: None).estimate.mult18 == 64 + 4 * 4
+
+
+def test_a_weight_stationary_config_is_generated_with_its_accumulator_banks():
+    """The second dataflow parses, and its estimate counts two banks of INT32 accumulators
+    per column (one DP16KD each) on top of the output-stationary design's block RAMs."""
+    from gen.config import parse_config
+    from gen.estimate import estimate_resources
+    raw = default_raw()
+    os_estimate = estimate_resources(parse_config(raw))
+    raw["array"]["dataflow"] = "weight_stationary"
+    config = parse_config(raw)
+    assert config.array.dataflow == "weight_stationary"
+    assert estimate_resources(config).bram18k == os_estimate.bram18k + 2 * config.array.cols

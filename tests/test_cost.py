@@ -129,3 +129,45 @@ def test_estimate_stays_within_3_percent_of_measured_builds(rows, cols, act, wgt
     got = cost.engine_resources(rows, cols, act, wgt, par, out)
     assert abs(int(got["lut4"]) / lut4 - 1) < 0.03
     assert abs(int(got["ff"]) / ff - 1) < 0.03
+
+
+WS = dict(ENGINE)
+
+
+def test_weight_stationary_jobs_fit_its_layout_and_cost_their_exact_cycles():
+    """accelgen_ws splits a GEMM so that each job's ceil(K/R)*M activation words fit (K padded
+    to whole weight tiles, M not) and costs each job gen.cycles.ws_gemm_cycles (the model the
+    cocotb tests check against Verilator)."""
+    from gen.cycles import ws_gemm_cycles
+    r = cost.layer_cost(layer(100, 64, 120), WS, "accelgen_ws")
+    assert r["jobs"].tolist() == [1] and r["feasible"].all()
+    assert r["compute_cycles"].tolist() == [ws_gemm_cycles(100, 64, 120, 8, 8)]
+    # The driver's bytes: A with K padded to 8 tiles of 8 (64: none), M not; W padded to 15
+    # column tiles; the outputs, parameter words and commands of one job.
+    assert r["traffic_bytes"][0] == (100 * 64 + 64 * 120 + 100 * 120 +
+                                     120 * cost.PARAM_BYTES + cost.PROTOCOL_BYTES_PER_JOB)
+    m, k, n = 1000, 200, 300
+    r = cost.layer_cost(layer(m, k, n), WS, "accelgen_ws")
+    # 2048 words // 25 weight tiles of K = 81 rows of A a job; N in jobs of 80 columns.
+    total = sum(ws_gemm_cycles(min(81, m - m0), k, min(80, n - n0), 8, 8)
+                for m0 in range(0, m, 81) for n0 in range(0, n, 80))
+    assert r["compute_cycles"][0] == total
+    assert not cost.layer_cost(layer(8, 8 * 2049, 8), WS, "accelgen_ws")["feasible"].any()
+
+
+def test_weight_stationary_cycles_vectorize():
+    from gen.cycles import ws_gemm_cycles
+    shapes = list(itertools.product([1, 7, 8, 9, 600], [1, 5, 8, 17, 64], [1, 3, 8, 17]))
+    for rows, cols, lanes, m_tile in [(1, 1, 1, 512), (3, 4, 1, 16), (8, 8, 1, 512),
+                                      (8, 8, 8, 512), (4, 8, 2, 8)]:
+        m, k, n = (np.array(x) for x in zip(*shapes))
+        got = ws_gemm_cycles(m, k, n, rows, cols, lanes, m_tile)
+        want = [ws_gemm_cycles(*s, rows, cols, lanes, m_tile) for s in shapes]
+        assert got.tolist() == want, (rows, cols, lanes, m_tile)
+
+
+def test_weight_stationary_resources_add_its_accumulator_banks():
+    os_ = cost.engine_resources(8, 8, 2048, 2048, 512, 16384)
+    ws = cost.engine_resources(8, 8, 2048, 2048, 512, 16384, dataflow="weight_stationary")
+    assert int(ws["bram18k"]) == int(os_["bram18k"]) + 16
+    assert int(ws["mult18"]) == int(os_["mult18"])

@@ -32,7 +32,8 @@ def measure(params, shapes, out_path, *, extra_env=None):
 
     from gen.hw.accelerator import GemmAccelerator
     from verif.sim import run_cocotb
-    params = {key: params[key] for key in ACCELERATOR_KEYS + ("drain_lanes",) if key in params}
+    params = {key: params[key] for key in ACCELERATOR_KEYS + ("drain_lanes", "dataflow", "m_tile")
+              if key in params}
     env = {"BENCH_SHAPES": json.dumps([list(s) for s in shapes]), "BENCH_OUT": str(out_path)}
     env.update(extra_env or {})
     run_cocotb(GemmAccelerator(**params), "gemm_accelerator", MODULE, params, extra_env=env)

@@ -67,6 +67,7 @@ class TB:
         self.params = _params()
         self.rows, self.cols = self.params["rows"], self.params["cols"]
         self.lanes = self.params.get("drain_lanes", 1)
+        self.dataflow = self.params.get("dataflow", "output_stationary")
         start_clock(dut.clk, CLOCK_NS)
         out = StreamBus(dut, "o")
         self.sink = StreamSink(out, dut.clk, ready_probability=ready_probability,
@@ -99,7 +100,7 @@ class TB:
 
     async def load(self, a, w, bias, mult, shift):
         await self.write("act_wr", [int.from_bytes(x, "little")
-                                    for x in pack_activations(a, self.rows)])
+                                    for x in pack_activations(a, self.rows, self.dataflow)])
         await self.write("wgt_wr", [int.from_bytes(x, "little")
                                     for x in pack_weights(w, self.cols)])
         await self.write("param_wr", [int(b) & 0xFFFFFFFF | int(mm) << 32 | int(s) << 63
@@ -160,7 +161,7 @@ def _shapes(rows, cols):
     return [
         (rows, 1, cols), (1, 1, 1), (rows * 2, 5, cols * 2), (rows * 2 - 1, 7, cols + 1),
         (rows + 1, 16, cols * 3 - 1), (1, 33, cols * 2 + 1), (rows * 3 + 2, 3, 1),
-        (5, 64, 6),
+        (5, 64, 6), (rows * 13 + 1, 7, cols * 2 + 1),
     ]
 
 
@@ -238,7 +239,7 @@ async def refuses_bad_jobs(dut):
 @cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
 async def cycles_match_the_cycle_model(dut):
     """With the output always ready, a job takes exactly what gen.perf predicts."""
-    from gen.cycles import gemm_cycles as predicted_cycles
+    from gen.cycles import engine_gemm_cycles
     log_seed(dut)
     tb = TB(dut, ready_probability=1.0, seed=5)
     await tb.reset()
@@ -247,10 +248,11 @@ async def cycles_match_the_cycle_model(dut):
     # Dividing shapes and shapes whose last tile is padded (the tail depends on how much).
     for m, k, n in [(r, 1, c), (2 * r, 3, c), (r, 40, 2 * c), (3 * r, 2, 2 * c),
                     (r + 1, 5, c + 1), (1, 7, 1), (2 * r - 1, 2, 3 * c - 2), (1, 30, c),
-                    (r, 3, 1), (7, 3, 5)]:
+                    (r, 3, 1), (7, 3, 5), (13 * r + 1, 7, 2 * c + 1), (41, 2, c)]:
         a, w = rng.integers(-128, 128, (m, k)), rng.integers(-128, 128, (k, n))
         cycles = await check_gemm(tb, a, w, *random_requant(rng, n, k))
-        predicted = predicted_cycles(m, k, n, r, c, tb.lanes)
+        predicted = engine_gemm_cycles(m, k, n, r, c, tb.lanes, dataflow=tb.dataflow,
+                                       m_tile=tb.params.get("m_tile"))
         assert cycles == predicted, (
             f"{m}x{k}x{n}: {cycles} cycles, model says {predicted} ({seeds.describe()})")
 
@@ -265,11 +267,20 @@ CONFIGS = [
          out_depth=1024),
     dict(rows=4, cols=8, drain_lanes=2, act_depth=512, wgt_depth=512, param_depth=64,
          out_depth=1024),
+    # Weight-stationary: a K that does not divide by R, chunks of rows smaller than M (m_tile
+    # 16, so both accumulator banks take turns within one column tile), drain lanes.
+    dict(rows=3, cols=4, dataflow="weight_stationary", m_tile=16, act_depth=512,
+         wgt_depth=512, param_depth=64, out_depth=1024),
+    dict(rows=4, cols=8, dataflow="weight_stationary", drain_lanes=2, m_tile=16,
+         act_depth=512, wgt_depth=512, param_depth=61, out_depth=1024),
+    dict(rows=1, cols=1, dataflow="weight_stationary", m_tile=8, act_depth=512,
+         wgt_depth=512, param_depth=16, out_depth=512),
 ]
 
 
 @pytest.mark.parametrize("params", CONFIGS, ids=lambda p: f"{p['rows']}x{p['cols']}"
-                         f"{'-l%d' % p['drain_lanes'] if 'drain_lanes' in p else ''}")
+                         f"{'-l%d' % p['drain_lanes'] if 'drain_lanes' in p else ''}"
+                         f"{'-ws' if p.get('dataflow') == 'weight_stationary' else ''}")
 def test_gemm_accelerator(params):
     from gen.hw.accelerator import GemmAccelerator
     from verif.sim import run_cocotb

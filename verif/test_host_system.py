@@ -15,6 +15,7 @@ are counted) and every test has a simulated-time bound. Random operands from ``A
 
 import json
 import os
+from pathlib import Path
 
 import cocotb
 import numpy as np
@@ -29,6 +30,7 @@ from gen.host.layout import LayoutError
 from gen.host.transports import CocotbUartTransport
 from gen.hw.host_bridge import Buffer, REPLY_UNKNOWN
 
+REPO = Path(__file__).resolve().parent.parent
 CLOCK_NS = 8          # the accelerator clock
 HOST_CLOCK_NS = 26    # the host link clock: unrelated to the accelerator's, as on a board
 #: Simulated-time bound of every test here: no test can hang.
@@ -134,13 +136,15 @@ async def refusals(dut):
 
 @cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
 async def default_config_gemms(dut):
-    """The shipped design: GEMMs bit-exact, cycles as `gen.cycles.gemm_cycles` predicts."""
-    from gen.cycles import gemm_cycles
+    """The shipped design: GEMMs bit-exact, cycles as `gen.cycles.engine_gemm_cycles`
+    predicts for its dataflow."""
+    from gen.cycles import engine_gemm_cycles
     from verif.test_gemm_accelerator import random_requant
     params, _, driver = await setup(dut)
     info = await driver.info()
     r, c, lanes = params["rows"], params["cols"], params.get("drain_lanes", 1)
-    assert (info.rows, info.cols) == (r, c)
+    dataflow = params.get("dataflow", "output_stationary")
+    assert (info.rows, info.cols, info.dataflow) == (r, c, dataflow)
     assert (info.act_depth, info.out_depth) == (params["act_depth"], params["out_depth"])
     rng = seeds.np_rng("host system default config")
     # Dividing, nothing divides the array (padded last tiles both ways), one output.
@@ -150,9 +154,9 @@ async def default_config_gemms(dut):
         run = await driver.gemm(a, w, bias, mult, shift, poll_interval=poll)
         np.testing.assert_array_equal(run.y, expected(a, w, bias, mult, shift),
                                       err_msg=f"{m}x{k}x{n} ({seeds.describe()})")
-        predicted = gemm_cycles(m, k, n, r, c, lanes)
+        predicted = engine_gemm_cycles(m, k, n, r, c, lanes, dataflow=dataflow)
         assert run.cycles == predicted, (
-            f"{m}x{k}x{n}: {run.cycles} cycles, gen.cycles.gemm_cycles says {predicted}")
+            f"{m}x{k}x{n}: {run.cycles} cycles, gen.cycles says {predicted}")
         dut._log.info("default %dx%d, %d drain lanes, GEMM %dx%dx%d: %d cycles (model %d)",
                       r, c, lanes, m, k, n, run.cycles, predicted)
 
@@ -195,6 +199,30 @@ def test_host_system_with_drain_lanes():
     params = dict(PARAMS, drain_lanes=4, param_depth=30)
     run_cocotb(HostSystem(**params), "host_system", "verif.test_host_system", params,
                testcase=["gemm_through_the_driver", "refusals", "default_config_gemms"])
+
+
+def test_host_system_weight_stationary():
+    """The weight-stationary engine behind the same protocol: INFO names its dataflow and the
+    driver lays out A for it."""
+    from gen.hw.system import HostSystem
+    from verif.sim import run_cocotb
+    params = dict(PARAMS, dataflow="weight_stationary", drain_lanes=2)
+    run_cocotb(HostSystem(**params), "host_system", "verif.test_host_system", params,
+               testcase=["gemm_through_the_driver", "refusals", "default_config_gemms"])
+
+
+def test_shipped_weight_stationary_config():
+    """gen/configs/ulx3s-85f-8x8-ws.yaml as `gen build` generates it, at its host clock and
+    baud."""
+    from gen.config import load_config
+    from gen.design import prepare_design
+    from verif.sim import run_cocotb
+    design = prepare_design(load_config(REPO / "gen/configs/ulx3s-85f-8x8-ws.yaml"),
+                            progress=lambda line: None)
+    params = design.system_params
+    run_cocotb(design.system(), "host_system", "verif.test_host_system",
+               dict(params, **board_timing(design.host_clock_mhz, design.config.host.baud)),
+               testcase="default_config_gemms")
 
 
 def test_host_system_at_3_mbaud():

@@ -16,7 +16,7 @@ from .. import cliargs
 from ..artifacts import check_writable_folder
 from ..config import AUTO_FIELDS
 from ..errors import UserError
-from .problems import (DEPLOYMENTS, OBJECTIVES, max_pes_at, pipelined_problem,
+from .problems import (DEPLOYMENTS, GENERATED, OBJECTIVES, max_pes_at, pipelined_problem,
                        sequential_problem)
 from .search import METHODS, search
 
@@ -31,7 +31,9 @@ def add_arguments(parser):
     parser.add_argument("--board", default="ulx3s", help="board whose budget bounds the search")
     parser.add_argument("--deployment", default="sequential", choices=DEPLOYMENTS)
     parser.add_argument("--dataflow", default=None,
-                        help="accelgen_os (default for sequential), ws, rs, os (pipelined)")
+                        help="sequential: accelgen_os (default), accelgen_ws, or accelgen (the "
+                             "search chooses either generated dataflow); pipelined: ws "
+                             "(default), rs, os, accelgen_os")
     parser.add_argument("--objective", default="latency", choices=OBJECTIVES)
     parser.add_argument("--method", default="rl_ga", choices=METHODS)
     parser.add_argument("--evaluations", type=cliargs.count(1, 10_000_000),
@@ -309,7 +311,8 @@ def size_auto_fields(config, board, progress=print):
         options.network, board, fixed=fixed, objective=options.objective,
         method=options.method, evaluations=options.evaluations, seed=options.seed,
         clock_mhz=float(config.clock_mhz), power_cap_mw=options.power_cap_mw,
-        host_baud=config.host.baud, progress=progress)
+        host_baud=config.host.baud, progress=progress,
+        dataflow={v: k for k, v in GENERATED.items()}[config.array.dataflow])
     decoded = allocation.decode(result.best_actions)
     sizes = {(section, key): decoded[section][key] for section, key in autos}
     progress(f"[alloc] {config.name}: " + ", ".join(f"{s}.{k} = {v}"

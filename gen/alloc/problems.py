@@ -103,10 +103,17 @@ class AllocationProblem:
     info: dict = field(default_factory=dict)
 
 
+#: The generated engines the sequential deployment sizes: cost-model name -> config name.
+GENERATED = {"accelgen_os": "output_stationary", "accelgen_ws": "weight_stationary"}
+#: The sequential deployment's "choose the dataflow too" (an action over ``GENERATED``).
+CHOOSE_DATAFLOW = "accelgen"
+
+
 def _check(objective, dataflow):
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
-    cost.check_dataflow(dataflow)
+    if dataflow != CHOOSE_DATAFLOW:
+        cost.check_dataflow(dataflow)
 
 
 def _score(objective, latency_s, energy_j, period_s):
@@ -134,7 +141,8 @@ def _violation(used, budget, power_mw=None, power_cap_mw=None):
 def sequential_problem(workload, budget, *, dataflow="accelgen_os", objective="latency",
                        clock_mhz=100.0, power_cap_mw=None, param_depth=None, fixed=None,
                        host_baud=1_000_000):
-    """One engine for all layers: actions rows, cols, act_depth, wgt_depth, out_depth.
+    """One engine for all layers: actions rows, cols, act_depth, wgt_depth, out_depth and,
+    with ``dataflow="accelgen"``, the dataflow (either generated engine, ``GENERATED``).
 
     ``fixed`` maps config paths (``array.rows``, ``buffers.act_depth``, ...) to values the
     search must keep (a config that sizes some fields itself). Latency includes the host
@@ -142,10 +150,11 @@ def sequential_problem(workload, budget, *, dataflow="accelgen_os", objective="l
     is the same with a 2 B/cycle memory the design does not have.
     """
     _check(objective, dataflow)
-    if dataflow != "accelgen_os":
-        raise UserError("the sequential deployment sizes the generated engine: use "
-                        "--dataflow accelgen_os (the classic dataflows are compared in the "
-                        "pipelined deployment)")
+    if dataflow not in GENERATED and dataflow != CHOOSE_DATAFLOW:
+        raise UserError("the sequential deployment sizes a generated engine: use --dataflow "
+                        f"{', '.join(GENERATED)} or {CHOOSE_DATAFLOW} (either; the classic "
+                        "dataflows are compared in the pipelined deployment)")
+    flows = list(GENERATED) if dataflow == CHOOSE_DATAFLOW else [dataflow]
     layers = workload.as_arrays()
     if param_depth is None:
         param_depth = int(min(4096, max(16, 1 << int(np.max(layers["N"]) - 1).bit_length())))
@@ -160,27 +169,41 @@ def sequential_problem(workload, budget, *, dataflow="accelgen_os", objective="l
     levels = [np.array([fixed[name]]) if name in fixed else np.array(default)
               for name, default in zip(names, (ARRAY_DIMS, ARRAY_DIMS, DEPTH_LEVELS,
                                                DEPTH_LEVELS, OUT_DEPTH_LEVELS))]
+    if len(flows) > 1:
+        names += ("array.dataflow",)
+        levels.append(np.arange(len(flows)))
+    width = len(names)
     space = ActionSpace(choices=tuple(len(x) for x in levels), names=names)
     max_pes = max_pes_at(clock_mhz)
     link = cost.uart_bytes_per_cycle(host_baud, clock_mhz)
 
     def engine_of(actions):
-        actions = np.asarray(actions, dtype=np.int64).reshape(-1, 5)
+        actions = np.asarray(actions, dtype=np.int64).reshape(-1, width)
         engine = {key: levels[i][actions[:, i]][:, None] for i, key in
                   enumerate(("rows", "cols", "act_depth", "wgt_depth", "out_depth"))}
         engine["param_depth"] = np.full((len(actions), 1), param_depth)
-        return engine
+        flow = actions[:, 5] if len(flows) > 1 else np.zeros(len(actions), dtype=np.int64)
+        return engine, flow
+
+    def per_flow(flow, compute):
+        """``compute(name)`` for each dataflow, each row taking its own flow's value."""
+        results = [compute(name) for name in flows]
+        if len(results) == 1:
+            return results[0]
+        return {key: np.where((flow == 1).reshape((-1,) + (1,) * (np.ndim(v) - 1)),
+                              results[1][key], v) for key, v in results[0].items()}
 
     def evaluate(actions):
-        engine = engine_of(actions)
-        per_layer = cost.layer_cost(layers, engine, dataflow, clock_mhz=clock_mhz,
-                                    link_bytes_per_cycle=link)
+        engine, flow = engine_of(actions)
+        per_layer = per_flow(flow, lambda name: cost.layer_cost(
+            layers, engine, name, clock_mhz=clock_mhz, link_bytes_per_cycle=link))
         cycles = per_layer["cycles"].sum(axis=1)
         latency = cycles / (clock_mhz * 1e6)
         compute = per_layer["compute_cycles"].sum(axis=1)
         sdram = np.ceil(per_layer["traffic_bytes"] / cost.SDRAM_BYTES_PER_CYCLE).sum(axis=1)
         energy = per_layer["energy_pj"].sum(axis=1) * 1e-12
-        used = {k: v[:, 0] for k, v in cost.engine_resources(**engine).items()}
+        used = {k: v[:, 0] for k, v in per_flow(flow, lambda name: cost.engine_resources(
+            **engine, dataflow=GENERATED[name])).items()}
         power = cost.STATIC_MW + energy / np.maximum(latency, 1e-30) * 1e3
         infeasible_layers = (~per_layer["feasible"]).sum(axis=1)
         pes = engine["rows"][:, 0] * engine["cols"][:, 0]
@@ -210,9 +233,10 @@ def sequential_problem(workload, budget, *, dataflow="accelgen_os", objective="l
         return worst
 
     def decode(row):
-        engine = {k: int(v[0, 0]) for k, v in engine_of(row).items()}
+        engine, flow = engine_of(row)
+        engine = {k: int(v[0, 0]) for k, v in engine.items()}
         return {"array": {"rows": engine["rows"], "cols": engine["cols"],
-                          "dataflow": "output_stationary"},
+                          "dataflow": GENERATED[flows[int(flow[0])]]},
                 "buffers": {"act_depth": engine["act_depth"], "wgt_depth": engine["wgt_depth"],
                             "param_depth": engine["param_depth"],
                             "out_depth": engine["out_depth"]}}

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hw.host_bridge import (LEVEL_QUERY, LEVEL_REPLY_BYTES, MAGIC, PARAM_WORD_BYTES,
+from ..hw.host_bridge import (DATAFLOW_IDS, LEVEL_QUERY, LEVEL_REPLY_BYTES, MAGIC, PARAM_WORD_BYTES,
                               PROTOCOL_VERSION, REPLY_ERROR, REPLY_OK, REPLY_UNKNOWN, Buffer,
                               Command)
-from .layout import (check_gemm_operands, pack_activations, pack_params, pack_weights,
+from .layout import (GemmShape, check_gemm_operands, pack_activations, pack_params, pack_weights,
                      words_to_bytes, LayoutError)
 
 __all__ = ["DeviceInfo", "Status", "ClockLevel", "GemmRun", "Driver", "ProtocolError", "DeviceError",
@@ -44,6 +44,11 @@ class DeviceInfo:
     wgt_depth: int
     param_depth: int
     out_depth: int
+
+    @property
+    def dataflow(self):
+        """The engine's dataflow (``DATAFLOW_IDS``), which sets the activation layout."""
+        return DATAFLOW_IDS[self.dataflow_id]
 
     def word_bytes(self, buffer):
         return {Buffer.ACT: self.rows, Buffer.WGT: self.cols,
@@ -101,6 +106,9 @@ class Driver:
         if raw[:4] != MAGIC:
             raise ProtocolError(f"INFO: bad magic {raw[:4]!r}; is this the accelerator?")
         info = DeviceInfo(raw[4], raw[5], raw[6], raw[7], *struct.unpack("<4I", raw[8:24]))
+        if info.dataflow_id >= len(DATAFLOW_IDS):
+            raise ProtocolError(f"INFO: unknown dataflow id {info.dataflow_id}; this driver "
+                                f"knows {', '.join(DATAFLOW_IDS)}")
         if info.version != PROTOCOL_VERSION:
             raise ProtocolError(f"the device speaks protocol version {info.version}, this "
                                 f"driver {PROTOCOL_VERSION}: load a bitstream built by this "
@@ -191,7 +199,7 @@ class Driver:
         a, w, bias, mult, shift, shape = check_gemm_operands(a, w, bias, mult, shift)
         info = await self._device()
         needs = {
-            "activation buffer": (shape.act_words(info.rows), info.act_depth),
+            "activation buffer": (shape.act_words(info.rows, info.dataflow), info.act_depth),
             "weight buffer": (shape.wgt_words(info.cols), info.wgt_depth),
             "parameter buffer": (-(-shape.n // info.cols) * info.cols, info.param_depth),
             "output buffer": (shape.m * shape.n, info.out_depth),
@@ -201,7 +209,7 @@ class Driver:
                 raise LayoutError(f"{shape.m}x{shape.k}x{shape.n} GEMM needs {need} words of "
                                   f"the {name}, the device has {have}: split the GEMM or "
                                   f"generate larger buffers")
-        await self.write_buffer(Buffer.ACT, 0, pack_activations(a, info.rows))
+        await self.write_buffer(Buffer.ACT, 0, pack_activations(a, info.rows, info.dataflow))
         await self.write_buffer(Buffer.WGT, 0, pack_weights(w, info.cols))
         await self.write_buffer(Buffer.PARAM, 0, pack_params(bias, mult, shift))
         await self.start(shape.m, shape.k, shape.n)
@@ -222,7 +230,8 @@ class Driver:
         return GemmRun(y=y, cycles=cycles)
 
 
-def gemm_link_bytes(m, k, n, rows, cols, *, max_chunk=DEFAULT_MAX_CHUNK):
+def gemm_link_bytes(m, k, n, rows, cols, *, dataflow="output_stationary",
+                    max_chunk=DEFAULT_MAX_CHUNK):
     """Bytes on the serial line, both directions, of one :meth:`Driver.gemm` of ``m x k x n``
     on a ``rows x cols`` array: ``{"a", "b", "params", "c", "commands", "total"}``.
 
@@ -236,7 +245,8 @@ def gemm_link_bytes(m, k, n, rows, cols, *, max_chunk=DEFAULT_MAX_CHUNK):
         chunks = -(-words // max_chunk)
         return words * word_bytes + chunks * (_TRANSFER_HEADER + 1)
 
-    shape_words = (-(-m // rows) * k, -(-n // cols) * k)
+    shape = GemmShape(m, k, n)
+    shape_words = (shape.act_words(rows, dataflow), shape.wgt_words(cols))
     moved = {
         "a": transfer(shape_words[0], rows),
         "b": transfer(shape_words[1], cols),

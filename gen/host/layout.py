@@ -1,4 +1,5 @@
-"""How matrices are laid out in the accelerator's buffers (see ``gen.hw.gemm``).
+"""How matrices are laid out in the accelerator's buffers (see ``gen.hw.gemm`` and, for the
+weight-stationary dataflow, ``gen.hw.ws_gemm``).
 
 These functions are the host's half of the buffer contract: the RTL reads what they write.
 """
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GemmShape", "pack_activations", "pack_weights", "pack_params", "words_to_bytes",
+__all__ = ["ACT_LAYOUTS", "GemmShape", "pack_activations", "pack_weights", "pack_params", "words_to_bytes",
            "check_gemm_operands", "LayoutError"]
 
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
@@ -23,7 +24,9 @@ class GemmShape:
     k: int
     n: int
 
-    def act_words(self, rows):
+    def act_words(self, rows, dataflow="output_stationary"):
+        if _check_dataflow(dataflow) == "weight_stationary":
+            return -(-self.k // rows) * self.m
         return -(-self.m // rows) * self.k
 
     def wgt_words(self, cols):
@@ -74,9 +77,28 @@ def check_gemm_operands(a, w, bias, mult, shift):
     return a, w, vectors["bias"], vectors["mult"], vectors["shift"], shape
 
 
-def pack_activations(a, rows):
-    """Activation words: word ``mt*K + k`` holds ``A[mt*R + r, k]`` in byte ``r``."""
+def _check_dataflow(dataflow):
+    if dataflow not in ACT_LAYOUTS:
+        raise LayoutError(f"unknown dataflow {dataflow!r}; one of {', '.join(ACT_LAYOUTS)}")
+    return dataflow
+
+
+#: The dataflows whose activation layout this module knows (``gen.hw.accelerator.DATAFLOWS``).
+ACT_LAYOUTS = ("output_stationary", "weight_stationary")
+
+
+def pack_activations(a, rows, dataflow="output_stationary"):
+    """Activation words. Output-stationary: word ``mt*K + k`` holds ``A[mt*R + r, k]`` in
+    byte ``r``; weight-stationary: word ``kt*M + m`` holds ``A[m, kt*R + i]`` in byte ``i``
+    (zero past ``K``)."""
     m, k = a.shape
+    if _check_dataflow(dataflow) == "weight_stationary":
+        tiles = -(-k // rows)
+        padded = np.zeros((m, tiles * rows), dtype=np.int64)
+        padded[:, :k] = a
+        # [M, tiles, rows] -> [tiles, M, rows]: one word per (tile, m), k as bytes.
+        return _bytes_to_words(padded.reshape(m, tiles, rows).transpose(1, 0, 2)
+                               .reshape(-1, rows))
     tiles = -(-m // rows)
     padded = np.zeros((tiles * rows, k), dtype=np.int64)
     padded[:m] = a

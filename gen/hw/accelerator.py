@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from .gemm import (DIM_WIDTH, OPERAND_READ_LATENCY, OutputStationaryGemm, OutputStream,
                    check_drain_lanes)
 from .requant import RequantParams
+from .ws_gemm import WeightStationaryGemm
 
 __all__ = ["DATAFLOWS", "GemmAccelerator", "OperandBuffer", "OutputBuffer", "ParamBuffer",
            "BRAM_MIN_BITS"]
@@ -25,6 +26,7 @@ __all__ = ["DATAFLOWS", "GemmAccelerator", "OperandBuffer", "OutputBuffer", "Par
 #: Dataflow name -> engine class. Every engine has the same ports as `OutputStationaryGemm`.
 DATAFLOWS = {
     "output_stationary": OutputStationaryGemm,
+    "weight_stationary": WeightStationaryGemm,
 }
 
 
@@ -289,7 +291,9 @@ class GemmAccelerator(wiring.Component):
     rows, cols : int
         PE array size.
     dataflow : str
-        A key of :data:`DATAFLOWS`.
+        A key of :data:`DATAFLOWS` (the activation buffer takes that engine's layout).
+    m_tile : int or None
+        Weight-stationary only: rows of a chunk (see :class:`~gen.hw.ws_gemm.WeightStationaryGemm`).
     drain_lanes : int
         Outputs drained per cycle (see :class:`~gen.hw.gemm.OutputStationaryGemm`). The
         parameter buffer is then that many memories, channel ``n`` in memory ``n % L`` at word
@@ -310,12 +314,16 @@ class GemmAccelerator(wiring.Component):
     """
 
     def __init__(self, *, rows, cols, dataflow="output_stationary", drain_lanes=1,
-                 act_depth, wgt_depth, param_depth, out_depth, host_domain="sync"):
+                 act_depth, wgt_depth, param_depth, out_depth, host_domain="sync",
+                 m_tile=None):
         self._host_domain = host_domain
         if dataflow not in DATAFLOWS:
             raise ValueError(f"unknown dataflow {dataflow!r}; the generator has "
                              f"{', '.join(sorted(DATAFLOWS))}")
         self._dataflow = dataflow
+        if m_tile is not None and dataflow != "weight_stationary":
+            raise ValueError("m_tile is a parameter of the weight-stationary engine only")
+        self._engine_options = {} if m_tile is None else {"m_tile": operator.index(m_tile)}
         self._rows = operator.index(rows)
         self._cols = operator.index(cols)
         self._drain_lanes = check_drain_lanes(drain_lanes, self._cols)
@@ -370,7 +378,7 @@ class GemmAccelerator(wiring.Component):
         m.submodules.engine = engine = DATAFLOWS[self._dataflow](
             rows=self._rows, cols=self._cols, act_depth=depths["act"], wgt_depth=depths["wgt"],
             param_depth=depths["param"], out_depth=depths["out"],
-            drain_lanes=self._drain_lanes)
+            drain_lanes=self._drain_lanes, **self._engine_options)
 
         # Operand buffers are one memory per byte lane. A wide memory may be mapped by yosys
         # as block RAMs stacked in depth, with a multiplexer after their outputs; a byte-wide

@@ -32,7 +32,7 @@ from .requant import REQUANT_MULTIPLIERS, RequantParams, Requantizer
 
 __all__ = ["DIM_WIDTH", "ADDR_WIDTH", "OPERAND_READ_LATENCY", "TileTag", "TileSequencer",
            "MacArray", "AccumulatorDrain", "DrainTag", "OutputStationaryGemm", "OutputStream",
-           "check_drain_lanes"]
+           "check_drain_lanes", "connect_requantizer_lanes"]
 
 #: Width of the runtime sizes M, K and N.
 DIM_WIDTH = 16
@@ -364,6 +364,35 @@ def OutputStream(lanes=1):
     }))
 
 
+def connect_requantizer_lanes(m, drain_o, out, lanes):
+    """Add ``lanes`` requantizers to ``m`` between a drain's output ``drain_o`` (``acc[l]``,
+    ``params[l]`` and a :class:`DrainTag`) and the engine's ``out``
+    (:func:`OutputStream`); return them. They see the same valid and ready in every cycle, so
+    they move in lock step: lane 0 carries the beat's tag and speaks for all of them."""
+    requants = []
+    for lane in range(lanes):
+        requant = Requantizer(tag_shape=DrainTag(lanes) if lane == 0 else unsigned(1))
+        m.submodules[f"requant_{lane}" if lanes > 1 else "requant"] = requant
+        requants.append(requant)
+    out_tag = data.View(DrainTag(lanes), requants[0].o.payload.tag)
+    m.d.comb += [
+        drain_o.ready.eq(requants[0].i.ready),
+        out.valid.eq(requants[0].o.valid),
+        out.payload.addr.eq(out_tag.addr),
+        out.payload.mask.eq(out_tag.mask),
+    ]
+    for lane, requant in enumerate(requants):
+        m.d.comb += [
+            requant.i.valid.eq(drain_o.valid),
+            requant.i.payload.acc.eq(drain_o.payload.acc[lane]),
+            requant.i.payload.params.eq(drain_o.payload.params[lane]),
+            requant.o.ready.eq(out.ready),
+            out.payload.value[lane].eq(requant.o.payload.value),
+        ]
+    m.d.comb += requants[0].i.payload.tag.eq(drain_o.payload.tag)
+    return requants
+
+
 class DrainTag(data.StructLayout):
     """What travels beside a drain beat through the requantizers: its first output address and
     which lanes carry an output."""
@@ -584,9 +613,15 @@ class AccumulatorDrain(wiring.Component):
         m.d.comb += [beyond[lane].eq(out_mask[lane] & (
             (out_channel >= self._param_depth - lane) | (out_addr >= self._out_depth - lane)))
             for lane in range(lanes)]
+        # The comparisons are registered before their OR sets `overflow`: comparators, the OR
+        # over the lanes and the flag's enable in one cycle were the routed critical path of
+        # the 8x8 array with four lanes (111.4 MHz at 115). The flag is read only when the job
+        # ends, at least three cycles after the last beat.
+        beyond_q = Signal(lanes)
+        m.d.sync += beyond_q.eq(Mux(out_valid & ~out_skip & ~self.clear, beyond, 0))
         with m.If(self.clear):
             m.d.sync += self.overflow.eq(0)
-        with m.Elif(out_valid & ~out_skip & beyond.any()):
+        with m.Elif(beyond_q.any()):
             m.d.sync += self.overflow.eq(1)
 
         m.d.comb += [
@@ -595,7 +630,7 @@ class AccumulatorDrain(wiring.Component):
             self.o.payload.params.eq(self.param_rd.data),
             self.o.payload.tag.addr.eq(out_addr),
             self.o.payload.tag.mask.eq(out_mask),
-            self.pending.eq(self.holds_full | self.busy | out_valid),
+            self.pending.eq(self.holds_full | self.busy | out_valid | beyond_q.any()),
         ]
         return m
 
@@ -713,13 +748,7 @@ class OutputStationaryGemm(wiring.Component):
             rows=rows, cols=cols, param_depth=self._param_depth, out_depth=self._out_depth,
             lanes=self._drain_lanes)
         lanes = self._drain_lanes
-        # One requantizer per lane. They see the same valid and ready in every cycle, so they
-        # move in lock step: lane 0 carries the beat's tag and speaks for all of them.
-        requants = []
-        for lane in range(lanes):
-            requant = Requantizer(tag_shape=DrainTag(lanes) if lane == 0 else unsigned(1))
-            m.submodules[f"requant_{lane}" if lanes > 1 else "requant"] = requant
-            requants.append(requant)
+        requants = connect_requantizer_lanes(m, drain.o, self.o, lanes)
 
         m_size = Signal(DIM_WIDTH)
         n_size = Signal(DIM_WIDTH)
@@ -808,22 +837,6 @@ class OutputStationaryGemm(wiring.Component):
             drain.clear.eq(launch),
         ]
         wiring.connect(m, wiring.flipped(self.param_rd), drain.param_rd)
-        out_tag = data.View(DrainTag(lanes), requants[0].o.payload.tag)
-        m.d.comb += [
-            drain.o.ready.eq(requants[0].i.ready),
-            self.o.valid.eq(requants[0].o.valid),
-            self.o.payload.addr.eq(out_tag.addr),
-            self.o.payload.mask.eq(out_tag.mask),
-        ]
-        for lane, requant in enumerate(requants):
-            m.d.comb += [
-                requant.i.valid.eq(drain.o.valid),
-                requant.i.payload.acc.eq(drain.o.payload.acc[lane]),
-                requant.i.payload.params.eq(drain.o.payload.params[lane]),
-                requant.o.ready.eq(self.o.ready),
-                self.o.payload.value[lane].eq(requant.o.payload.value),
-            ]
-        m.d.comb += requants[0].i.payload.tag.eq(drain.o.payload.tag)
 
         # Completion: each part's idle flag is registered next to the part, then combined in a
         # second register; the parts are spread over the whole chip, so their AND would

@@ -15,9 +15,12 @@ from .requant import RequantParams
 __all__ = ["HostBridge", "PROTOCOL_VERSION", "MAGIC", "Command", "Buffer",
            "REPLY_OK", "REPLY_ERROR", "REPLY_UNKNOWN", "PARAM_WORD_BYTES",
            "DEFAULT_BYTE_TIMEOUT", "ABORT_WAIT_LIMIT", "LEVEL_QUERY", "LEVEL_REPLY_BYTES",
-           "start_fits"]
+           "start_fits", "DATAFLOW_IDS"]
 
 PROTOCOL_VERSION = 2
+#: INFO's dataflow id: the position of the engine's dataflow here (the sorted names of
+#: ``gen.hw.accelerator.DATAFLOWS``).
+DATAFLOW_IDS = ("output_stationary", "weight_stationary")
 MAGIC = b"GEMM"
 REPLY_OK = ord("K")
 REPLY_ERROR = ord("E")

@@ -5,8 +5,8 @@ from amaranth.lib import wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from .accelerator import DATAFLOWS, GemmAccelerator, OutputBuffer
-from .host_bridge import DEFAULT_BYTE_TIMEOUT, HostBridge
+from .accelerator import GemmAccelerator, OutputBuffer
+from .host_bridge import DATAFLOW_IDS, DEFAULT_BYTE_TIMEOUT, HostBridge
 from .uart import UARTReceiver, UARTTransmitter
 
 __all__ = ["HostSystem"]
@@ -63,7 +63,7 @@ class HostSystem(wiring.Component):
         # Build the parts now so that bad parameters fail here, not at elaboration.
         self._accelerator = GemmAccelerator(**self._accel_args, host_domain="host")
         self._bridge = HostBridge(
-            rows=rows, cols=cols, dataflow_id=sorted(DATAFLOWS).index(dataflow),
+            rows=rows, cols=cols, dataflow_id=DATAFLOW_IDS.index(dataflow),
             act_depth=act_depth, wgt_depth=wgt_depth, param_depth=param_depth,
             out_depth=out_depth, byte_timeout=byte_timeout, clock_levels=clock_levels)
         self._receiver = UARTReceiver(uart_divisor)
