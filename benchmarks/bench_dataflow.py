@@ -75,7 +75,7 @@ def main(argv=None):
         params = dict(rows=r, cols=c, dataflow=flow, drain_lanes=lanes, act_depth=b.act_depth,
                       wgt_depth=b.wgt_depth, param_depth=b.param_depth,
                       out_depth=b.out_depth)
-        for result in measure(params, shapes, out / f"dataflow-raw-{flow}.json"):
+        for result in measure(params, shapes, out / f"dataflow-raw-{r}x{c}-l{lanes}-{flow}.json"):
             m, k, n, cycles = result["m"], result["k"], result["n"], result["cycles"]
             model = engine_gemm_cycles(m, k, n, r, c, lanes, dataflow=flow)
             util = ideal_gemm_cycles(m, k, n, r, c) / cycles

@@ -256,8 +256,8 @@ def _early_copy(k, steps, rows, cols, to_copy, drain):
 #: the group ends.
 ATTENTION_FIRST_GROUP_CYCLES = MIN_GROUP_CYCLES
 #: The lane drain's registers before a value reaches the requantizer: the copy of the sums into
-#: the shift chain, the output register and the register qmem's word lands in.
-ATTENTION_DRAIN_STAGES = 3
+#: the shift chain, and the output register.
+ATTENTION_DRAIN_STAGES = 2
 #: The registered start to the parts, and after an op's last part goes idle: the two
 #: registered idle stages and the finishing cycle (as in the GEMM engine).
 ATTENTION_FINISH_CYCLES = JOB_START_LATENCY + 3

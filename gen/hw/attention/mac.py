@@ -476,25 +476,14 @@ class LaneDrain(wiring.Component):
             out_tag.word.eq(dr_word),
             out_tag.lane.eq(Mux(d.transpose, dr_ilane, dr_lane)),
         ]
-        # qmem's word lands in a register of its own before the requantizer's input logic:
-        # a block RAM's data is 5.8 ns after the clock on ECP5, and its consumer may sit far
-        # away (the routed critical path at 95.5 MHz, placement seed 4, was qmem straight
-        # into the requantizer's first stage). The drain never waits (the requantizer and
-        # the writer after it are always ready), so the stage has no enable.
-        land_valid = Signal()
-        land = Signal.like(self.o.payload, reset_less=True)
-        m.d.sync += [
-            land_valid.eq(out_valid & ~out_skip),
-            land.acc.eq(out_acc),
-            land.params.eq(self.param_rd.data),
-            land.tag.eq(out_tag),
-        ]
         m.d.comb += [
             self.param_rd.addr.eq(q_addr),
             self.param_rd.en.eq(send),
-            self.o.valid.eq(land_valid),
-            self.o.payload.eq(land),
-            self.busy.eq((drain_left != 0) | out_valid | land_valid | self.tags.valid),
+            self.o.valid.eq(out_valid & ~out_skip),
+            self.o.payload.acc.eq(out_acc),
+            self.o.payload.params.eq(self.param_rd.data),
+            self.o.payload.tag.eq(out_tag),
+            self.busy.eq((drain_left != 0) | out_valid | self.tags.valid),
         ]
         return m
 

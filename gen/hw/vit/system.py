@@ -7,7 +7,7 @@ sends the class and logits out on ``result``. With two images in flight both eng
 the same time, each on a half-layer of a different image.
 """
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,10 +16,9 @@ from ..attention.memory import shaped_stream
 from .engine import ViTEngine
 from .layout import ViTDesign
 
-#: Entries of the stage after each inter-engine FIFO, counted as credits: enough to pass a beat
-#: every cycle around the loop of a read, its landing register, the stage's write and the
-#: engine's read (four cycles).
-MESSAGE_STAGE_DEPTH = 4
+#: Entries of the register stage after each inter-engine FIFO: enough to pass a beat every
+#: cycle (a two-entry SyncFIFOBuffered passes one every other cycle).
+MESSAGE_STAGE_DEPTH = 3
 
 __all__ = ["ViTCore"]
 
@@ -92,28 +91,11 @@ class ViTCore(wiring.Component):
             m.submodules[name] = queue
             wiring.connect(m, src.msg_out, shaped_stream(queue.w_stream, msg))
             # The queue's words come straight from a block RAM, 5.8 ns after the clock on
-            # ECP5: each lands in a register with no logic in front of it (no enable) before
-            # the stage's LUT RAM takes it (the routed critical paths at 89.2 and 97.2 MHz
-            # started there). Reads are paced by credits, so the stage always has room.
+            # ECP5: a register stage takes them before any of the engine's logic does (the
+            # routed critical path at 89.2 MHz started there).
             stage = fifo.SyncFIFOBuffered(width=msg.size, depth=MESSAGE_STAGE_DEPTH)
             m.submodules[f"{name}_stage"] = stage
-            landed = Signal(msg.size, name=f"{name}_landed", reset_less=True)
-            landed_valid = Signal(name=f"{name}_landed_valid")
-            credits = Signal(range(MESSAGE_STAGE_DEPTH + 1), name=f"{name}_credits",
-                             init=MESSAGE_STAGE_DEPTH)
-            read, taken = Signal(name=f"{name}_read"), Signal(name=f"{name}_taken")
-            m.d.comb += [
-                queue.r_en.eq(credits != 0),
-                read.eq(queue.r_rdy & (credits != 0)),
-                taken.eq(stage.r_rdy & stage.r_en),
-                stage.w_en.eq(landed_valid),
-                stage.w_data.eq(landed),
-            ]
-            m.d.sync += [landed.eq(queue.r_data), landed_valid.eq(read)]
-            with m.If(read & ~taken):
-                m.d.sync += credits.eq(credits - 1)
-            with m.Elif(~read & taken):
-                m.d.sync += credits.eq(credits + 1)
+            wiring.connect(m, queue.r_stream, stage.w_stream)
             out = shaped_stream(stage.r_stream, msg)
             if self._stall_ports:
                 hold = getattr(self, stall)
