@@ -210,6 +210,9 @@ def parse_config(raw, *, source="config"):
     if dataflow not in DATAFLOWS:
         raise UserError(f"{source}: array.dataflow: {dataflow!r} is not available; "
                         f"use one of {', '.join(DATAFLOWS)}")
+    if dataflow == "weight_stationary" and values["array"]["rows"] < 2:
+        raise UserError(f"{source}: array.rows: a weight_stationary array needs at least 2 "
+                        f"rows, not {values['array']['rows']}")
     _check_useful(values, source)
     config = DesignConfig(
         name=values["name"], board=values["board"], clock_mhz=values["clock_mhz"],

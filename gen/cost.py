@@ -48,6 +48,7 @@ import numpy as np
 from .errors import UserError
 from .cycles import gemm_cycles_closed_form as engine_gemm_cycles
 from .cycles import ws_gemm_cycles
+from .hw.ws_gemm import WS_MIN_ROWS
 from . import estimate
 
 __all__ = ["DATAFLOWS", "E_MAC", "E_RF", "E_BUFFER", "E_OFFCHIP", "STATIC_MW",
@@ -127,7 +128,8 @@ def _split_jobs_ws(m, k, n, rows, cols, act_depth, wgt_depth, param_depth, out_d
     """As :func:`_split_jobs` for the weight-stationary engine, whose activation buffer holds
     ``ceil(K/R)`` words per row of A. Returns (feasible, mc, nc)."""
     k_tiles = _cdiv(k, rows)
-    feasible = (k_tiles <= act_depth) & (k <= wgt_depth) & (cols <= out_depth)
+    feasible = ((k_tiles <= act_depth) & (k <= wgt_depth) & (cols <= out_depth) &
+                (rows >= WS_MIN_ROWS))
     safe_k = np.maximum(k, 1)
     nc = np.maximum(np.minimum(n, np.minimum((wgt_depth // safe_k) * cols, param_depth)), 1)
     mc = np.minimum(m, np.minimum(act_depth // np.maximum(k_tiles, 1), out_depth // nc))

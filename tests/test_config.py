@@ -49,6 +49,8 @@ def test_unknown_board_lists_the_known_ones():
     (lambda c: c["array"].update(rows=0), r"array.rows: 0 is outside \[1, 64\]"),
     (lambda c: c["array"].update(rows=True), r"array.rows: expected int"),
     (lambda c: c["buffers"].update(out_depth=2), r"buffers.out_depth: 2 is outside"),
+    (lambda c: c["array"].update(dataflow="weight_stationary", rows=1),
+     r"array.rows: a weight_stationary array needs at least 2 rows, not 1"),
     (lambda c: c["array"].update(dataflow="diagonal"),
      r"array.dataflow: 'diagonal' is not available; use one of output_stationary, "
      r"weight_stationary"),

@@ -158,7 +158,7 @@ def test_weight_stationary_jobs_fit_its_layout_and_cost_their_exact_cycles():
 def test_weight_stationary_cycles_vectorize():
     from gen.cycles import ws_gemm_cycles
     shapes = list(itertools.product([1, 7, 8, 9, 600], [1, 5, 8, 17, 64], [1, 3, 8, 17]))
-    for rows, cols, lanes, m_tile in [(1, 1, 1, 512), (3, 4, 1, 16), (8, 8, 1, 512),
+    for rows, cols, lanes, m_tile in [(2, 1, 1, 512), (3, 4, 1, 16), (8, 8, 1, 512),
                                       (8, 8, 8, 512), (4, 8, 2, 8)]:
         m, k, n = (np.array(x) for x in zip(*shapes))
         got = ws_gemm_cycles(m, k, n, rows, cols, lanes, m_tile)

@@ -76,12 +76,9 @@ def test_engines_with_different_lanes_are_the_equal_lane_engines():
 def test_multipliers_and_block_rams():
     arrays = _model()
     d = ViTDesign.for_model(arrays, 8, nmp_lanes=4)
-    # MAC lanes + requantizer (4) + softmax rounding (1) + LayerNorm + one-lane adder (2); the
-    # NMP runs no softmax op, so its kernel has no softmax unit.
+    # MAC lanes + requantizer (4) + softmax rounding (1) + LayerNorm + one-lane adder (2).
     assert d.multipliers("nsa") == 8 + 4 + 1 + LN_MULTIPLIERS + 2
-    assert d.multipliers("nmp") == 4 + 4 + LN_MULTIPLIERS + 2
-    assert "softmax_row" in [m[0] for m in d.memories("nsa")]
-    assert "softmax_row" not in [m[0] for m in d.memories("nmp")]
+    assert d.multipliers("nmp") == 4 + 4 + 1 + LN_MULTIPLIERS + 2
     assert d.multipliers() == d.multipliers("nsa") + d.multipliers("nmp")
     for part in ("nsa", "nmp"):
         names = [m[0] for m in d.memories(part)]

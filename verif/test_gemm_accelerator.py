@@ -273,7 +273,7 @@ CONFIGS = [
          wgt_depth=512, param_depth=64, out_depth=1024),
     dict(rows=4, cols=8, dataflow="weight_stationary", drain_lanes=2, m_tile=16,
          act_depth=512, wgt_depth=512, param_depth=61, out_depth=1024),
-    dict(rows=1, cols=1, dataflow="weight_stationary", m_tile=8, act_depth=512,
+    dict(rows=2, cols=1, dataflow="weight_stationary", m_tile=8, act_depth=512,
          wgt_depth=512, param_depth=16, out_depth=512),
 ]
 

@@ -270,8 +270,7 @@ def predicted_engine(dims, lanes, part, keep=1.0):
     t, d, h, f, layers = dm["tokens"], dm["dim"], dm["heads"], dm["ffn"], dm["layers"]
     b = int(lanes)
     g = AttentionGeometry(lanes=b, tokens=t, dim=d, heads=h, ffn=f,
-                          activation_tables=layers if part == "nmp" else 0,
-                          softmax=part == "nsa")
+                          activation_tables=layers if part == "nmp" else 0)
     beats = [0]
 
     def mac(steps, n_hi, c_hi):

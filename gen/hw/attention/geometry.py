@@ -133,10 +133,6 @@ class AttentionGeometry:
     min_depths : dict or None
         Least depth of ``wmem``, ``pmem`` and ``qmem`` (words), for a user that lays out more
         than one layer's weights (``gen.hw.vit``): the maps above stay those of one layer.
-    softmax : bool
-        Whether the kernel has its softmax path (reader, ``IntSoftmax``, writer). A kernel
-        whose programs run no softmax op (the ViT's NMP engine) leaves it out: a softmax op
-        given to it ends at once and writes nothing.
 
     Raises ``UserError`` naming the parameter when the kernel cannot be generated.
     """
@@ -152,7 +148,6 @@ class AttentionGeometry:
     activation_tables: int = 0
     extra_amem: int = 0
     min_depths: object = None
-    softmax: bool = True
 
     def __post_init__(self):
         lanes = _count("lanes", self.lanes, 0)
@@ -174,8 +169,6 @@ class AttentionGeometry:
                   for name, value in depths.items()}
         object.__setattr__(self, "min_depths", MappingProxyType(depths))
         _, packed = resolve_packing(self.ports, self.packing)
-        if not isinstance(self.softmax, bool):
-            raise UserError(f"softmax must be true or false, not {self.softmax!r}")
         # The softmax unit's row buffer holds one row of scores: T of them.
         check_max_length(sizes["tokens"])
         for name, value in dict(lanes=lanes, extra_params=extra, packing=packed,
@@ -215,7 +208,7 @@ class AttentionGeometry:
         return hash((self.lanes, self.tokens, self.dim, self.heads, self.ffn,
                      tuple(self.capacity.items()), self.packing, self.ports, self.extra_params,
                      self.activation_tables, self.extra_amem,
-                     tuple(sorted(self.min_depths.items())), self.softmax))
+                     tuple(sorted(self.min_depths.items()))))
 
     # -- shapes ------------------------------------------------------------------------------
 
@@ -405,8 +398,7 @@ class AttentionGeometry:
     def multipliers(self):
         """Multipliers instantiated: the MAC structure's, the requantizer's and the softmax
         unit's (its one rounding product)."""
-        return (self.mac_multipliers + REQUANT_MULTIPLIERS +
-                (SOFTMAX_MULTIPLIERS if self.softmax else 0))
+        return self.mac_multipliers + REQUANT_MULTIPLIERS + SOFTMAX_MULTIPLIERS
 
     # -- cycle model (gen.cycles) ---------------------------------------------------------------
 
@@ -422,8 +414,6 @@ class AttentionGeometry:
     def softmax_op_cycles(self, rows, length):
         """Exact cycles of a softmax op: :func:`gen.cycles.attention_softmax_op_cycles`."""
         from ...cycles import attention_softmax_op_cycles
-        if not self.softmax:
-            raise ValueError("this kernel has no softmax path")
         if not 1 <= length <= self.tokens:
             raise ValueError(f"row length {length} outside 1 .. {self.tokens}")
         return attention_softmax_op_cycles(rows, length)

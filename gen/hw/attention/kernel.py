@@ -138,26 +138,22 @@ class SparseAttentionKernel(wiring.Component):
         if g.activation_tables:
             wiring.connect(m, wiring.flipped(self.act_wr), writer.act_wr)
 
-        # Softmax ops: S rows -> IntSoftmax -> P rows (left out when no program needs one:
-        # amem's softmax ports then stay idle and a softmax op finishes at once).
-        if g.softmax:
-            m.submodules.softmax_reader = reader = SoftmaxReader(g)
-            m.submodules.softmax = softmax = IntSoftmax(g.tokens)
-            m.submodules.softmax_writer = sm_writer = SoftmaxWriter(g)
-            wiring.connect(m, control.softmax_job, reader.job, sm_writer.job)
-            wiring.connect(m, reader.amem_rd, amem.softmax_rd)
-            wiring.connect(m, reader.scores, softmax.i)
-            wiring.connect(m, softmax.o, sm_writer.probs)
-            wiring.connect(m, sm_writer.write, amem.softmax_wr)
-            m.d.comb += [
-                control.parts_busy.softmax_reader.eq(reader.busy),
-                control.parts_busy.softmax_writer.eq(sm_writer.busy),
-            ]
+        # Softmax ops: S rows -> IntSoftmax -> P rows.
+        m.submodules.softmax_reader = reader = SoftmaxReader(g)
+        m.submodules.softmax = softmax = IntSoftmax(g.tokens)
+        m.submodules.softmax_writer = sm_writer = SoftmaxWriter(g)
+        wiring.connect(m, control.softmax_job, reader.job, sm_writer.job)
+        wiring.connect(m, reader.amem_rd, amem.softmax_rd)
+        wiring.connect(m, reader.scores, softmax.i)
+        wiring.connect(m, softmax.o, sm_writer.probs)
+        wiring.connect(m, sm_writer.write, amem.softmax_wr)
 
         m.d.comb += [
             control.parts_busy.sequencer.eq(sequencer.busy),
             control.parts_busy.drain.eq(drain.busy),
             control.parts_busy.requantizer.eq(requant.busy),
             control.parts_busy.mac_writer.eq(writer.busy),
+            control.parts_busy.softmax_reader.eq(reader.busy),
+            control.parts_busy.softmax_writer.eq(sm_writer.busy),
         ]
         return m

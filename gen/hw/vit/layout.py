@@ -227,8 +227,7 @@ class ViTDesign:
         return AttentionGeometry(
             lanes=self.lanes_of(part), tokens=self.tokens, dim=self.dim, heads=self.heads,
             ffn=self.ffn, capacity=dict(plain.capacity), extra_amem=extra_amem,
-            min_depths=depths, activation_tables=self.layers if part == "nmp" else 0,
-            softmax=part == "nsa")
+            min_depths=depths, activation_tables=self.layers if part == "nmp" else 0)
 
     def regions(self, part):
         """amem ``{region: (base, stride)}`` of engine ``part``: the kernel's and the extra."""
@@ -291,9 +290,7 @@ class ViTDesign:
         mems += banked("amem", 8 * g.lanes, g.amem_depth, copies=2)
         if g.activation_tables:
             mems.append(("act", 8, 256 * g.activation_tables, 1))
-        if g.softmax:
-            mems.append(("softmax_row", 8, g.tokens, 1))
-        mems += [("results", 8 * g.lanes, QUEUE_DEPTH, 1),
+        mems += [("softmax_row", 8, g.tokens, 1), ("results", 8 * g.lanes, QUEUE_DEPTH, 1),
                  ("ln_buffer", 8, 2 * self.dim, 1),
                  ("ln_params", LnParams().size, shape.ln_params, 1),
                  ("program", shape.step_layout.size, shape.program_depth, 1),
