@@ -108,9 +108,9 @@ def gemm_cycles(m, k, n, rows, cols, drain_lanes=1):
             max(REQUANT_LATENCY - padded_tail_slots(m, n, rows, cols, drain_lanes), 0))
 
 
-#: Weight-stationary: the drain's memory and landing stages and its output register, the
-#: requantizer, two registered completion stages and the finishing cycle, after the last read.
-WS_TAIL_CYCLES = 3 + REQUANT_LATENCY + 3
+#: Weight-stationary: the drain's memory stage and output register, the requantizer, two
+#: registered completion stages and the finishing cycle, after the last drain read.
+WS_TAIL_CYCLES = 2 + REQUANT_LATENCY + 3
 
 
 def ws_gemm_cycles(m, k, n, rows, cols, drain_lanes=1, m_tile=WS_M_TILE):
@@ -125,7 +125,7 @@ def ws_gemm_cycles(m, k, n, rows, cols, drain_lanes=1, m_tile=WS_M_TILE):
     cycles. A chunk's last row reaches the last column's accumulator, and the chunk is done,
     ``OPERAND_READ_LATENCY + R + C + MULTIPLIER_LATENCY + 3`` cycles after it issues; its
     drain begins a cycle later (or when the previous chunk's drain ends), reads ``rows *
-    ceil(n_valid / L)`` beats, and releases the bank three cycles after its last read.
+    ceil(n_valid / L)`` beats, and releases the bank two cycles after its last read.
 
     Every argument may be a numpy array (they broadcast; the cost model scores populations
     with it): the loop runs over column tiles and chunks, the passes of a chunk in closed form.
@@ -153,7 +153,7 @@ def ws_gemm_cycles(m, k, n, rows, cols, drain_lanes=1, m_tile=WS_M_TILE):
         capture = np.where(active, final + setup, capture)
         last_row = np.where(active, final + chunk_rows, last_row)
         drain_free = np.where(active, read + 1, drain_free)
-        bank_free[bank] = np.where(active, read + 3, bank_free[bank])
+        bank_free[bank] = np.where(active, read + 2, bank_free[bank])
         last_read = np.where(active, read, last_read)
     total = last_read + WS_TAIL_CYCLES
     return int(total) if total.ndim == 0 else total

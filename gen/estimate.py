@@ -44,6 +44,14 @@ not seen::
 The 8x8 with 8 drain lanes (``python -m gen build`` at 125 MHz, generator of 2026-12-02, 119.5
 MHz achieved) is the only point for the per-lane terms.
 
+The weight-stationary engine (``array.dataflow: weight_stationary``) replaces the per-PE terms
+by its own (``WS_*``: a PE of activation, weight chain, shadow, active weight, product and
+partial-sum registers; per column the accumulators' read-modify-write and the bottom row's
+pass flags) and adds two ``WS_M_TILE`` x 32-bit accumulator memories per column. Those
+coefficients were set from the structure before any build; the first build, the 8x8 of
+``gen/configs/ulx3s-85f-8x8-ws.yaml`` (generator of 2026-12-02), measured 7013 LUT4 / 8582 FF
+against 7084 / 8622 (+1.0 % / +0.5 %), 68 multipliers and 42 DP16KD exactly. One point only.
+
 The no-BRAM 2x2 is the only point for the LUT-RAM terms. Block RAMs and multipliers were
 exact on all eight. (The 8x16 of the earlier calibration, 15796 LUT4 / 21223 FF with protocol
 v1 and unregistered block RAMs, has not been rebuilt since.)

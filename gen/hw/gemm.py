@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 from .multiplier import MULTIPLIER_LATENCY, PipelinedMultiplier
 from .requant import REQUANT_MULTIPLIERS, RequantParams, Requantizer
 
-__all__ = ["DIM_WIDTH", "ADDR_WIDTH", "OPERAND_READ_LATENCY", "TileTag", "TileSequencer",
+__all__ = ["DIM_WIDTH", "ADDR_WIDTH", "OPERAND_READ_LATENCY", "GemmEngine", "TileTag", "TileSequencer",
            "MacArray", "AccumulatorDrain", "DrainTag", "OutputStationaryGemm", "OutputStream",
            "check_drain_lanes", "connect_requantizer_lanes"]
 
@@ -635,41 +635,11 @@ class AccumulatorDrain(wiring.Component):
         return m
 
 
-class OutputStationaryGemm(wiring.Component):
-    """Tiled INT8 GEMM with per-output-channel requantization, output-stationary.
-
-    Parameters
-    ----------
-    rows, cols : int
-        PE array size.
-    act_depth, wgt_depth, param_depth, out_depth : int
-        Words in the activation, weight, parameter and output buffers.
-
-    Members
-    -------
-    start : ``In(1)``
-        Begin a job of size ``m_size x k_size x n_size`` (ignored while ``busy``).
-    busy : ``Out(1)``, done : ``Out(1)``
-        ``done`` pulses once when the last output has been accepted.
-    error : ``Out(1)``
-        The last job had a zero size or an address beyond a buffer; its outputs are invalid.
-    drain_lanes : int
-        Outputs the drain hands to its requantizers per cycle (a power of two dividing
-        ``cols``; one requantizer each): a tile drains in ``R*C/drain_lanes`` cycles.
-    cycles : ``Out(32)``
-        Cycles from ``start`` to ``done`` of the current or last job.
-    abort : ``In(1)``
-        Stop the running job: no beat is issued after this cycle; what is in flight drains
-        (at most two tiles, about ``2*R*C + R + C`` cycles), then the
-        job ends as usual (``busy`` falls, ``done`` pulses) with ``error`` set. Ignored when
-        no job runs. Nothing of the job is left in the pipeline for the next one.
-    act_rd, wgt_rd, param_rd : read ports of the three input buffers.
-        ``act_rd`` and ``wgt_rd`` data arrive ``OPERAND_READ_LATENCY`` cycles after their
-        address (``en`` is left at 1); ``param_rd`` is read ahead, ``drain_lanes`` channels a
-        word (see :class:`AccumulatorDrain`).
-    o : ``Out(OutputStream(drain_lanes))``
-        Requantized outputs with their row-major address, in tile order.
-    """
+class GemmEngine(wiring.Component):
+    """What every GEMM engine of :data:`gen.hw.accelerator.DATAFLOWS` has: its parameters,
+    checked, its ports (see :class:`OutputStationaryGemm`), the properties derived from them,
+    and the job control a subclass's ``elaborate`` builds with :meth:`register_request` and
+    :meth:`finish_jobs`."""
 
     def __init__(self, *, rows, cols, act_depth, wgt_depth, param_depth, out_depth,
                  drain_lanes=1):
@@ -737,6 +707,101 @@ class OutputStationaryGemm(wiring.Component):
         """18x18 multipliers the engine instantiates."""
         return self._rows * self._cols + self._drain_lanes * REQUANT_MULTIPLIERS
 
+    def register_request(self, m):
+        """``(launch, start_q, sizes_q)``: the request is registered before it is acted on
+        (``launch`` fans out to every sequencer register, so it should come straight from
+        flip-flops); a zero size never launches."""
+        start_q, zero_q = Signal(), Signal()
+        sizes_q = [Signal(DIM_WIDTH, name=f"{dim}_size_q") for dim in "mkn"]
+        m.d.sync += [
+            start_q.eq(self.start),
+            zero_q.eq((self.m_size == 0) | (self.k_size == 0) | (self.n_size == 0)),
+            sizes_q[0].eq(self.m_size), sizes_q[1].eq(self.k_size), sizes_q[2].eq(self.n_size),
+        ]
+        launch = Signal()
+        m.d.comb += launch.eq(start_q & ~self.busy & ~zero_q)
+        return launch, start_q, sizes_q
+
+    def finish_jobs(self, m, launch, start_q, idle, overflow, abort_to):
+        """``busy``, ``done``, ``error``, ``cycles`` and ``abort`` of a job whose parts report
+        ``idle`` (a list of 1-bit values) and ``overflow``; ``abort_to`` takes the abort.
+
+        Each part's idle flag is registered next to the part, then combined in a second
+        register: the parts are spread over the whole chip, so their AND would otherwise be one
+        long path. "All idle two cycles ago, sequencer included" still means "all idle now":
+        nothing enters the pipeline without a new start."""
+        parts_idle = Signal(len(idle))
+        all_idle = Signal()
+        m.d.sync += [
+            parts_idle.eq(Cat(*idle)),
+            all_idle.eq(parts_idle.all()),
+        ]
+        with m.If(launch):
+            m.d.sync += [parts_idle.eq(0), all_idle.eq(0)]
+        finished = Signal()
+        aborted = Signal()
+        m.d.comb += finished.eq(self.busy & all_idle)
+        m.d.sync += self.done.eq(0)
+        with m.If(launch):
+            m.d.sync += [
+                self.busy.eq(1),
+                self.error.eq(0),
+                self.cycles.eq(0),
+                aborted.eq(0),
+            ]
+        with m.Elif(start_q & ~self.busy):
+            m.d.sync += [self.error.eq(1), self.done.eq(1), self.cycles.eq(0)]
+        with m.Elif(self.busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+            with m.If(finished):
+                m.d.sync += [
+                    self.busy.eq(0),
+                    self.done.eq(1),
+                    self.error.eq(overflow | aborted),
+                ]
+
+        # Abort: the sequencer stops issuing; the job then finishes as above, with `error`.
+        m.d.comb += abort_to.eq(self.abort)
+        with m.If(self.abort & (self.busy | launch)):
+            m.d.sync += aborted.eq(1)
+
+
+class OutputStationaryGemm(GemmEngine):
+    """Tiled INT8 GEMM with per-output-channel requantization, output-stationary.
+
+    Parameters
+    ----------
+    rows, cols : int
+        PE array size.
+    act_depth, wgt_depth, param_depth, out_depth : int
+        Words in the activation, weight, parameter and output buffers.
+
+    Members
+    -------
+    start : ``In(1)``
+        Begin a job of size ``m_size x k_size x n_size`` (ignored while ``busy``).
+    busy : ``Out(1)``, done : ``Out(1)``
+        ``done`` pulses once when the last output has been accepted.
+    error : ``Out(1)``
+        The last job had a zero size or an address beyond a buffer; its outputs are invalid.
+    drain_lanes : int
+        Outputs the drain hands to its requantizers per cycle (a power of two dividing
+        ``cols``; one requantizer each): a tile drains in ``R*C/drain_lanes`` cycles.
+    cycles : ``Out(32)``
+        Cycles from ``start`` to ``done`` of the current or last job.
+    abort : ``In(1)``
+        Stop the running job: no beat is issued after this cycle; what is in flight drains
+        (at most two tiles, about ``2*R*C + R + C`` cycles), then the
+        job ends as usual (``busy`` falls, ``done`` pulses) with ``error`` set. Ignored when
+        no job runs. Nothing of the job is left in the pipeline for the next one.
+    act_rd, wgt_rd, param_rd : read ports of the three input buffers.
+        ``act_rd`` and ``wgt_rd`` data arrive ``OPERAND_READ_LATENCY`` cycles after their
+        address (``en`` is left at 1); ``param_rd`` is read ahead, ``drain_lanes`` channels a
+        word (see :class:`AccumulatorDrain`).
+    o : ``Out(OutputStream(drain_lanes))``
+        Requantized outputs with their row-major address, in tile order.
+    """
+
     def elaborate(self, platform):
         m = Module()
         rows, cols = self._rows, self._cols
@@ -752,18 +817,8 @@ class OutputStationaryGemm(wiring.Component):
 
         m_size = Signal(DIM_WIDTH)
         n_size = Signal(DIM_WIDTH)
-        # The request is registered before it is acted on: `launch` fans out to every
-        # sequencer register, so it should come straight from flip-flops.
-        start_q, zero_q = Signal(), Signal()
-        sizes_q = [Signal(DIM_WIDTH, name=f"{dim}_size_q") for dim in "mkn"]
-        m.d.sync += [
-            start_q.eq(self.start),
-            zero_q.eq((self.m_size == 0) | (self.k_size == 0) | (self.n_size == 0)),
-            sizes_q[0].eq(self.m_size), sizes_q[1].eq(self.k_size), sizes_q[2].eq(self.n_size),
-        ]
-        launch = Signal()
+        launch, start_q, sizes_q = self.register_request(m)
         m.d.comb += [
-            launch.eq(start_q & ~self.busy & ~zero_q),
             seq.start.eq(launch),
             seq.m_size.eq(sizes_q[0]),
             seq.k_size.eq(sizes_q[1]),
@@ -838,45 +893,10 @@ class OutputStationaryGemm(wiring.Component):
         ]
         wiring.connect(m, wiring.flipped(self.param_rd), drain.param_rd)
 
-        # Completion: each part's idle flag is registered next to the part, then combined in a
-        # second register; the parts are spread over the whole chip, so their AND would
-        # otherwise be one long path. "All idle two cycles ago, sequencer included" still
-        # means "all idle now": nothing enters the pipeline without a new start.
-        parts_idle = Signal(5)
-        all_idle = Signal()
-        m.d.sync += [
-            parts_idle.eq(Cat(~seq.running, ~beat_in_flight, ~array.busy, ~drain.pending,
-                              ~requants[0].busy)),
-            all_idle.eq(parts_idle.all()),
-        ]
         with m.If(launch):
-            m.d.sync += [parts_idle.eq(0), all_idle.eq(0)]
-        finished = Signal()
-        aborted = Signal()
-        m.d.comb += finished.eq(self.busy & all_idle)
-        m.d.sync += self.done.eq(0)
-        with m.If(launch):
-            m.d.sync += [
-                m_size.eq(sizes_q[0]),
-                n_size.eq(sizes_q[2]),
-                self.busy.eq(1),
-                self.error.eq(0),
-                self.cycles.eq(0),
-                aborted.eq(0),
-            ]
-        with m.Elif(start_q & ~self.busy):
-            m.d.sync += [self.error.eq(1), self.done.eq(1), self.cycles.eq(0)]
-        with m.Elif(self.busy):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
-            with m.If(finished):
-                m.d.sync += [
-                    self.busy.eq(0),
-                    self.done.eq(1),
-                    self.error.eq(seq.overflow | drain.overflow | aborted),
-                ]
-
-        # Abort: the sequencer stops issuing; the job then finishes as above, with `error`.
-        m.d.comb += seq.abort.eq(self.abort)
-        with m.If(self.abort & (self.busy | launch)):
-            m.d.sync += aborted.eq(1)
+            m.d.sync += [m_size.eq(sizes_q[0]), n_size.eq(sizes_q[2])]
+        self.finish_jobs(m, launch, start_q,
+                         [~seq.running, ~beat_in_flight, ~array.busy, ~drain.pending,
+                          ~requants[0].busy],
+                         seq.overflow | drain.overflow, seq.abort)
         return m

@@ -33,18 +33,18 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .gemm import (ADDR_WIDTH, DIM_WIDTH, OPERAND_READ_LATENCY, DrainTag, OutputStream,
+from .gemm import (ADDR_WIDTH, DIM_WIDTH, OPERAND_READ_LATENCY, DrainTag, GemmEngine,
                    check_drain_lanes, connect_requantizer_lanes)
 from .multiplier import MULTIPLIER_LATENCY, PipelinedMultiplier
-from .requant import REQUANT_MULTIPLIERS, RequantParams
+from .requant import RequantParams
 
 __all__ = ["WS_M_TILE", "WS_MIN_ROWS", "WS_PASS_SETUP_CYCLES", "WeightStationaryGemm", "WsPassFlags",
            "WsSequencer", "WsArray", "WsAccumulators", "WsDrain", "ws_psum_shape"]
 
 #: Rows of a chunk (the accumulator memories' depth): one DP16KD of 512 x 36 per column and bank.
 WS_M_TILE = 512
-#: Fewest array rows: a pass then takes at least four cycles, which the accumulators'
-#: read-modify-write needs between two reads of one row.
+#: Fewest array rows (a one-row array would be a row of multipliers, better generated as
+#: output-stationary).
 WS_MIN_ROWS = 2
 #: Cycles a pass takes beyond its weight load when its rows are few: the loader's advance
 #: cycle and the capture cycle (a pass takes ``max(rows, R + WS_PASS_SETUP_CYCLES)``).
@@ -315,8 +315,8 @@ class WsArray(wiring.Component):
         A weight beat (``w_zero`` replaces its word by zeros) and the capture.
     psums : ``Out(ArrayLayout(ws_psum_shape(R), C))``, out_flags : ``Out(ArrayLayout(...))``
         Column ``j``'s partial sum at the bottom and its beat's flags (aligned).
-    early_flags, pre_flags : ``Out(ArrayLayout(WsPassFlags(), C))``
-        Column ``j``'s flags two cycles and one cycle before they reach ``out_flags``.
+    pre_flags : ``Out(ArrayLayout(WsPassFlags(), C))``
+        Column ``j``'s flags one cycle before they reach ``out_flags``.
     busy : ``Out(1)``
         A row beat is inside the array.
     """
@@ -334,7 +334,6 @@ class WsArray(wiring.Component):
             "w_capture": In(1),
             "psums":     Out(data.ArrayLayout(ws_psum_shape(self._rows), self._cols)),
             "out_flags": Out(flags),
-            "early_flags": Out(flags),
             "pre_flags": Out(flags),
             "busy":      Out(1),
         })
@@ -406,12 +405,11 @@ class WsArray(wiring.Component):
             row_flags = Signal(WsPassFlags(), name=f"bottom_flags_{j}", attrs=keep)
             m.d.sync += row_flags.eq(flags_in)
             flags_in = row_flags
-            early = _chain(m, row_flags, MULTIPLIER_LATENCY, f"col{j}_flags")
-            pre = Signal(WsPassFlags(), name=f"col{j}_pre_flags")
+            pre = _chain(m, row_flags, MULTIPLIER_LATENCY + 1, f"col{j}_flags")
             out = Signal(WsPassFlags(), name=f"col{j}_out_flags")
-            m.d.sync += [pre.eq(early), out.eq(pre)]
-            m.d.comb += [self.early_flags[j].eq(early), self.pre_flags[j].eq(pre),
-                         self.out_flags[j].eq(out), self.psums[j].eq(psum_above[j])]
+            m.d.sync += out.eq(pre)
+            m.d.comb += [self.pre_flags[j].eq(pre), self.out_flags[j].eq(out),
+                         self.psums[j].eq(psum_above[j])]
 
         inflight = Signal(self.latency, name="beat_tracker")
         m.d.sync += inflight.eq(Cat(self.flags.valid, inflight[:-1]))
@@ -423,16 +421,11 @@ class WsAccumulators(wiring.Component):
     """Per column, two banks of ``m_tile`` INT32 partial sums, and the drain's read port.
 
     At the bottom of column ``j`` each beat's sum is added to what its row holds in its
-    chunk's bank (nothing on the chunk's first weight tile) and written back. Every bank's
-    word lands in a register of its own before any logic (a block RAM's data comes 5.8 ns
-    after the clock on ECP5: the first 8x8 build's critical path ran from a bank through the
-    bank and lane multiplexers), so a row is read two cycles before its sum arrives and
-    written two cycles after; passes of a chunk at least four cycles apart (``R >= 2``) never
-    read a row before its last write. When the last beat of a chunk's last pass is written in
-    the last column, ``chunk_done`` pulses with its bank. While ``drain_owns`` a bank, its read
-    port takes ``drain_addr`` and its landing register moves only with ``drain_en``;
-    ``drain_data[j]`` is column ``j``'s word of bank ``drain_bank``, two cycles after its
-    address.
+    chunk's bank (nothing on the chunk's first weight tile) and written back, two cycles
+    later. When the last beat of a chunk's last pass is written in the last column,
+    ``chunk_done`` pulses with its bank. While ``drain_owns`` a bank, its read ports take
+    ``drain_addr`` (enabled by ``drain_en``) instead; ``drain_data[j]`` is column ``j``'s word
+    of bank ``drain_bank``, a cycle after its address.
     """
 
     def __init__(self, *, rows, cols, m_tile=WS_M_TILE):
@@ -443,7 +436,7 @@ class WsAccumulators(wiring.Component):
         super().__init__({
             "psums":      In(data.ArrayLayout(ws_psum_shape(self._rows), self._cols)),
             "out_flags":  In(flags),
-            "early_flags": In(flags),
+            "pre_flags":  In(flags),
             "chunk_done": Out(1),
             "done_bank":  Out(1),
             "drain_owns": In(2),
@@ -460,16 +453,12 @@ class WsAccumulators(wiring.Component):
         addr_shape = unsigned(max(1, (m_tile - 1).bit_length()))
         writes_pending = []
         for j in range(cols):
-            early, out = self.early_flags[j], self.out_flags[j]
+            pre, out = self.pre_flags[j], self.out_flags[j]
             count = Signal(addr_shape, name=f"row_{j}")
             row_next = Signal(addr_shape, name=f"row_next_{j}")
-            m.d.comb += row_next.eq(Mux(early.swap, 0, count + 1))
-            with m.If(early.valid):
+            m.d.comb += row_next.eq(Mux(pre.swap, 0, count + 1))
+            with m.If(pre.valid):
                 m.d.sync += count.eq(row_next)
-            # The row of the beat two stages on (the one whose sum is written).
-            row_pre = Signal(addr_shape, name=f"row_pre_{j}", reset_less=True)
-            row_out = Signal(addr_shape, name=f"row_out_{j}", reset_less=True)
-            m.d.sync += [row_pre.eq(row_next), row_out.eq(row_pre)]
             total = Signal(signed(32), name=f"total_{j}", reset_less=True)
             w_en = Signal(name=f"acc_write_{j}")
             w_addr = Signal(addr_shape, name=f"acc_addr_{j}", reset_less=True)
@@ -482,20 +471,17 @@ class WsAccumulators(wiring.Component):
                 rd = mem.read_port()
                 wr = mem.write_port()
                 owned = self.drain_owns[b]
-                landed = Signal(signed(32), name=f"acc_{j}_bank{b}_landed", reset_less=True)
                 m.d.comb += [
                     rd.addr.eq(Mux(owned, self.drain_addr, row_next)),
                     rd.en.eq(Mux(owned, self.drain_en, 1)),
                     wr.addr.eq(w_addr), wr.data.eq(total), wr.en.eq(w_en & (w_bank == b)),
                 ]
-                with m.If(~owned | self.drain_en):
-                    m.d.sync += landed.eq(rd.data)
-                banks.append(landed)
+                banks.append(rd.data)
             m.d.comb += self.drain_data[j].eq(Mux(self.drain_bank, banks[1], banks[0]))
             held = Mux(out.bank, banks[1], banks[0])
             m.d.sync += [
                 total.eq(self.psums[j] + Mux(out.first_kt, 0, held)),
-                w_en.eq(out.valid), w_addr.eq(row_out), w_bank.eq(out.bank),
+                w_en.eq(out.valid), w_addr.eq(count), w_bank.eq(out.bank),
                 w_done.eq(out.valid & out.last & out.last_kt),
             ]
             writes_pending.append(w_en)
@@ -513,12 +499,12 @@ class WsDrain(wiring.Component):
     """Drains a finished chunk from its accumulator bank, ``lanes`` outputs a cycle.
 
     Chunks drain in the order they finish (banks alternate). A beat is ``lanes`` adjacent
-    columns of one row: word ``m`` of the columns' memories is read (``acc_addr``: the
-    memory, then its landing register), the beat's lanes are picked from the columns and its
-    parameter word (``param_rd``, read ahead as in :class:`~gen.hw.gemm.AccumulatorDrain`)
-    joins it in the output register. The whole pipeline moves only when the output register
-    is free, so back-pressure stalls it. A bank is released (``bank_busy`` falls) when its
-    last beat leaves the landing registers.
+    columns of one row: word ``m`` of the columns' memories is read (``acc_addr``, one
+    cycle), the beat's lanes are picked from the columns and its parameter word
+    (``param_rd``, read ahead as in :class:`~gen.hw.gemm.AccumulatorDrain`) joins it in the
+    output register. The whole pipeline moves only when the output register is free, so
+    back-pressure stalls it. A bank is released (``bank_busy`` falls) when its last beat
+    leaves the memory stage.
     """
 
     def __init__(self, *, cols, param_depth, out_depth, lanes=1, m_tile=WS_M_TILE):
@@ -597,13 +583,6 @@ class WsDrain(wiring.Component):
         s1_mask = Signal(lanes)
         s1_final = Signal()
         s1_bank = Signal()
-        s2_valid = Signal()
-        s2_group = Signal(range(groups))
-        s2_addr = Signal(ADDR_WIDTH)
-        s2_channel = Signal(DIM_WIDTH + 1)
-        s2_mask = Signal(lanes)
-        s2_final = Signal()
-        s2_bank = Signal()
         out_valid = Signal()
         out_acc = Signal(data.ArrayLayout(signed(32), lanes), reset_less=True)
         out_addr = Signal(ADDR_WIDTH, reset_less=True)
@@ -619,9 +598,9 @@ class WsDrain(wiring.Component):
             begin.eq(~busy & finished.bit_select(self.bank, 1)),
             self.acc_addr.eq(mem_row),
             self.acc_en.eq(advance),
-            self.data_bank.eq(s2_bank),
+            self.data_bank.eq(s1_bank),
             self.bank_busy.eq(in_use),
-            self.param_rd.addr.eq(Mux(advance, s1_channel, s2_channel) >> lane_shift),
+            self.param_rd.addr.eq(Mux(issue, channel, s1_channel) >> lane_shift),
             self.param_rd.en.eq(advance),
         ]
         set_use = Mux(self.chunk_start, 1 << self.chunk_bank, 0)
@@ -673,27 +652,20 @@ class WsDrain(wiring.Component):
                 s1_mask.eq(Cat(group * lanes + lane < tag.n_valid for lane in range(lanes))),
                 s1_final.eq(last_row & last_group),
                 s1_bank.eq(self.bank),
-                s2_valid.eq(s1_valid),
-                s2_group.eq(s1_group),
-                s2_addr.eq(s1_addr),
-                s2_channel.eq(s1_channel),
-                s2_mask.eq(s1_mask),
-                s2_final.eq(s1_final),
-                s2_bank.eq(s1_bank),
-                out_valid.eq(s2_valid),
-                out_addr.eq(s2_addr),
-                out_mask.eq(s2_mask),
-                out_channel.eq(s2_channel),
+                out_valid.eq(s1_valid),
+                out_addr.eq(s1_addr),
+                out_mask.eq(s1_mask),
+                out_channel.eq(s1_channel),
             ]
             for lane in range(lanes):
                 choices = [self.acc_data[g * lanes + lane] for g in range(groups)]
                 picked = choices[0]
                 for g in range(1, groups):
-                    picked = Mux(s2_group == g, choices[g], picked)
+                    picked = Mux(s1_group == g, choices[g], picked)
                 m.d.sync += out_acc[lane].eq(picked)
         # The bank is free once its last word has left the memories' read register.
-        with m.If(advance & s2_valid & s2_final):
-            m.d.comb += release.eq(1 << s2_bank)
+        with m.If(advance & s1_valid & s1_final):
+            m.d.comb += release.eq(1 << s1_bank)
 
         beyond = Signal(lanes)
         beyond_q = Signal(lanes)
@@ -707,7 +679,7 @@ class WsDrain(wiring.Component):
             m.d.sync += self.overflow.eq(1)
         with m.If(self.clear):
             m.d.sync += [in_use.eq(0), finished.eq(0), busy.eq(0), self.owns.eq(0),
-                         self.bank.eq(0), s1_valid.eq(0), s2_valid.eq(0), out_valid.eq(0)]
+                         self.bank.eq(0), s1_valid.eq(0), out_valid.eq(0)]
 
         m.d.comb += [
             self.o.valid.eq(out_valid),
@@ -715,95 +687,36 @@ class WsDrain(wiring.Component):
             self.o.payload.params.eq(self.param_rd.data),
             self.o.payload.tag.addr.eq(out_addr),
             self.o.payload.tag.mask.eq(out_mask),
-            self.pending.eq(finished.any() | busy | s1_valid | s2_valid | out_valid |
-                            beyond_q.any()),
+            self.pending.eq(finished.any() | busy | s1_valid | out_valid | beyond_q.any()),
         ]
         return m
 
 
-class WeightStationaryGemm(wiring.Component):
+class WeightStationaryGemm(GemmEngine):
     """Tiled INT8 GEMM with per-output-channel requantization, weight-stationary.
 
     The same ports and parameters as :class:`~gen.hw.gemm.OutputStationaryGemm` (the
     activation buffer in this engine's layout, see the module's docstring), plus
 
     m_tile : int
-        Rows of a chunk: the depth of each column's two accumulator banks.
+        Rows of a chunk: the depth of each column's two accumulator banks (a power of two).
     """
 
     def __init__(self, *, rows, cols, act_depth, wgt_depth, param_depth, out_depth,
                  drain_lanes=1, m_tile=WS_M_TILE):
-        self._rows = operator.index(rows)
-        self._cols = operator.index(cols)
-        self._act_depth = operator.index(act_depth)
-        self._wgt_depth = operator.index(wgt_depth)
-        self._param_depth = operator.index(param_depth)
-        self._out_depth = operator.index(out_depth)
         self._m_tile = operator.index(m_tile)
-        for name in ("rows", "cols", "act_depth", "wgt_depth", "param_depth", "out_depth",
-                     "m_tile"):
-            if getattr(self, "_" + name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, '_' + name)}")
-        if self._m_tile & (self._m_tile - 1):
+        if self._m_tile < 1 or self._m_tile & (self._m_tile - 1):
             raise ValueError(f"m_tile must be a power of two, not {self._m_tile}")
-        self._drain_lanes = check_drain_lanes(drain_lanes, self._cols)
-        super().__init__({
-            "start":    In(1),
-            "m_size":   In(DIM_WIDTH),
-            "k_size":   In(DIM_WIDTH),
-            "n_size":   In(DIM_WIDTH),
-            "busy":     Out(1),
-            "done":     Out(1),
-            "error":    Out(1),
-            "cycles":   Out(32),
-            "abort":    In(1),
-            "act_rd":   In(memory.ReadPort.Signature(addr_width=self.act_addr_width,
-                                                     shape=8 * self._rows)),
-            "wgt_rd":   In(memory.ReadPort.Signature(addr_width=self.wgt_addr_width,
-                                                     shape=8 * self._cols)),
-            "param_rd": In(memory.ReadPort.Signature(
-                addr_width=self.param_addr_width,
-                shape=data.ArrayLayout(RequantParams(), self._drain_lanes))),
-            "o":        Out(OutputStream(self._drain_lanes)),
-        })
-
-    @property
-    def rows(self):
-        return self._rows
-
-    @property
-    def cols(self):
-        return self._cols
+        if operator.index(rows) < WS_MIN_ROWS:
+            raise ValueError(f"a weight-stationary array needs at least {WS_MIN_ROWS} rows, "
+                             f"not {rows}")
+        super().__init__(rows=rows, cols=cols, act_depth=act_depth, wgt_depth=wgt_depth,
+                         param_depth=param_depth, out_depth=out_depth,
+                         drain_lanes=drain_lanes)
 
     @property
     def m_tile(self):
         return self._m_tile
-
-    @property
-    def act_addr_width(self):
-        return max(1, (self._act_depth - 1).bit_length())
-
-    @property
-    def wgt_addr_width(self):
-        return max(1, (self._wgt_depth - 1).bit_length())
-
-    @property
-    def drain_lanes(self):
-        return self._drain_lanes
-
-    @property
-    def param_words(self):
-        """Words of the lane-interleaved parameter buffer (``drain_lanes`` channels each)."""
-        return -(-self._param_depth // self._drain_lanes)
-
-    @property
-    def param_addr_width(self):
-        return max(1, (self.param_words - 1).bit_length())
-
-    @property
-    def multipliers(self):
-        """18x18 multipliers the engine instantiates."""
-        return self._rows * self._cols + self._drain_lanes * REQUANT_MULTIPLIERS
 
     def elaborate(self, platform):
         m = Module()
@@ -820,18 +733,9 @@ class WeightStationaryGemm(wiring.Component):
             m_tile=self._m_tile)
         requants = connect_requantizer_lanes(m, drain.o, self.o, lanes)
 
-        # The request is registered before it is acted on (see OutputStationaryGemm).
-        start_q, zero_q = Signal(), Signal()
-        sizes_q = [Signal(DIM_WIDTH, name=f"{dim}_size_q") for dim in "mkn"]
-        m.d.sync += [
-            start_q.eq(self.start),
-            zero_q.eq((self.m_size == 0) | (self.k_size == 0) | (self.n_size == 0)),
-            sizes_q[0].eq(self.m_size), sizes_q[1].eq(self.k_size), sizes_q[2].eq(self.n_size),
-        ]
-        launch = Signal()
+        launch, start_q, sizes_q = self.register_request(m)
         n_size = Signal(DIM_WIDTH)
         m.d.comb += [
-            launch.eq(start_q & ~self.busy & ~zero_q),
             seq.start.eq(launch),
             seq.m_size.eq(sizes_q[0]),
             seq.k_size.eq(sizes_q[1]),
@@ -857,7 +761,7 @@ class WeightStationaryGemm(wiring.Component):
             array.w_capture.eq(w_beat[2]),
             acc.psums.eq(array.psums),
             acc.out_flags.eq(array.out_flags),
-            acc.early_flags.eq(array.early_flags),
+            acc.pre_flags.eq(array.pre_flags),
             acc.drain_owns.eq(drain.owns),
             acc.drain_bank.eq(drain.data_bank),
             acc.drain_addr.eq(drain.acc_addr),
@@ -874,40 +778,10 @@ class WeightStationaryGemm(wiring.Component):
         ]
         wiring.connect(m, wiring.flipped(self.param_rd), drain.param_rd)
 
-        # Completion, as in OutputStationaryGemm: idle flags registered beside each part, then
-        # combined.
-        parts_idle = Signal(6)
-        all_idle = Signal()
-        m.d.sync += [
-            parts_idle.eq(Cat(~seq.running, ~beats_in_flight.any(), ~array.busy, ~acc.pending,
-                              ~drain.pending, ~requants[0].busy)),
-            all_idle.eq(parts_idle.all()),
-        ]
         with m.If(launch):
-            m.d.sync += [parts_idle.eq(0), all_idle.eq(0)]
-        finished = Signal()
-        aborted = Signal()
-        m.d.comb += finished.eq(self.busy & all_idle)
-        m.d.sync += self.done.eq(0)
-        with m.If(launch):
-            m.d.sync += [
-                n_size.eq(sizes_q[2]),
-                self.busy.eq(1),
-                self.error.eq(0),
-                self.cycles.eq(0),
-                aborted.eq(0),
-            ]
-        with m.Elif(start_q & ~self.busy):
-            m.d.sync += [self.error.eq(1), self.done.eq(1), self.cycles.eq(0)]
-        with m.Elif(self.busy):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
-            with m.If(finished):
-                m.d.sync += [
-                    self.busy.eq(0),
-                    self.done.eq(1),
-                    self.error.eq(seq.overflow | drain.overflow | aborted),
-                ]
-        m.d.comb += seq.abort.eq(self.abort)
-        with m.If(self.abort & (self.busy | launch)):
-            m.d.sync += aborted.eq(1)
+            m.d.sync += n_size.eq(sizes_q[2])
+        self.finish_jobs(m, launch, start_q,
+                         [~seq.running, ~beats_in_flight.any(), ~array.busy, ~acc.pending,
+                          ~drain.pending, ~requants[0].busy],
+                         seq.overflow | drain.overflow, seq.abort)
         return m
