@@ -181,39 +181,33 @@ def layer_cost(layers, engine, dataflow="accelgen_os", *, clock_mhz=100.0,
     a_bytes, w_bytes, o_bytes = m * k, k * n, m * n
     needed = _cdiv(m, rows) * rows * k + _cdiv(n, cols) * cols * k + m * n + n * PARAM_BYTES
 
-    if dataflow == "accelgen_os":
+    if dataflow in ("accelgen_os", "accelgen_ws"):
+        weight_stationary = dataflow == "accelgen_ws"
         act, wgt = engine["act_depth"], engine["wgt_depth"]
         par, out = engine["param_depth"], engine["out_depth"]
-        feasible, mc, nc = _split_jobs(m, k, n, rows, cols, act, wgt, par, out)
+        split = _split_jobs_ws if weight_stationary else _split_jobs
+        feasible, mc, nc = split(m, k, n, rows, cols, act, wgt, par, out)
         lanes = np.asarray(engine.get("drain_lanes", 1), dtype=np.int64)
-        compute, jobs = _jobs_cycles(m, k, n, mc, nc, rows, cols, lanes)
+        compute, jobs = _jobs_cycles(m, k, n, mc, nc, rows, cols, lanes,
+                                     job_cycles=ws_gemm_cycles if weight_stationary else None)
         compute = compute * count
         jm, jn = _cdiv(m, mc), _cdiv(n, nc)
         # What the driver sends: every job writes its A chunk, W chunk and parameters (padded
-        # to whole tiles, as the buffers hold them) and reads its outputs.
-        a_padded, w_padded = _cdiv(m, rows) * rows * k, _cdiv(n, cols) * cols * k
+        # as the buffers hold them: M to whole row tiles, or for weight-stationary K to whole
+        # weight tiles) and reads its outputs.
+        a_padded = (_cdiv(k, rows) * rows * m if weight_stationary else
+                    _cdiv(m, rows) * rows * k)
+        w_padded = _cdiv(n, cols) * cols * k
         traffic = (a_padded * jn + w_padded * jm + o_bytes + n * PARAM_BYTES * jm +
                    jm * jn * PROTOCOL_BYTES_PER_JOB) * count
         cycles = compute + np.ceil(traffic / link_bytes_per_cycle).astype(np.int64)
-        tiles = _cdiv(mc, rows) * _cdiv(nc, cols) * jm * jn
-        buffer_reads = tiles * k * (rows + cols) * count
-    elif dataflow == "accelgen_ws":
-        act, wgt = engine["act_depth"], engine["wgt_depth"]
-        par, out = engine["param_depth"], engine["out_depth"]
-        feasible, mc, nc = _split_jobs_ws(m, k, n, rows, cols, act, wgt, par, out)
-        lanes = np.asarray(engine.get("drain_lanes", 1), dtype=np.int64)
-        compute, jobs = _jobs_cycles(m, k, n, mc, nc, rows, cols, lanes,
-                                     job_cycles=ws_gemm_cycles)
-        compute = compute * count
-        jm, jn = _cdiv(m, mc), _cdiv(n, nc)
-        # The driver's activation words pad K to whole weight tiles, not M.
-        a_padded, w_padded = _cdiv(k, rows) * rows * m, _cdiv(n, cols) * cols * k
-        traffic = (a_padded * jn + w_padded * jm + o_bytes + n * PARAM_BYTES * jm +
-                   jm * jn * PROTOCOL_BYTES_PER_JOB) * count
-        cycles = compute + np.ceil(traffic / link_bytes_per_cycle).astype(np.int64)
-        # Each pass reads its weight tile once and its chunk's rows of A once.
-        passes = _cdiv(k, rows) * _cdiv(nc, cols) * jm * jn
-        buffer_reads = passes * (rows * cols + np.minimum(mc, m) * rows) * count
+        if weight_stationary:
+            # Each pass reads its weight tile once and its chunk's rows of A once.
+            passes = _cdiv(k, rows) * _cdiv(nc, cols) * jm * jn
+            buffer_reads = passes * (rows * cols + np.minimum(mc, m) * rows) * count
+        else:
+            tiles = _cdiv(mc, rows) * _cdiv(nc, cols) * jm * jn
+            buffer_reads = tiles * k * (rows + cols) * count
     else:
         capacity = np.asarray(engine["buffer_bytes"], dtype=np.int64)
         compute, buffer_reads = _classic_compute(dataflow, layers, m, k, n, count, rows, cols)

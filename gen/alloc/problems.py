@@ -109,9 +109,13 @@ GENERATED = {"accelgen_os": "output_stationary", "accelgen_ws": "weight_stationa
 CHOOSE_DATAFLOW = "accelgen"
 
 
-def _check(objective, dataflow):
+def _check(objective, dataflow, *, may_choose=False):
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    if dataflow == CHOOSE_DATAFLOW and not may_choose:
+        raise UserError(f"--dataflow {CHOOSE_DATAFLOW} (choose the dataflow) is for the "
+                        f"sequential deployment; the pipelined one takes one of "
+                        f"{', '.join(cost.DATAFLOWS)}")
     if dataflow != CHOOSE_DATAFLOW:
         cost.check_dataflow(dataflow)
 
@@ -149,7 +153,7 @@ def sequential_problem(workload, budget, *, dataflow="accelgen_os", objective="l
     transfers over the design's real link, the UART at ``host_baud``; ``whatif_sdram_latency_s``
     is the same with a 2 B/cycle memory the design does not have.
     """
-    _check(objective, dataflow)
+    _check(objective, dataflow, may_choose=True)
     if dataflow not in GENERATED and dataflow != CHOOSE_DATAFLOW:
         raise UserError("the sequential deployment sizes a generated engine: use --dataflow "
                         f"{', '.join(GENERATED)} or {CHOOSE_DATAFLOW} (either; the classic "
@@ -279,7 +283,7 @@ def pipelined_problem(workload, budget, *, dataflow="ws", objective="throughput"
         shape = shapes[actions[:, 0::2]]
         engine = {"rows": shape[..., 0], "cols": shape[..., 1],
                   "buffer_bytes": buffers[actions[:, 1::2]]}
-        if dataflow == "accelgen_os":
+        if dataflow in GENERATED:
             # The generated engine's buffers: the capacity split evenly in act/wgt/out words.
             words = engine["buffer_bytes"] // 3
             engine.update(act_depth=np.maximum(words // engine["rows"], 16),
@@ -296,13 +300,14 @@ def pipelined_problem(workload, budget, *, dataflow="ws", objective="throughput"
         energy = per_layer["energy_pj"].sum(axis=1) * 1e-12
         pes = engine["rows"] * engine["cols"]
         mult = pes.sum(axis=1)
-        if dataflow == "accelgen_os":
+        if dataflow in GENERATED:
             mult = mult + REQUANT_MULTIPLIERS * n_layers
         bram = np.ceil(engine["buffer_bytes"] / BRAM_BYTES).astype(np.int64).sum(axis=1)
         # One system base (host link, control) plus each engine's array-dependent logic.
         base = cost.estimate.LUT_BASE
-        lut = (cost.estimate.logic_estimate(engine["rows"], engine["cols"])[0] - base).sum(
-            axis=1) + base
+        lut = (cost.estimate.logic_estimate(
+            engine["rows"], engine["cols"],
+            dataflow=GENERATED.get(dataflow, "output_stationary"))[0] - base).sum(axis=1) + base
         power = cost.STATIC_MW + energy / np.maximum(period, 1e-30) * 1e3
         infeasible_layers = (~per_layer["feasible"]).sum(axis=1)
         return {"latency_s": latency, "energy_j": energy, "period_s": period,

@@ -32,7 +32,8 @@ from .requant import REQUANT_MULTIPLIERS, RequantParams, Requantizer
 
 __all__ = ["DIM_WIDTH", "ADDR_WIDTH", "OPERAND_READ_LATENCY", "GemmEngine", "TileTag", "TileSequencer",
            "MacArray", "AccumulatorDrain", "DrainTag", "OutputStationaryGemm", "OutputStream",
-           "check_drain_lanes", "connect_requantizer_lanes"]
+           "check_drain_lanes", "connect_requantizer_lanes", "lane_param_words",
+           "register_overflow_check", "requantizer_input_signature"]
 
 #: Width of the runtime sizes M, K and N.
 DIM_WIDTH = 16
@@ -393,6 +394,45 @@ def connect_requantizer_lanes(m, drain_o, out, lanes):
     return requants
 
 
+def requantizer_input_signature(lanes):
+    """What a drain hands its ``lanes`` requantizers a beat: ``acc[l]``, ``params[l]`` and the
+    beat's :class:`DrainTag` (see :func:`connect_requantizer_lanes`)."""
+    return stream.Signature(data.StructLayout({
+        "acc":    data.ArrayLayout(signed(32), lanes),
+        "params": data.ArrayLayout(RequantParams(), lanes),
+        "tag":    DrainTag(lanes),
+    }))
+
+
+def register_overflow_check(m, *, valid, mask, channel, addr, param_depth, out_depth, clear,
+                            overflow):
+    """Set ``overflow`` (until ``clear``) when a beat ``valid`` in this cycle has a lane of
+    ``mask`` whose channel (``channel + l``) or output address (``addr + l``) is beyond its
+    buffer. The comparisons are registered before their OR sets the flag: comparators, the OR
+    over the lanes and the flag's enable in one cycle were the routed critical path of the 8x8
+    array with four lanes (111.4 MHz at 115); the flag is read only when the job ends, at
+    least three cycles after the last beat. Lane ``l``'s bounds are constants less ``l``, so
+    no lane needs an adder. Returns the registered comparisons (pending while any is set)."""
+    lanes = len(mask)
+    beyond = Signal(lanes)
+    m.d.comb += [beyond[lane].eq(mask[lane] & (
+        (channel >= param_depth - lane) | (addr >= out_depth - lane))) for lane in range(lanes)]
+    beyond_q = Signal(lanes)
+    m.d.sync += beyond_q.eq(Mux(valid & ~clear, beyond, 0))
+    with m.If(clear):
+        m.d.sync += overflow.eq(0)
+    with m.Elif(beyond_q.any()):
+        m.d.sync += overflow.eq(1)
+    return beyond_q
+
+
+def lane_param_words(param_depth, lanes):
+    """Words of a lane-interleaved parameter buffer (``lanes`` channels a word) and the width
+    of its address."""
+    words = -(-param_depth // lanes)
+    return words, max(1, (words - 1).bit_length())
+
+
 class DrainTag(data.StructLayout):
     """What travels beside a drain beat through the requantizers: its first output address and
     which lanes carry an output."""
@@ -456,11 +496,7 @@ class AccumulatorDrain(wiring.Component):
             "param_rd":   In(memory.ReadPort.Signature(
                 addr_width=self.param_addr_width,
                 shape=data.ArrayLayout(RequantParams(), self._lanes))),
-            "o":          Out(stream.Signature(data.StructLayout({
-                "acc":    data.ArrayLayout(signed(32), self._lanes),
-                "params": data.ArrayLayout(RequantParams(), self._lanes),
-                "tag":    DrainTag(self._lanes),
-            }))),
+            "o":          Out(requantizer_input_signature(self._lanes)),
             "busy":       Out(1),
             "pending":    Out(1),
             "overflow":   Out(1),
@@ -474,11 +510,11 @@ class AccumulatorDrain(wiring.Component):
     @property
     def param_words(self):
         """Words of the lane-interleaved parameter buffer."""
-        return -(-self._param_depth // self._lanes)
+        return lane_param_words(self._param_depth, self._lanes)[0]
 
     @property
     def param_addr_width(self):
-        return max(1, (self.param_words - 1).bit_length())
+        return lane_param_words(self._param_depth, self._lanes)[1]
 
     @property
     def beats_per_tile(self):
@@ -608,21 +644,11 @@ class AccumulatorDrain(wiring.Component):
         with m.Elif(can_send):
             m.d.sync += out_valid.eq(0)
         # Checked from the output register, a cycle later, to keep adders and comparators in
-        # separate cycles; lane l's bounds are constants less l, so no lane needs an adder.
-        beyond = Signal(lanes)
-        m.d.comb += [beyond[lane].eq(out_mask[lane] & (
-            (out_channel >= self._param_depth - lane) | (out_addr >= self._out_depth - lane)))
-            for lane in range(lanes)]
-        # The comparisons are registered before their OR sets `overflow`: comparators, the OR
-        # over the lanes and the flag's enable in one cycle were the routed critical path of
-        # the 8x8 array with four lanes (111.4 MHz at 115). The flag is read only when the job
-        # ends, at least three cycles after the last beat.
-        beyond_q = Signal(lanes)
-        m.d.sync += beyond_q.eq(Mux(out_valid & ~out_skip & ~self.clear, beyond, 0))
-        with m.If(self.clear):
-            m.d.sync += self.overflow.eq(0)
-        with m.Elif(beyond_q.any()):
-            m.d.sync += self.overflow.eq(1)
+        # separate cycles.
+        beyond_q = register_overflow_check(
+            m, valid=out_valid & ~out_skip, mask=out_mask, channel=out_channel, addr=out_addr,
+            param_depth=self._param_depth, out_depth=self._out_depth, clear=self.clear,
+            overflow=self.overflow)
 
         m.d.comb += [
             self.o.valid.eq(out_valid & ~out_skip),
@@ -696,11 +722,11 @@ class GemmEngine(wiring.Component):
     @property
     def param_words(self):
         """Words of the lane-interleaved parameter buffer (``drain_lanes`` channels each)."""
-        return -(-self._param_depth // self._drain_lanes)
+        return lane_param_words(self._param_depth, self._drain_lanes)[0]
 
     @property
     def param_addr_width(self):
-        return max(1, (self.param_words - 1).bit_length())
+        return lane_param_words(self._param_depth, self._drain_lanes)[1]
 
     @property
     def multipliers(self):

@@ -29,12 +29,13 @@ Buffer word layouts (shared with :mod:`gen.host.layout`):
 
 import operator
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .gemm import (ADDR_WIDTH, DIM_WIDTH, OPERAND_READ_LATENCY, DrainTag, GemmEngine,
-                   check_drain_lanes, connect_requantizer_lanes)
+from .gemm import (ADDR_WIDTH, DIM_WIDTH, OPERAND_READ_LATENCY, GemmEngine,
+                   check_drain_lanes, connect_requantizer_lanes, lane_param_words,
+                   register_overflow_check, requantizer_input_signature)
 from .multiplier import MULTIPLIER_LATENCY, PipelinedMultiplier
 from .requant import RequantParams
 
@@ -530,15 +531,7 @@ class WsDrain(wiring.Component):
             "param_rd":    In(memory.ReadPort.Signature(
                 addr_width=self.param_addr_width,
                 shape=data.ArrayLayout(RequantParams(), self._lanes))),
-            "o":           Out(wiring.Signature({
-                "valid":   Out(1),
-                "ready":   In(1),
-                "payload": Out(data.StructLayout({
-                    "acc":    data.ArrayLayout(signed(32), self._lanes),
-                    "params": data.ArrayLayout(RequantParams(), self._lanes),
-                    "tag":    DrainTag(self._lanes),
-                })),
-            })),
+            "o":           Out(requantizer_input_signature(self._lanes)),
             "pending":     Out(1),
             "overflow":    Out(1),
             "clear":       In(1),
@@ -546,11 +539,11 @@ class WsDrain(wiring.Component):
 
     @property
     def param_words(self):
-        return -(-self._param_depth // self._lanes)
+        return lane_param_words(self._param_depth, self._lanes)[0]
 
     @property
     def param_addr_width(self):
-        return max(1, (self.param_words - 1).bit_length())
+        return lane_param_words(self._param_depth, self._lanes)[1]
 
     def elaborate(self, platform):
         m = Module()
@@ -667,16 +660,10 @@ class WsDrain(wiring.Component):
         with m.If(advance & s1_valid & s1_final):
             m.d.comb += release.eq(1 << s1_bank)
 
-        beyond = Signal(lanes)
-        beyond_q = Signal(lanes)
-        m.d.comb += [beyond[lane].eq(out_mask[lane] & (
-            (out_channel >= self._param_depth - lane) | (out_addr >= self._out_depth - lane)))
-            for lane in range(lanes)]
-        m.d.sync += beyond_q.eq(Mux(out_valid & self.o.ready & ~self.clear, beyond, 0))
-        with m.If(self.clear):
-            m.d.sync += self.overflow.eq(0)
-        with m.Elif(beyond_q.any()):
-            m.d.sync += self.overflow.eq(1)
+        beyond_q = register_overflow_check(
+            m, valid=out_valid & self.o.ready, mask=out_mask, channel=out_channel,
+            addr=out_addr, param_depth=self._param_depth, out_depth=self._out_depth,
+            clear=self.clear, overflow=self.overflow)
         with m.If(self.clear):
             m.d.sync += [in_use.eq(0), finished.eq(0), busy.eq(0), self.owns.eq(0),
                          self.bank.eq(0), s1_valid.eq(0), out_valid.eq(0)]
