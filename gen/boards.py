@@ -96,6 +96,9 @@ def _board_from_yaml(path):
     try:
         values = check_mapping(raw, BOARD_SCHEMA, optional=("aliases",))
         aliases = values["aliases"] or []
+        if not values["name"].strip():
+            raise UserError("name: a board needs a name (what `--board` takes), not an empty "
+                            "string")
         if not all(isinstance(alias, str) and alias for alias in aliases):
             raise UserError("aliases: expected a list of names (strings)")
         if values["nextpnr_device"] not in NEXTPNR_DEVICES:
