@@ -57,6 +57,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--router", choices=("router1", "router2"), default="router1",
                         help="nextpnr router (router1 is nextpnr's default)")
+    parser.add_argument("--nextpnr", action="append", default=[], metavar="FLAG",
+                        help="a further nextpnr flag, e.g. --nextpnr=--tmg-ripup (repeatable; "
+                             "a flag with a value as --nextpnr=--placer-heap-timingweight=30)")
     parser.add_argument("--out", default=str(ROOT / "rtl_out" / "bench"))
     args = parser.parse_args(argv)
     try:
@@ -67,14 +70,18 @@ def main(argv=None):
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    folder = Path(args.out) / (f"vit-fmax-{args.target_mhz:g}-s{args.seed}-{args.router}")
+    options = [part for flag in args.nextpnr for part in flag.split("=", 1)]
+    tag = "".join("-" + flag.lstrip("-").split("=")[0].replace("placer-heap-", "")
+                  + (flag.split("=")[1] if "=" in flag else "") for flag in args.nextpnr)
+    folder = Path(args.out) / (f"vit-fmax-{args.target_mhz:g}-s{args.seed}-{args.router}{tag}")
     start = time.monotonic()
     result = run_flow(design.top(), design.board, folder, seed=args.seed,
                       router=None if args.router == "router1" else args.router,
+                      nextpnr_options=options,
                       progress=lambda line: print(line, flush=True)
                       if ("Max frequency" in line or line.startswith("[")) else None)
     print(f"\nViT design {design.config.name} at a {args.target_mhz:g} MHz target, placement "
-          f"seed {args.seed}, {args.router}; {time.monotonic() - start:.0f} s "
+          f"seed {args.seed}, {args.router} {' '.join(options)}; {time.monotonic() - start:.0f} s "
           f"(synth {result.seconds['synth']:.0f} s, pnr {result.seconds['pnr']:.0f} s)")
     print(f"{'clock':40s} {'achieved MHz':>12s} {'target MHz':>10s}")
     for net, f in result.fmax.items():

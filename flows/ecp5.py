@@ -121,9 +121,10 @@ def parse_nextpnr_report(path):
     return fmax, utilization
 
 
-def run_flow(top, board, build_dir, *, seed=1, progress=print, router=None):
+def run_flow(top, board, build_dir, *, seed=1, progress=print, router=None, nextpnr_options=()):
     """Synthesize, place, route and pack ``top`` for ``board`` in ``build_dir``; ``router``
-    names a nextpnr router (``router2``) instead of its default."""
+    names a nextpnr router (``router2``) instead of its default, ``nextpnr_options`` are
+    further nextpnr flags (placer and router tuning, e.g. ``("--tmg-ripup",)``)."""
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     platform = board.platform_class()()
@@ -142,7 +143,7 @@ def run_flow(top, board, build_dir, *, seed=1, progress=print, router=None):
         "nextpnr", [find_tool("nextpnr-ecp5"), *board.nextpnr_args(), "--json", "top.json",
                     "--lpf", "top.lpf", "--textcfg", "top.config", "--report",
                     "nextpnr_report.json", "--timing-allow-fail", "--seed", str(seed),
-                    *(["--router", router] if router else [])],
+                    *(["--router", router] if router else []), *nextpnr_options],
         build_dir, build_dir / "nextpnr.log", progress,
         lambda line: bool(_NEXTPNR_PROGRESS.search(line)))
     seconds["pack"] = _run(

@@ -64,6 +64,13 @@ CONFIGS = (
     # Elongated: the operand skew registers grow with rows^2 and cols^2, not with the PEs.
     dict(name="cost2x24", rows=2, cols=24, act_depth=8192, wgt_depth=512, param_depth=64,
          out_depth=4096),
+    # The weight-stationary engine (gen.hw.ws_gemm): its own cycle model, and its two
+    # accumulator banks per column in the estimate. Hold-outs too: the estimate's
+    # weight-stationary terms were fitted to one build (gen/configs/ulx3s-85f-8x8-ws.yaml).
+    dict(name="cost4x4ws", rows=4, cols=4, act_depth=4096, wgt_depth=1024, param_depth=128,
+         out_depth=8192, dataflow="weight_stationary", holdout=True),
+    dict(name="cost3x5ws", rows=3, cols=5, act_depth=4096, wgt_depth=1024, param_depth=64,
+         out_depth=4096, dataflow="weight_stationary", holdout=True),
     # Resources only: buffers below a block RAM's worth stay in LUT RAM (too small for the jobs).
     dict(name="cost2x2lut", rows=2, cols=2, act_depth=128, wgt_depth=128, param_depth=16,
          out_depth=128, simulate=False),
@@ -118,17 +125,23 @@ def design_config(spec, *, board=BOARD, clock_mhz=CLOCK_MHZ):
     from .config import load_config, parse_config
     raw = load_config().as_dict()
     raw.update(name=spec["name"], board=board, clock_mhz=clock_mhz)
-    raw["array"].update(rows=spec["rows"], cols=spec["cols"])
+    raw["array"].update(rows=spec["rows"], cols=spec["cols"], dataflow=dataflow_of(spec))
     raw["buffers"].update({key: spec[key] for key in
                            ("act_depth", "wgt_depth", "param_depth", "out_depth")})
     return parse_config(raw, source=f"cost-report config {spec['name']}")
 
 
+def dataflow_of(spec):
+    """The configuration's dataflow (output-stationary unless it names another)."""
+    return spec.get("dataflow", "output_stationary")
+
+
 def job_fits(job, spec):
     """The job's operands and result fit the configuration's buffers."""
-    rows, cols = spec["rows"], spec["cols"]
-    return (math.ceil(job.m / rows) * job.k <= spec["act_depth"] and
-            math.ceil(job.n / cols) * job.k <= spec["wgt_depth"] and
+    from .host.layout import GemmShape
+    shape = GemmShape(job.m, job.k, job.n)
+    return (shape.act_words(spec["rows"], dataflow_of(spec)) <= spec["act_depth"] and
+            shape.wgt_words(spec["cols"]) <= spec["wgt_depth"] and
             job.n <= spec["param_depth"] and job.m * job.n <= spec["out_depth"])
 
 
@@ -136,9 +149,15 @@ def jobs_for(spec, jobs=JOBS):
     return [job for job in jobs if job_fits(job, spec)]
 
 
-def predict_cycles(m, k, n, rows, cols):
-    """The cost model's cycles for one job (:func:`gen.cycles.gemm_cycles_closed_form`)."""
-    from .cycles import gemm_cycles_closed_form
+def predict_cycles(m, k, n, rows, cols, dataflow="output_stationary"):
+    """The cost model's cycles for one job: :func:`gen.cycles.gemm_cycles_closed_form` for the
+    output-stationary engine, :func:`gen.cycles.ws_gemm_cycles` for the weight-stationary one
+    (the forms :mod:`gen.cost` evaluates)."""
+    from .cycles import gemm_cycles_closed_form, ws_gemm_cycles
+    if dataflow == "weight_stationary":
+        return int(ws_gemm_cycles(m, k, n, rows, cols))
+    if dataflow != "output_stationary":
+        raise ValueError(f"no cycle model for dataflow {dataflow!r}")
     return int(gemm_cycles_closed_form(m, k, n, rows, cols))
 
 
@@ -166,7 +185,8 @@ def make_report(measurements):
         rows, cols = spec["rows"], spec["cols"]
         cycle_rows = []
         for job in entry.get("cycles") or []:
-            predicted = predict_cycles(job["m"], job["k"], job["n"], rows, cols)
+            predicted = predict_cycles(job["m"], job["k"], job["n"], rows, cols,
+                                       dataflow_of(spec))
             error = _relative_error(predicted, job["cycles"])
             cycle_rows.append({**job, "predicted": predicted, "measured": job["cycles"],
                                "error": error, "ok": abs(error) <= CYCLE_TOLERANCE})
@@ -371,8 +391,9 @@ def _tail(path, pattern, progress, stop):
 
 
 def _accelerator_params(spec):
-    return {key: spec[key] for key in ("rows", "cols", "act_depth", "wgt_depth", "param_depth",
-                                       "out_depth")}
+    return {**{key: spec[key] for key in ("rows", "cols", "act_depth", "wgt_depth",
+                                          "param_depth", "out_depth")},
+            "dataflow": dataflow_of(spec)}
 
 
 def measure_cycles(spec, jobs, cache_dir, *, force, progress):

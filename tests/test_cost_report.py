@@ -6,12 +6,12 @@ import pytest
 
 from gen import cost_report
 from gen.rtl import canonical_verilog
-from gen.cost_report import (CONFIGS, CYCLE_TOLERANCE, JOBS, RESOURCE_TOLERANCE, RESOURCES,
+from gen.cost_report import (CONFIGS, dataflow_of, CYCLE_TOLERANCE, JOBS, RESOURCE_TOLERANCE, RESOURCES,
                              conv_job, design_config, format_report, jobs_for, make_report,
                              predict_cycles)
 from gen.estimate import check_fits, estimate_resources
 from gen.boards import get_board
-from gen.cycles import gemm_cycles as predicted_cycles
+from gen.cycles import engine_gemm_cycles
 
 
 def synthetic(cycle_scale=1.0, resource_scale=None):
@@ -24,8 +24,9 @@ def synthetic(cycle_scale=1.0, resource_scale=None):
             "config": dict(spec),
             "cycles": [{"name": job.name, "m": job.m, "k": job.k, "n": job.n,
                         "count": job.count,
-                        "cycles": round(predicted_cycles(job.m, job.k, job.n, spec["rows"],
-                                                         spec["cols"]) * cycle_scale)}
+                        "cycles": round(engine_gemm_cycles(
+                            job.m, job.k, job.n, spec["rows"], spec["cols"],
+                            dataflow=dataflow_of(spec)) * cycle_scale)}
                        for job in jobs_for(spec)] if spec.get("simulate", True) else None,
             "resources": {key: round(estimate[key] * resource_scale.get(key, 1.0))
                           for key in RESOURCES},
@@ -40,7 +41,10 @@ def test_every_config_fits_the_board_and_runs_enough_jobs():
     board = get_board(cost_report.BOARD)
     simulated = [spec for spec in CONFIGS if spec.get("simulate", True)]
     assert len(simulated) >= 3
-    assert len({(spec["rows"], spec["cols"]) for spec in simulated}) == len(simulated)
+    assert len({(spec["rows"], spec["cols"], dataflow_of(spec))
+                for spec in simulated}) == len(simulated)
+    assert {dataflow_of(spec) for spec in simulated} == {"output_stationary",
+                                                         "weight_stationary"}
     assert any(spec["rows"] != spec["cols"] for spec in simulated)
     for spec in CONFIGS:
         check_fits(design_config(spec), board)
@@ -70,9 +74,11 @@ def test_conv_jobs_are_im2col_views():
 
 @pytest.mark.parametrize("spec", CONFIGS, ids=lambda spec: spec["name"])
 def test_predicted_cycles_are_the_engine_model(spec):
+    flow = dataflow_of(spec)
     for job in JOBS:
-        assert predict_cycles(job.m, job.k, job.n, spec["rows"], spec["cols"]) == \
-            predicted_cycles(job.m, job.k, job.n, spec["rows"], spec["cols"]), job
+        assert predict_cycles(job.m, job.k, job.n, spec["rows"], spec["cols"], flow) == \
+            engine_gemm_cycles(job.m, job.k, job.n, spec["rows"], spec["cols"],
+                               dataflow=flow), job
 
 
 def test_exact_measurements_pass():
@@ -115,8 +121,10 @@ def test_one_resource_off_fails_and_names_it():
 def test_the_estimate_has_a_hold_out_judged_on_its_own():
     held = [spec for spec in CONFIGS if spec.get("holdout")]
     assert len(held) >= 2
-    fitted_shapes = {(spec["rows"], spec["cols"]) for spec in CONFIGS if not spec.get("holdout")}
-    assert not {(spec["rows"], spec["cols"]) for spec in held} & fitted_shapes
+    def design(spec):
+        return spec["rows"], spec["cols"], dataflow_of(spec)
+    fitted = {design(spec) for spec in CONFIGS if not spec.get("holdout")}
+    assert not {design(spec) for spec in held} & fitted
     measurements = synthetic()
     off = measurements[held[0]["name"]]["resources"]
     off["ff"] = round(off["ff"] / (1 - RESOURCE_TOLERANCE * 1.5))      # estimate 15% low
@@ -125,7 +133,9 @@ def test_the_estimate_has_a_hold_out_judged_on_its_own():
     assert verdict["resources"]["ok"] and not verdict["holdout"]["ok"] and not verdict["ok"]
     assert verdict["holdout"]["worst"]["config"] == held[0]["name"]
     assert "hold-out resources within 10%: FAIL" in verdict["text"]
-    rows = [line for line in format_report(report) if line.startswith(held[0]["name"])]
+    lines = format_report(report)
+    resource_lines = lines[next(i for i, line in enumerate(lines) if line.startswith("== resources")):]
+    rows = [line for line in resource_lines if line.startswith(held[0]["name"])]
     assert rows and all("hold-out" in line for line in rows)
     assert any(line.endswith("MISS") and " ff " in line for line in rows)
 
@@ -146,7 +156,7 @@ def test_table_rows():
     spec = CONFIGS[0]
     first = measurements[spec["name"]]["cycles"][0]
     first["cycles"] = 1000
-    predicted = predicted_cycles(first["m"], first["k"], first["n"], spec["rows"], spec["cols"])
+    predicted = engine_gemm_cycles(first["m"], first["k"], first["n"], spec["rows"], spec["cols"])
     lines = format_report(make_report(measurements))
     assert lines[0].startswith("== cycles")
     row = next(line for line in lines if line.startswith(spec["name"]) and first["name"] in line)

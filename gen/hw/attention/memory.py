@@ -4,7 +4,7 @@ its port arbitration, and shaped views of FIFO streams."""
 import operator
 
 from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Shape, Signal, Value
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..accelerator import BRAM_MIN_BITS
@@ -12,7 +12,7 @@ from .geometry import bits, ceil_div
 
 __all__ = ["QUEUE_DEPTH", "BANKED_READ_LATENCY", "BLOCK_RAM_BANK_WORDS", "ByteWrite",
            "banked_read_signature", "shaped_stream", "BlockRamBank", "BankedMemory",
-           "ActivationMemory"]
+           "BlockRamFIFO", "ActivationMemory"]
 
 #: Entries of the queues in front of the softmax unit and of the host's read results.
 QUEUE_DEPTH = 8
@@ -60,9 +60,9 @@ class BlockRamBank(wiring.Component):
 
     On ECP5 (from ``BRAM_MIN_BITS`` bits) it is DP16KD instances in the 36-bit mode, port A
     writing and port B reading, output registers on (``REGMODE = "OUTREG"``, as
-    :class:`~gen.hw.accelerator.ParamBuffer`): on silicon the fabric sees the output
-    register's clock-to-output, not the array's (nextpnr times both alike, see
-    :class:`BankedMemory`), and no logic sits behind the block RAM. An
+    :class:`~gen.hw.accelerator.ParamBuffer`): the fabric sees the output register's
+    clock-to-output, not the array's (nextpnr 0.11, speed 6: 0.96 ns against 5.83 ns), and
+    no logic sits behind the block RAM. An
     inferred memory would have both costs: yosys maps no output register, and it emulates
     Amaranth's "old word on a read during a write to it" with a register and a multiplexer
     behind the block RAM (the DP16KD's cross-port collision is undefined); that multiplexer,
@@ -192,11 +192,10 @@ class BankedMemory(wiring.Component):
     Each bank is a :class:`BlockRamBank` per read port (2 cycles: the block RAM and its output
     register), and each bank's output goes through two more registers before the bank
     multiplexer: the first has the second as its only load, so the placer keeps it beside its
-    block RAM; the second carries the word to the multiplexer. nextpnr times every DP16KD
-    output with the array's 5.83 ns clock-to-output whatever its ``REGMODE`` (its ECP5 timing
-    looks up the ``REGMODE_A_NOREG_REGMODE_B_NOREG`` entry for every block RAM), so by its
-    measure only a register a short route away meets 100 MHz: with the multiplexer's register
-    alone the route was 4.55 ns (98.4 MHz, the design's critical path).
+    block RAM; the second carries the word to the multiplexer. (They were added while this
+    project believed that nextpnr times a DP16KD's output at the array's 5.83 ns whatever its
+    ``REGMODE``; it does not: an ``OUTREG`` output is timed at 0.96 ns, measured on one block
+    RAM with nextpnr 0.11. They cost two cycles of read latency and may be more than needed.)
 
     Parameters
     ----------
@@ -309,6 +308,123 @@ class BankedMemory(wiring.Component):
                 for k, data_q in enumerate(outputs[p]):
                     with m.Case(k):
                         m.d.comb += port.data.eq(data_q)
+        return m
+
+
+class BlockRamFIFO(wiring.Component):
+    """A first-in first-out queue of ``depth`` words in a :class:`BankedMemory`, one beat a
+    cycle each way, whose words reach the fabric from registers beside the block RAMs.
+
+    For deep queues (the ViT engines' message FIFOs): Amaranth's ``SyncFIFOBuffered`` of
+    that depth is an inferred memory, which yosys maps without the DP16KD's output register,
+    so its word leaves the block RAM 5.83 ns after the clock (nextpnr, speed 6; 0.96 ns with
+    ``REGMODE = "OUTREG"``) and any route from it decides the clock (the ViT design's
+    critical path at 97.2 MHz). Here the reads run ahead into a small LUT-RAM queue of
+    :data:`OUTPUT_DEPTH` entries, paced by credits, so the storage's
+    :data:`BANKED_READ_LATENCY` and write delay cost latency, not throughput.
+
+    Parameters
+    ----------
+    width, depth : int
+        Bits per word, words (``w_stream`` is ready while fewer are held).
+
+    Members
+    -------
+    w_stream : ``In(stream.Signature(width))``
+    r_stream : ``Out(stream.Signature(width))``
+    """
+
+    #: Entries of the output queue: a read's round trip (issue, the storage's latency, the
+    #: queue's own two cycles) so that a read can issue every cycle.
+    OUTPUT_DEPTH = BANKED_READ_LATENCY + 4
+    #: Clock edges after a write's handshake until its word is in the block RAM
+    #: (:class:`BankedMemory` registers a write twice): a read may sample it from the next.
+    WRITE_EDGES = 3
+
+    def __init__(self, *, width, depth):
+        self._width = operator.index(width)
+        self._depth = operator.index(depth)
+        if self._width < 1 or self._depth < 1:
+            raise ValueError(f"width {width} and depth {depth} must be at least 1")
+        super().__init__({"w_stream": In(stream.Signature(self._width)),
+                          "r_stream": Out(stream.Signature(self._width))})
+
+    @property
+    def width(self):
+        return self._width
+
+    @property
+    def depth(self):
+        return self._depth
+
+    @property
+    def latency(self):
+        """Cycles from a beat's write to the first cycle it can be taken (an empty queue): the
+        storage's write edges and read latency, and the output queue's two cycles."""
+        return self.WRITE_EDGES + BANKED_READ_LATENCY + 2
+
+    @property
+    def full_rate(self):
+        """Whether the queue passes a beat every cycle with both sides always ready: it must
+        hold the beats of a whole round trip (a beat counts until it is taken)."""
+        return self._depth > self.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._depth
+        m.submodules.storage = storage = BankedMemory(self._width, depth)
+        m.submodules.output = output = fifo.SyncFIFOBuffered(width=self._width,
+                                                             depth=self.OUTPUT_DEPTH)
+
+        def advance(pointer):
+            return Mux(pointer == depth - 1, 0, pointer + 1)
+
+        write_ptr = Signal(range(depth), name="write_ptr")
+        read_ptr = Signal(range(depth), name="read_ptr")
+        held = Signal(range(depth + 1), name="held")          # written, not yet taken
+        readable = Signal(range(depth + 1), name="readable")  # in the block RAM, not read
+        credits = Signal(range(self.OUTPUT_DEPTH + 1), name="credits",
+                         init=self.OUTPUT_DEPTH)
+        full = Signal(name="full")
+
+        write = self.w_stream.valid & self.w_stream.ready
+        read = Signal(name="read")
+        taken = self.r_stream.valid & self.r_stream.ready
+        # A write's handshake, delayed until its word is in the block RAM.
+        landed = write
+        for edge in range(self.WRITE_EDGES - 1):
+            later = Signal(name=f"write_landed_{edge + 1}")
+            m.d.sync += later.eq(landed)
+            landed = later
+        # The read data's valid, beside the storage's latency.
+        arriving = read
+        for stage in range(BANKED_READ_LATENCY):
+            later = Signal(name=f"read_arriving_{stage + 1}")
+            m.d.sync += later.eq(arriving)
+            arriving = later
+
+        m.d.comb += [
+            self.w_stream.ready.eq(~full),
+            storage.wr.addr.eq(write_ptr), storage.wr.data.eq(self.w_stream.payload),
+            storage.wr.en.eq(write),
+            read.eq((readable != 0) & (credits != 0)),
+            storage.rd.addr.eq(read_ptr),
+            output.w_stream.valid.eq(arriving), output.w_stream.payload.eq(storage.rd.data),
+            self.r_stream.valid.eq(output.r_stream.valid),
+            self.r_stream.payload.eq(output.r_stream.payload),
+            output.r_stream.ready.eq(self.r_stream.ready),
+        ]
+        with m.If(write):
+            m.d.sync += write_ptr.eq(advance(write_ptr))
+        with m.If(read):
+            m.d.sync += read_ptr.eq(advance(read_ptr))
+        # `full` is a register (no adder in front of w_stream.ready): held after this cycle.
+        # A beat counts until it leaves `r_stream`, so the queue holds `depth` beats in all
+        # (its slot in the banks is free from its read on, later than needed).
+        held_next = held + write - taken
+        m.d.sync += [held.eq(held_next), full.eq(held_next == depth),
+                     readable.eq(readable + landed - read),
+                     credits.eq(credits - read + taken)]
         return m
 
 

@@ -294,8 +294,9 @@ class ViTDesign:
                  ("ln_buffer", 8, 2 * self.dim, 1),
                  ("ln_params", LnParams().size, shape.ln_params, 1),
                  ("program", shape.step_layout.size, shape.program_depth, 1),
-                 ("entry", shape.pc_bits, shape.entries, 1),
-                 ("fifo_in", shape.message_layout.size, self.fifo_depth, 1)]
+                 ("entry", shape.pc_bits, shape.entries, 1)]
+        # The message FIFO's storage is a BankedMemory too (BlockRamFIFO).
+        mems += banked("fifo_in", shape.message_layout.size, self.fifo_depth)
         return mems
 
     def block_rams(self, part=None):
