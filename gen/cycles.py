@@ -31,7 +31,8 @@ import numpy as np
 
 from .hw.attention.control import JOB_START_LATENCY
 from .hw.attention.memory import BANKED_READ_LATENCY
-from .hw.attention.mac import MIN_GROUP_CYCLES, OPERAND_STAGES, SEQUENCER_START_CYCLES
+from .hw.attention.mac import (DRAIN_PARAM_STAGES, MIN_GROUP_CYCLES, OPERAND_STAGES,
+                                SEQUENCER_START_CYCLES)
 from .hw.gemm import OPERAND_READ_LATENCY
 from .hw.mac_lanes import MAC_LANES_LATENCY
 from .hw.multiplier import MULTIPLIER_LATENCY
@@ -256,8 +257,8 @@ def _early_copy(k, steps, rows, cols, to_copy, drain):
 #: the group ends.
 ATTENTION_FIRST_GROUP_CYCLES = MIN_GROUP_CYCLES
 #: The lane drain's registers before a value reaches the requantizer: the copy of the sums into
-#: the shift chain, and the output register.
-ATTENTION_DRAIN_STAGES = 2
+#: the shift chain, the output register, and the registers it waits in for qmem's word.
+ATTENTION_DRAIN_STAGES = 2 + DRAIN_PARAM_STAGES
 #: The registered start to the parts, and after an op's last part goes idle: the two
 #: registered idle stages and the finishing cycle (as in the GEMM engine).
 ATTENTION_FINISH_CYCLES = JOB_START_LATENCY + 3

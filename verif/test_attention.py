@@ -439,8 +439,9 @@ def test_geometry_without_hardware():
         geometry.capacity["q"] = 1
     # One group of 1 beat, all lanes written: max(1, 3) + 2 (the first pointer's address
     # and data registered) + 11 operand stages (two 4-cycle banked reads and 3 registers) + 4
-    # (MAC) + (4 + 2 + 11 + 1) + 1 (registered start) + 3;
+    # (MAC) + (4 + 2 + 3 + 11 + 1) (4 lanes; the drain's copy and output registers and 3 more
+    # while qmem's 4-cycle banked read; the requantizer; the write) + 1 (registered start) + 3;
     # a softmax op of 7 rows of 7 scores, rows overlapped: the first row's 3 * 7 + 31, then a
     # row every max(7 + 8, 19) = 19 cycles, + 1 + 10 (its 4-cycle banked reads among them).
-    assert geometry.mac_op_cycles([1]) == 3 + 2 + 11 + 4 + 18 + 1 + 3
+    assert geometry.mac_op_cycles([1]) == 3 + 2 + 11 + 4 + 21 + 1 + 3
     assert geometry.softmax_op_cycles(7, 7) == (3 * 7 + 31) + 6 * 19 + 1 + 10

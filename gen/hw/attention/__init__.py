@@ -124,7 +124,7 @@ the benchmarks and the tests use it alone. :class:`SparseAttentionKernel` (``ker
   (``control.py``);
 * :class:`HostPort`: the ``load`` stream into the four memories, ``rd_addr`` / ``rd_data``
   through a read queue (``control.py``);
-* :class:`BankedMemory` (wmem), two plain memories (pmem, qmem) and :class:`ActivationMemory`
+* :class:`BankedMemory` (wmem, qmem), a plain memory (pmem) and :class:`ActivationMemory`
   (amem and who uses its ports when) (``memory.py``);
 * the MAC path (``mac.py``): :class:`MacSequencer` (groups and beats, block pointers),
   :class:`MacDatapath` (operand pipeline and :class:`~gen.hw.mac_lanes.MacLanes`), a FIFO of

@@ -81,8 +81,7 @@ class SparseAttentionKernel(wiring.Component):
         m.submodules.wmem = wmem = BankedMemory(g.weight_word_layout, g.wmem_depth)
         m.submodules.pmem = pmem = memory.Memory(shape=g.pointer_layout, depth=g.pmem_depth,
                                                  init=[])
-        m.submodules.qmem = qmem = memory.Memory(shape=RequantParams(), depth=g.qmem_depth,
-                                                 init=[])
+        m.submodules.qmem = qmem = BankedMemory(RequantParams(), g.qmem_depth)
         m.submodules.amem = amem = ActivationMemory(lanes=g.lanes, depth=g.amem_depth)
 
         # Host side and op control.
@@ -94,7 +93,7 @@ class SparseAttentionKernel(wiring.Component):
         wiring.connect(m, wiring.flipped(self.desc), control.desc)
         wiring.connect(m, host.wmem_wr, wmem.wr)
         wiring.connect(m, host.pmem_wr, pmem.write_port())
-        wiring.connect(m, host.qmem_wr, qmem.write_port())
+        wiring.connect(m, host.qmem_wr, qmem.wr)
         wiring.connect(m, host.amem_wr, amem.host_wr)
         wiring.connect(m, host.amem_rd, amem.host_rd)
         op = control.op
@@ -131,7 +130,7 @@ class SparseAttentionKernel(wiring.Component):
         wiring.connect(m, datapath.amem_rd1, amem.mac_rd1)
         wiring.connect(m, datapath.sums, drain.sums)
         wiring.connect(m, shaped_stream(tags.r_stream, GroupTag(g)), drain.tags)
-        wiring.connect(m, drain.param_rd, qmem.read_port())
+        wiring.connect(m, drain.param_rd, qmem.rd)
         wiring.connect(m, drain.o, requant.i)
         wiring.connect(m, requant.o, writer.i)
         wiring.connect(m, writer.write, amem.mac_wr)

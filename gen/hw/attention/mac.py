@@ -26,6 +26,9 @@ __all__ = ["OPERAND_STAGES", "SEQUENCER_START_CYCLES", "MIN_GROUP_CYCLES", "ACTI
 #: Registers from a beat to the MAC structure's operands (see :class:`MacDatapath`): the wmem
 #: read, the word, the amem addresses, the amem reads and the operands.
 OPERAND_STAGES = 2 * BANKED_READ_LATENCY + 3
+#: Registers a drained value waits in for its requantization parameters (qmem, a
+#: BankedMemory, reads in BANKED_READ_LATENCY cycles; the drain's output register is one).
+DRAIN_PARAM_STAGES = BANKED_READ_LATENCY - 1
 #: Cycles from a MAC op's start to its walk: the first pointer's address into a register, its
 #: read, and the read data into a register.
 SEQUENCER_START_CYCLES = 3
@@ -416,8 +419,9 @@ class LaneDrain(wiring.Component):
     job : ``In(job_signature(...))``
         MAC ops (``transpose``, ``o_stride``, ``n_lo``, ``n_hi``, ``per_channel``,
         ``q_base`` of the running one).
-    param_rd : ``In(memory.ReadPort.Signature(...))``
-        qmem's read port.
+    param_rd : ``In(banked_read_signature(...))``
+        qmem's read port (a :class:`~gen.hw.attention.memory.BankedMemory`): the values wait
+        :data:`DRAIN_PARAM_STAGES` registers beside the read for their parameters.
     o : ``Out(requant_input_signature(...))``
         Accumulator, parameters and the :class:`ResultTag` of its amem byte.
     busy : ``Out(1)``
@@ -431,8 +435,7 @@ class LaneDrain(wiring.Component):
                                             always_ready=True)),
             "tags":     In(stream.Signature(GroupTag(g))),
             "job":      In(job_signature(g)),
-            "param_rd": In(memory.ReadPort.Signature(addr_width=g.qaddr_bits,
-                                                     shape=RequantParams())),
+            "param_rd": In(banked_read_signature(g.qaddr_bits, RequantParams())),
             "o":        Out(requant_input_signature(g)),
             "busy":     Out(1),
         })
@@ -476,14 +479,26 @@ class LaneDrain(wiring.Component):
             out_tag.word.eq(dr_word),
             out_tag.lane.eq(Mux(d.transpose, dr_ilane, dr_lane)),
         ]
+        # qmem's word comes BANKED_READ_LATENCY cycles after its address (from a register
+        # beside its block RAM, not from the block RAM itself, which on ECP5 is timed 5.8 ns
+        # after the clock: the routed critical path at 95.5 MHz): the value waits for it.
+        valid, skip, acc, tag = out_valid, out_skip, out_acc, out_tag
+        stage_valids = [out_valid]
+        for stage in range(DRAIN_PARAM_STAGES):
+            valid_q, skip_q = Signal(name=f"param_wait{stage}_valid"), Signal(
+                name=f"param_wait{stage}_skip")
+            acc_q = Signal.like(out_acc, name=f"param_wait{stage}_acc", reset_less=True)
+            tag_q = Signal.like(out_tag, name=f"param_wait{stage}_tag")
+            m.d.sync += [valid_q.eq(valid), skip_q.eq(skip), acc_q.eq(acc), tag_q.eq(tag)]
+            valid, skip, acc, tag = valid_q, skip_q, acc_q, tag_q
+            stage_valids.append(valid_q)
         m.d.comb += [
             self.param_rd.addr.eq(q_addr),
-            self.param_rd.en.eq(send),
-            self.o.valid.eq(out_valid & ~out_skip),
-            self.o.payload.acc.eq(out_acc),
+            self.o.valid.eq(valid & ~skip),
+            self.o.payload.acc.eq(acc),
             self.o.payload.params.eq(self.param_rd.data),
-            self.o.payload.tag.eq(out_tag),
-            self.busy.eq((drain_left != 0) | out_valid | self.tags.valid),
+            self.o.payload.tag.eq(tag),
+            self.busy.eq((drain_left != 0) | Cat(*stage_valids).any() | self.tags.valid),
         ]
         return m
 

@@ -284,8 +284,8 @@ class ViTDesign:
             return out
 
         mems = banked("wmem", g.weight_word_layout.size, g.wmem_depth)
-        mems += [("pmem", g.pointer_layout.size, g.pmem_depth, 1),
-                 ("qmem", RequantParams().size, g.qmem_depth, 1)]
+        mems += [("pmem", g.pointer_layout.size, g.pmem_depth, 1)]
+        mems += banked("qmem", RequantParams().size, g.qmem_depth)
         # amem: one write and two read ports, so two copies of every bank.
         mems += banked("amem", 8 * g.lanes, g.amem_depth, copies=2)
         if g.activation_tables:
