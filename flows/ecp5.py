@@ -65,9 +65,20 @@ def find_tool(name):
                     f"or set {variable}")
 
 
-def _run(step, command, cwd, log_path, progress, show):
+def _last_error_line(path):
+    """The last line of ``path`` that starts with ERROR (a tool's own log), or ''."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line.rstrip() for line in reversed(lines) if line.startswith("ERROR")), "")
+
+
+def _run(step, command, cwd, log_path, progress, show, tool_log=None):
     """Run ``command``, teeing its output to ``log_path`` and ``show``-selected lines to
-    ``progress``. Returns the elapsed seconds."""
+    ``progress``. Returns the elapsed seconds. ``tool_log``: the tool's own log, where a
+    failure's ERROR line is looked for if the output had none (yosys writes an internal
+    assertion only there)."""
     progress(f"[{step}] {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(command))}")
     start = time.monotonic()
     last_error = ""
@@ -94,6 +105,7 @@ def _run(step, command, cwd, log_path, progress, show):
             raise
     elapsed = time.monotonic() - start
     if code != 0:
+        last_error = last_error or (_last_error_line(tool_log) if tool_log else "")
         reason = f": {last_error[:200]}" if last_error else ""
         raise FlowError(f"{step} failed (exit {code}) after {elapsed:.0f}s{reason}; "
                         f"log: {log_path}")
@@ -138,7 +150,8 @@ def run_flow(top, board, build_dir, *, seed=1, progress=print, router=None, next
     seconds = {}
     seconds["synth"] = _run(
         "yosys", [find_tool("yosys"), "-l", "top.rpt", "top.ys"], build_dir,
-        build_dir / "yosys.log", progress, lambda line: bool(_YOSYS_PROGRESS.search(line)))
+        build_dir / "yosys.log", progress, lambda line: bool(_YOSYS_PROGRESS.search(line)),
+        tool_log=build_dir / "top.rpt")
     seconds["pnr"] = _run(
         "nextpnr", [find_tool("nextpnr-ecp5"), *board.nextpnr_args(), "--json", "top.json",
                     "--lpf", "top.lpf", "--textcfg", "top.config", "--report",

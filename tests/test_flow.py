@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows import ecp5
 from flows.ecp5 import parse_nextpnr_report
 from gen.config import DEFAULT_CONFIG
 
@@ -86,3 +87,24 @@ def test_nextpnr_report_parsing(tmp_path):
     assert fmax["$glbnet$clk"] == {"achieved_mhz": 131.2, "constraint_mhz": 125.0, "met": True}
     assert fmax["$glbnet$slow"]["met"] is False
     assert utilization["MULT18X18D"] == {"used": 68, "available": 156}
+
+def test_a_failure_names_the_error_the_tool_wrote_only_to_its_own_log(tmp_path):
+    # yosys writes an internal assertion to its -l log, not to its output.
+    script = ("import sys; open('tool.rpt', 'w').write(\"3.46 Executing ABC9.\\n"
+              "ERROR: Assert `x' failed in kernel/rtlil.cc:3091.\\n\"); "
+              "print('Running ABC command'); sys.exit(1)")
+    with pytest.raises(ecp5.FlowError) as info:
+        ecp5._run("yosys", [sys.executable, "-c", script], tmp_path, tmp_path / "yosys.log",
+                  lambda line: None, lambda line: False, tool_log=tmp_path / "tool.rpt")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("yosys failed (exit 1)")
+    assert "ERROR: Assert `x' failed in kernel/rtlil.cc:3091." in message
+    assert str(tmp_path / "yosys.log") in message
+
+
+def test_an_error_on_the_output_is_named_first(tmp_path):
+    script = "import sys; print('ERROR: out of memory'); sys.exit(2)"
+    with pytest.raises(ecp5.FlowError, match=r"nextpnr failed \(exit 2\).*ERROR: out of memory"):
+        ecp5._run("nextpnr", [sys.executable, "-c", script], tmp_path, tmp_path / "n.log",
+                  lambda line: None, lambda line: False, tool_log=tmp_path / "missing.rpt")
