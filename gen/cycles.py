@@ -385,9 +385,10 @@ def layernorm_cycles(rows, dim):
 
 # -- ViT engines (gen.hw.vit, docs/vit.md section 3) --------------------------------------------
 
-#: Engine cycles a step costs beyond its unit's own work: fetch, decode and the step's start
-#: and finish handshakes.
-VIT_STEP_OVERHEAD = 4
+#: Engine cycles a step costs beyond its unit's own work: fetch, the program word's register
+#: (``gen.hw.vit.engine.PROGRAM_WORD_STAGES``), decode and the step's start and finish
+#: handshakes.
+VIT_STEP_OVERHEAD = 5
 
 
 def vit_row_step_cycles(kind, *, rows, cols, lanes, dim=None, local=False):

@@ -207,7 +207,14 @@ class HostPort(wiring.Component):
         m.d.comb += [arriving.valid.eq(flight[-1]), arriving.payload.eq(self.amem_rd.data)]
         wiring.connect(m, results.r_stream, wiring.flipped(self.rd_data))
 
-        # Host reads go first: an op would overwrite port A's read data.
-        m.d.comb += self.hold.eq(self.load.valid | self.rd_addr.valid | flight.any() |
-                                 results.r_rdy | (results.level != 0))
+        # Host reads go first: an op would overwrite port A's read data. Reads in flight and
+        # queued results hold an op back from a register: their sum of the queue's level was
+        # a chain of LUTs in front of the descriptor handshake and `busy` (86.6 MHz). The
+        # register is a cycle late, which is safe: whatever is in flight or queued in cycle t
+        # was taken in t-1 or before, when an offered read or load or a busy queue already
+        # set it; an offer in t itself is seen directly.
+        in_progress = Signal()
+        m.d.sync += in_progress.eq(self.load.valid | self.rd_addr.valid | flight.any() |
+                                   results.r_rdy | (results.level != 0))
+        m.d.comb += self.hold.eq(self.load.valid | self.rd_addr.valid | in_progress)
         return m

@@ -60,8 +60,13 @@ UNIT_START_LATENCY = 1
 UNITS_IDLE_LATENCY = 1
 #: Cycles a program run spends looking up its entry (the registered tag, then the table).
 ENTRY_LOOKUP_CYCLES = 1
-#: Cycles a program run costs beyond its steps: the entry lookup and the END step's two.
-PROGRAM_OVERHEAD_CYCLES = ENTRY_LOOKUP_CYCLES + 2
+#: Registers between the program memory's read data and the step's decode: the inferred block
+#: RAM's word (5.61 ns after the clock) through the decode of the step's kind into its flags
+#: was the routed critical path at 99.8 MHz (seed 3); each step costs this many cycles more.
+PROGRAM_WORD_STAGES = 1
+#: Cycles a program run costs beyond its steps: the entry lookup and the END step's own (its
+#: fetch, the program word's register and its decode).
+PROGRAM_OVERHEAD_CYCLES = ENTRY_LOOKUP_CYCLES + 2 + PROGRAM_WORD_STAGES
 TARGET_PROGRAM, TARGET_ENTRY, TARGET_LN, TARGET_ACT = 4, 5, 6, 7
 
 
@@ -244,10 +249,12 @@ class ViTEngine(wiring.Component):
         receive = Signal()
         local = Signal()
         sending = Signal()
+        fetched = Signal(Step(sh))      # the program word, a register with no enable
         m.d.comb += [
             prog_rd.addr.eq(pc),
             prog_rd.en.eq(1),
         ]
+        m.d.sync += fetched.eq(prog_rd.data)
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         m.d.comb += self.op_cycles.eq(kernel.cycles)
@@ -283,11 +290,12 @@ class ViTEngine(wiring.Component):
                 m.d.sync += pc.eq(entry_rd.data)
                 m.next = "FETCH"
             with m.State("FETCH"):
+                m.next = "WORD"
+            with m.State("WORD"):       # PROGRAM_WORD_STAGES: the word lands in `fetched`
                 m.next = "DECODE"
             with m.State("DECODE"):
-                fetched = prog_rd.data
                 m.d.sync += [
-                    step.eq(prog_rd.data), started.eq(0),
+                    step.eq(fetched), started.eq(0),
                     receive.eq(fetched.kind == STEP_RECEIVE),
                     local.eq((fetched.kind == STEP_RECEIVE) & fetched.local),
                     sending.eq(fetched.kind == STEP_SEND),
