@@ -402,10 +402,10 @@ def vit_row_step_cycles(kind, *, rows, cols, lanes, dim=None, local=False):
     """
     from .hw.vit.layernorm import LN_EMIT_LATENCY, LN_INPUT_STAGES, ln_geometry
     from .hw.vit.residual import RESIDUAL_LATENCY
+    from .hw.vit.engine import (KERNEL_LOAD_LATENCY, READ_ADDRESS_LATENCY, SKID_LATENCY,
+                                UNIT_START_LATENCY, UNITS_IDLE_LATENCY)
     words = -(-int(cols) // int(lanes))
-    paired = rows * words * (lanes + 2)
-    from .hw.vit.engine import (KERNEL_LOAD_LATENCY, SKID_LATENCY, UNIT_START_LATENCY,
-                                UNITS_IDLE_LATENCY)
+    paired = rows * words * (lanes + 2) + READ_ADDRESS_LATENCY
     overhead = VIT_STEP_OVERHEAD + UNIT_START_LATENCY + UNITS_IDLE_LATENCY
     if kind == "receive":
         ln = layernorm_cycles(rows, dim)
@@ -418,5 +418,5 @@ def vit_row_step_cycles(kind, *, rows, cols, lanes, dim=None, local=False):
     if kind == "image":
         return rows * cols + KERNEL_LOAD_LATENCY + overhead
     if kind == "result":
-        return words * (lanes + 1) + 2 + overhead
+        return words * (lanes + 1) + 2 + READ_ADDRESS_LATENCY + overhead
     raise ValueError(f"unknown ViT step kind {kind!r}")

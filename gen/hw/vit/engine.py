@@ -53,6 +53,9 @@ SKID_LATENCY = 2
 #: words), and the cycles a write spends in it.
 KERNEL_LOAD_DEPTH = 2
 KERNEL_LOAD_LATENCY = 2
+#: Cycles a read address spends in the registered queue between a row reader and the kernel
+#: (``SyncFIFOBuffered`` of ``SKID_DEPTH``, as the receive path's queues).
+READ_ADDRESS_LATENCY = SKID_LATENCY
 #: Cycles from a row step's start in the program to its units' start (a register: the
 #: start fans out to every unit's job registers).
 UNIT_START_LATENCY = 1
@@ -397,9 +400,19 @@ class ViTEngine(wiring.Component):
         # the first).
         result_step = Signal()
         m.d.sync += result_step.eq(step.kind == STEP_RESULT)
+        # The read addresses reach the kernel through a registered queue (READ_ADDRESS_LATENCY):
+        # taken straight, the kernel's `busy` decided each reader's issue and so the enables
+        # of all its address and row registers, a path spread over the chip (79.2 MHz, seed 3).
+        m.submodules.read_addrs = read_addrs = fifo.SyncFIFOBuffered(
+            width=g.aaddr_bits, depth=SKID_DEPTH)
+        m.d.comb += [kernel.rd_addr.valid.eq(read_addrs.r_stream.valid),
+                     kernel.rd_addr.payload.eq(read_addrs.r_stream.payload),
+                     read_addrs.r_stream.ready.eq(kernel.rd_addr.ready)]
         for n, reader in enumerate(reading):
             with m.If(result_step == (n == 1)):
-                wiring.connect(m, reader.rd_addr, kernel.rd_addr)
+                m.d.comb += [read_addrs.w_stream.valid.eq(reader.rd_addr.valid),
+                             read_addrs.w_stream.payload.eq(reader.rd_addr.payload),
+                             reader.rd_addr.ready.eq(read_addrs.w_stream.ready)]
                 wiring.connect(m, kernel.rd_data, reader.rd_data)
 
         # RECEIVE: message (or local pairs) -> adder -> x_packer, and -> LayerNorm -> n_packer.
