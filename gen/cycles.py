@@ -402,8 +402,9 @@ def vit_row_step_cycles(kind, *, rows, cols, lanes, dim=None, local=False):
     """
     from .hw.vit.layernorm import LN_EMIT_LATENCY, LN_INPUT_STAGES, ln_geometry
     from .hw.vit.residual import RESIDUAL_LATENCY
-    from .hw.vit.engine import (KERNEL_LOAD_LATENCY, READ_ADDRESS_LATENCY, SKID_LATENCY,
-                                UNIT_START_LATENCY, UNITS_IDLE_LATENCY)
+    from .hw.vit.engine import (KERNEL_LOAD_LATENCY, MESSAGE_QUEUE_LATENCY,
+                                READ_ADDRESS_LATENCY, SKID_LATENCY, UNIT_START_LATENCY,
+                                UNITS_IDLE_LATENCY)
     words = -(-int(cols) // int(lanes))
     paired = rows * words * (lanes + 2) + READ_ADDRESS_LATENCY
     overhead = VIT_STEP_OVERHEAD + UNIT_START_LATENCY + UNITS_IDLE_LATENCY
@@ -412,7 +413,8 @@ def vit_row_step_cycles(kind, *, rows, cols, lanes, dim=None, local=False):
         if local:
             tail = dim + LN_INPUT_STAGES + ln_geometry(dim).stats_cycles + LN_EMIT_LATENCY
             ln = max(ln, paired + tail)
-        return ln + RESIDUAL_LATENCY + 2 * SKID_LATENCY + KERNEL_LOAD_LATENCY + overhead
+        queue = 0 if local else MESSAGE_QUEUE_LATENCY
+        return ln + RESIDUAL_LATENCY + 2 * SKID_LATENCY + KERNEL_LOAD_LATENCY + queue + overhead
     if kind == "send":
         return paired + overhead
     if kind == "image":

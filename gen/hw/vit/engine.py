@@ -53,6 +53,9 @@ SKID_LATENCY = 2
 #: words), and the cycles a write spends in it.
 KERNEL_LOAD_DEPTH = 2
 KERNEL_LOAD_LATENCY = 2
+#: Cycles a message beat spends in the registered queue between the inter-engine FIFO and the
+#: residual adder.
+MESSAGE_QUEUE_LATENCY = SKID_LATENCY
 #: Cycles a read address spends in the registered queue between a row reader and the kernel
 #: (``SyncFIFOBuffered`` of ``SKID_DEPTH``, as the receive path's queues).
 READ_ADDRESS_LATENCY = SKID_LATENCY
@@ -249,7 +252,6 @@ class ViTEngine(wiring.Component):
         # `step` they were LUTs in front of the pair reader's ready logic (the routed critical
         # path at 85 MHz). The engine is idle only on the END step (or after reset), where
         # every flag is 0, so they equal "busy and the step is of this kind".
-        receive = Signal()
         local = Signal()
         sending = Signal()
         fetched = Signal(Step(sh))      # the program word, a register with no enable
@@ -299,7 +301,6 @@ class ViTEngine(wiring.Component):
             with m.State("DECODE"):
                 m.d.sync += [
                     step.eq(fetched), started.eq(0),
-                    receive.eq(fetched.kind == STEP_RECEIVE),
                     local.eq((fetched.kind == STEP_RECEIVE) & fetched.local),
                     sending.eq(fetched.kind == STEP_SEND),
                 ]
@@ -416,23 +417,37 @@ class ViTEngine(wiring.Component):
                 wiring.connect(m, kernel.rd_data, reader.rd_data)
 
         # RECEIVE: message (or local pairs) -> adder -> x_packer, and -> LayerNorm -> n_packer.
+        # The step's message beats come through a registered queue (MESSAGE_QUEUE_LATENCY), and
+        # whether any are left to take is a register: the count's compare and the adder's
+        # ready were a chain into the inter-engine FIFO's read side (80.5 MHz, seed 5). Only
+        # this step's beats enter the queue; the next message stays in the FIFO, where the
+        # program's entry looks at its tag.
         to_receive = Signal(range(g.max_inner * g.max_inner + 1))
+        more = Signal()                 # to_receive != 0
         with m.If(unit_go & is_kind(STEP_RECEIVE) & ~step.local):
-            m.d.sync += to_receive.eq(step.count)
+            m.d.sync += [to_receive.eq(step.count), more.eq(step.count != 0)]
+        m.submodules.messages = messages = fifo.SyncFIFOBuffered(
+            width=sh.message_layout.size, depth=SKID_DEPTH)
         msg_take = Signal()
+        m.d.comb += [
+            messages.w_stream.valid.eq(self.msg_in.valid & more),
+            messages.w_stream.payload.eq(self.msg_in.payload),
+            self.msg_in.ready.eq(messages.w_stream.ready & more),
+            msg_take.eq(self.msg_in.valid & self.msg_in.ready),
+        ]
+        with m.If(msg_take):
+            m.d.sync += [to_receive.eq(to_receive - 1), more.eq(to_receive != 1)]
+        queued = sh.message_layout(messages.r_stream.payload)
         with m.If(local):
             m.d.comb += [adder.i.valid.eq(pairs.o.valid),
                          adder.i.payload.a[0].eq(pairs.o.payload.a),
                          adder.i.payload.b[0].eq(pairs.o.payload.b),
                          pairs.o.ready.eq(adder.i.ready)]
-        with m.Elif(receive & (to_receive != 0)):
-            m.d.comb += [adder.i.valid.eq(self.msg_in.valid),
-                         adder.i.payload.a[0].eq(self.msg_in.payload.a),
-                         adder.i.payload.b[0].eq(self.msg_in.payload.b),
-                         self.msg_in.ready.eq(adder.i.ready),
-                         msg_take.eq(self.msg_in.valid & adder.i.ready)]
-        with m.If(msg_take):
-            m.d.sync += to_receive.eq(to_receive - 1)
+        with m.Else():
+            m.d.comb += [adder.i.valid.eq(messages.r_stream.valid),
+                         adder.i.payload.a[0].eq(queued.a),
+                         adder.i.payload.b[0].eq(queued.b),
+                         messages.r_stream.ready.eq(adder.i.ready)]
 
         # Registered queues between the units of the receive path: each unit's stall is then
         # a register away from the next one's, not a chain of ready signals across the engine
@@ -517,6 +532,6 @@ class ViTEngine(wiring.Component):
 
         m.d.comb += units_busy.eq(
             x_packer.busy | n_packer.busy | pairs.busy | adder.busy | ln.busy |
-            (to_receive != 0) | adder.o.valid | (sums.level != 0) | (normed.level != 0) |
+            more | (messages.level != 0) | adder.o.valid | (sums.level != 0) | (normed.level != 0) |
             (kernel_loads.level != 0) | result_busy | unit_go)
         return m
