@@ -357,9 +357,11 @@ class ViTEngine(wiring.Component):
         # Writes into the kernel: the packers' (x first) while a step runs, the host's loads
         # while the engine waits (never both: a step ends only when its packers are empty).
         # The packers come first so that their `ready` does not depend on the program state.
+        # The x packer's ready is the queue's alone (not gated by its own valid): its output
+        # handshake enables the packer's registers.
+        m.d.comb += x_packer.o.ready.eq(k_load.ready)
         with m.If(x_packer.o.valid):
-            m.d.comb += [k_load.valid.eq(1), k_load.payload.eq(x_packer.o.payload),
-                         x_packer.o.ready.eq(k_load.ready)]
+            m.d.comb += [k_load.valid.eq(1), k_load.payload.eq(x_packer.o.payload)]
         with m.Elif(n_packer.o.valid):
             m.d.comb += [k_load.valid.eq(1), k_load.payload.eq(n_packer.o.payload),
                          n_packer.o.ready.eq(k_load.ready)]
@@ -377,13 +379,22 @@ class ViTEngine(wiring.Component):
             return job
 
         is_kind = lambda kind: step.kind == kind
+
+        def unit_go_if(condition, name):
+            # `unit_go & condition` as its own register (the step does not change between
+            # `unit_start` and `unit_go`): the step's decode was in front of each unit's
+            # start, which enables all of the unit's job registers.
+            go = Signal(name=name)
+            m.d.sync += go.eq(unit_start & condition)
+            return go
+
         m.d.comb += [
-            x_packer.start.eq(unit_go & (is_kind(STEP_RECEIVE) | is_kind(STEP_IMAGE))),
+            x_packer.start.eq(unit_go_if(is_kind(STEP_RECEIVE) | is_kind(STEP_IMAGE), "x_go")),
             x_packer.job.eq(row_job(step.x_base)),
-            n_packer.start.eq(unit_go & is_kind(STEP_RECEIVE) & step.ln),
+            n_packer.start.eq(unit_go_if(is_kind(STEP_RECEIVE) & step.ln, "n_go")),
             n_packer.job.eq(row_job(step.n_base)),
-            pairs.start.eq(unit_go & ((is_kind(STEP_RECEIVE) & step.local) |
-                                         is_kind(STEP_SEND))),
+            pairs.start.eq(unit_go_if((is_kind(STEP_RECEIVE) & step.local) |
+                                      is_kind(STEP_SEND), "pairs_go")),
             pairs.job.eq(row_job(step.a_base)),
             adder.params.eq(step.radd),
             ln.param_base.eq(step.ln_base),
@@ -394,7 +405,7 @@ class ViTEngine(wiring.Component):
         if sh.classes:
             m.submodules.logits = logits_reader = RowReader(g, pair=False)
             reading.append(logits_reader)
-            m.d.comb += [logits_reader.start.eq(unit_go & is_kind(STEP_RESULT)),
+            m.d.comb += [logits_reader.start.eq(unit_go_if(is_kind(STEP_RESULT), "logits_go")),
                          logits_reader.job.eq(row_job(step.a_base))]
         # Which reader has the kernel's read port: a register that follows the step (a reader
         # issues its first read two cycles after its step's RUN began, the flag is right from
