@@ -231,8 +231,8 @@ def test_one_bad_board_file_leaves_the_others_working(tmp_path_factory, data):
     boards = load_boards(folder, problems)
     assert "ulx3s-85f" in boards
     assert get_board("ulx3s", folder).name == "ulx3s-85f"
-    if "broken" in boards:
-        return           # the change was harmless (an alias list, say)
+    if len(boards) == 2 and not problems:
+        return           # the change was harmless (an alias list, another valid name, say)
     assert len(problems) == 1
     _one_clear_line(problems[0], names="broken.yaml")
     with pytest.raises(UserError) as info:
