@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from .hw.attention.control import JOB_START_LATENCY
+from .hw.vit.engine import PROGRAM_WORD_STAGES
 from .hw.attention.memory import BANKED_READ_LATENCY
 from .hw.attention.mac import (DRAIN_PARAM_STAGES, MIN_GROUP_CYCLES, OPERAND_STAGES,
                                 SEQUENCER_START_CYCLES)
@@ -388,7 +389,7 @@ def layernorm_cycles(rows, dim):
 #: Engine cycles a step costs beyond its unit's own work: fetch, the program word's register
 #: (``gen.hw.vit.engine.PROGRAM_WORD_STAGES``), decode and the step's start and finish
 #: handshakes.
-VIT_STEP_OVERHEAD = 5
+VIT_STEP_OVERHEAD = 4 + PROGRAM_WORD_STAGES
 
 
 def vit_row_step_cycles(kind, *, rows, cols, lanes, dim=None, local=False):
