@@ -267,7 +267,15 @@ class ViTEngine(wiring.Component):
         idle_load = Signal()
         take_image = Signal()
         if sh.image_pixels:
-            m.d.comb += take_image.eq(self.image.valid & (inflight < sh.images_in_flight))
+            # The pixels wait in a registered queue beside the x packer: taken straight, the
+            # packer's ready reached the host side's pixel stage and came back, through one
+            # multiplexer, into the packer's own enables (99.1 MHz, seed 6). A pixel a cycle
+            # still passes, so an image step costs no cycle more.
+            m.submodules.pixels = pixels = fifo.SyncFIFOBuffered(width=8, depth=SKID_DEPTH)
+            m.d.comb += [pixels.w_stream.valid.eq(self.image.valid),
+                         pixels.w_stream.payload.eq(self.image.payload),
+                         self.image.ready.eq(pixels.w_stream.ready)]
+            m.d.comb += take_image.eq(pixels.r_stream.valid & (inflight < sh.images_in_flight))
 
         units_busy = Signal()
         # The message's tag into a register before the entry table (ENTRY_LOOKUP_CYCLES): the
@@ -495,9 +503,9 @@ class ViTEngine(wiring.Component):
         # x packer input: the adder's output, or (IMAGE) the pixels.
         if sh.image_pixels:
             with m.If(is_kind(STEP_IMAGE) & self.busy):
-                m.d.comb += [x_packer.i.valid.eq(self.image.valid),
-                             x_packer.i.payload.eq(self.image.payload),
-                             self.image.ready.eq(x_packer.i.ready)]
+                m.d.comb += [x_packer.i.valid.eq(pixels.r_stream.valid),
+                             x_packer.i.payload.eq(pixels.r_stream.payload),
+                             pixels.r_stream.ready.eq(x_packer.i.ready)]
             with m.Else():
                 m.d.comb += [x_packer.i.valid.eq(summed.valid & ~sent_x),
                              x_packer.i.payload.eq(x_in)]
