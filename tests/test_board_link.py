@@ -177,3 +177,14 @@ def test_link_byte_model_counts_what_the_driver_sends():
                                 np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.int64),
                                 np.ones(n, dtype=np.int64)))
         assert device.count == gemm_link_bytes(m, k, n, 8, 8)["total"], (m, k, n)
+
+
+def test_board_top_puts_the_accelerator_reset_on_a_global_network():
+    """The `sync` domain's reset leaves its synchronizer through one DCCA (a global buffer):
+    it reaches most flip-flops of a design, far too many sinks for fabric routing."""
+    import re
+    _, rtlil, _ = board_rtlil(1_000_000)
+    cells = re.findall(r"  cell \\DCCA (\S+)\n(.*?)\n  end", rtlil, re.S)
+    assert len(cells) == 1, [name for name, _ in cells]
+    connects = dict(re.findall(r"connect \\(\w+) (.*)", cells[0][1]))
+    assert connects["CE"].strip() == "1'1" and connects["CLKO"].strip() == "\\rst"
