@@ -185,6 +185,10 @@ class RowReader(wiring.Component):
         i_second = Signal()
         i_last_word = Signal()
         i_last_row = Signal()
+        # `i_last_word & i_last_row` as a register of its own: the AND, in front of the issue
+        # flag's enable, was built into a chain through the row counter's enable logic
+        # (routed 98.5 MHz, seed 2: five LUTs, 8.4 ns of routing).
+        i_final = Signal()
         # `words - 2`, `rows - 2` and `cols - 2` of the job (as in RowPacker).
         words_m2 = Signal(g.dim_bits + 1)
         rows_m2 = Signal(g.dim_bits + 1)
@@ -199,16 +203,18 @@ class RowReader(wiring.Component):
                 m.d.sync += [i_second.eq(1), addr.eq(b_row + i_word)]
             with m.Else():
                 m.d.sync += i_second.eq(0)
+                with m.If(i_final):
+                    m.d.sync += issuing.eq(0)
                 with m.If(i_last_word):
                     m.d.sync += [i_word.eq(0), i_row.eq(i_row + 1),
                                  a_row.eq(a_row + job.stride), b_row.eq(b_row + job.stride),
                                  addr.eq(a_row + job.stride), i_last_word.eq(job.words == 1),
-                                 i_last_row.eq(i_row == rows_m2)]
-                    with m.If(i_last_row):
-                        m.d.sync += issuing.eq(0)
+                                 i_last_row.eq(i_row == rows_m2),
+                                 i_final.eq((job.words == 1) & (i_row == rows_m2))]
                 with m.Else():
                     m.d.sync += [i_word.eq(i_word + 1), addr.eq(a_row + i_word + 1),
-                                 i_last_word.eq(i_word == words_m2)]
+                                 i_last_word.eq(i_word == words_m2),
+                                 i_final.eq((i_word == words_m2) & i_last_row)]
 
         # Return: collect a word (and its pair), then emit its elements one per cycle; the
         # "last" flags are registers here too.
@@ -263,6 +269,7 @@ class RowReader(wiring.Component):
                          a_row.eq(self.job.a_base), b_row.eq(self.job.b_base),
                          addr.eq(self.job.a_base), i_last_word.eq(self.job.words == 1),
                          i_last_row.eq(self.job.rows == 1),
+                         i_final.eq((self.job.words == 1) & (self.job.rows == 1)),
                          have_a.eq(0), full.eq(0), lane.eq(0), col.eq(0), row.eq(0),
                          last_col.eq(self.job.cols == 1), last_lane.eq(b == 1),
                          last_row.eq(self.job.rows == 1), words_m2.eq(self.job.words - 2),
