@@ -1,7 +1,7 @@
 """Route the ViT design at a target clock and print what nextpnr achieves.
 
     python benchmarks/bench_vit_fmax.py [--config gen/configs/vit-digits.yaml] \
-        [--target-mhz 100] [--seed 6] [--router router1|router2]
+        [--target-mhz 100] [--seed 2] [--router router1|router2]
 
 `gen build` builds at the config's own clock; this script asks for a higher one (the
 issue's 100 MHz) without touching the config, so that the reported figure is the design's
@@ -54,8 +54,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(ROOT / "gen/configs/vit-digits.yaml"))
     parser.add_argument("--target-mhz", type=float, default=100.0)
-    parser.add_argument("--seed", type=int, default=6,
-                        help="nextpnr placement seed (6: the one gen/configs/vit-digits.yaml names)")
+    parser.add_argument("--seed", type=int, default=2,
+                        help="nextpnr placement seed (2: the one gen/configs/vit-digits.yaml names)")
     parser.add_argument("--router", choices=("router1", "router2"), default="router1",
                         help="nextpnr router (router1 is nextpnr's default)")
     parser.add_argument("--nextpnr", action="append", default=[], metavar="FLAG",
