@@ -37,6 +37,18 @@ def test_sequential_choice_is_a_config_that_fits_and_runs_every_layer():
     assert r["pes"][0] <= allocation.info["max_pes"]
 
 
+def test_a_given_frontier_bounds_the_array():
+    from gen.alloc.problems import sequential_problem
+    workload = get_workload("default")
+    allocation = sequential_problem(workload, BOARD.budget, clock_mhz=100.0,
+                                    frontier=((100.0, 16), (125.0, 9)))
+    assert allocation.info["max_pes"] == 16
+    five_by_four = np.array([[4, 3, 0, 0, 0]])        # 5x4 = 20 PEs > 16
+    four_by_four = np.array([[3, 3, 0, 0, 0]])
+    assert allocation.problem.constraint(five_by_four)[0] > 0
+    assert allocation.evaluate(four_by_four)["pes"][0] == 16
+
+
 def test_the_search_beats_the_smallest_engine():
     allocation, result, _ = allocate("resnet50", BOARD, evaluations=300, seed=0,
                                      progress=lambda line: None)

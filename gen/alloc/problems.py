@@ -144,14 +144,16 @@ def _violation(used, budget, power_mw=None, power_cap_mw=None):
 
 def sequential_problem(workload, budget, *, dataflow="accelgen_os", objective="latency",
                        clock_mhz=100.0, power_cap_mw=None, param_depth=None, fixed=None,
-                       host_baud=1_000_000):
+                       host_baud=1_000_000, frontier=None):
     """One engine for all layers: actions rows, cols, act_depth, wgt_depth, out_depth and,
     with ``dataflow="accelgen"``, the dataflow (either generated engine, ``GENERATED``).
 
     ``fixed`` maps config paths (``array.rows``, ``buffers.act_depth``, ...) to values the
     search must keep (a config that sizes some fields itself). Latency includes the host
     transfers over the design's real link, the UART at ``host_baud``; ``whatif_sdram_latency_s``
-    is the same with a 2 B/cycle memory the design does not have.
+    is the same with a 2 B/cycle memory the design does not have. ``frontier`` is the timing
+    frontier the array must respect (``((clock_mhz, max_pes), ...)``; default the committed
+    file, :func:`max_pes_at`).
     """
     _check(objective, dataflow, may_choose=True)
     if dataflow not in GENERATED and dataflow != CHOOSE_DATAFLOW:
@@ -178,7 +180,7 @@ def sequential_problem(workload, budget, *, dataflow="accelgen_os", objective="l
         levels.append(np.arange(len(flows)))
     width = len(names)
     space = ActionSpace(choices=tuple(len(x) for x in levels), names=names)
-    max_pes = max_pes_at(clock_mhz)
+    max_pes = max_pes_at(clock_mhz, frontier)
     link = cost.uart_bytes_per_cycle(host_baud, clock_mhz)
 
     def engine_of(actions):
