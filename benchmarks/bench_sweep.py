@@ -29,6 +29,39 @@ if str(REPO) not in sys.path:      # gen from this checkout, installed or not
 SPEC = REPO / "gen" / "configs" / "sweep-85f.yaml"
 
 
+#: The GEMM whose sustained rate issue 12 asks for.
+RATE_SHAPE = (128, 128, 128)
+
+
+def print_gemm_rates(results):
+    """GMAC/s on ``RATE_SHAPE`` per swept design: PEs x clock x utilization, where the
+    utilization is the cycle model's (``gen.cycles.gemm_cycles``, exact against Verilator:
+    ``benchmarks/bench_dataflow.py --rows R --cols C`` measures it) for the swept designs'
+    single drain lane. The configured clock is what a bitstream that met timing runs at; the
+    best achieved Fmax is a what-if (a build configured at that clock may not close)."""
+    from gen.cycles import gemm_cycles
+    m, k, n = RATE_SHAPE
+    designs = {}
+    for r in results:
+        if r.get("status") == "ok":
+            designs.setdefault((r["rows"], r["cols"], float(r["clock_mhz"])), []).append(r)
+    if not designs:
+        return
+    print(f"== {m}x{k}x{n} GEMM per design (1 drain lane; utilization from the cycle model, "
+          f"exact against Verilator)")
+    print(f"  {'array':>6s} {'PEs':>4s} {'clock':>6s} {'met':>5s} {'best Fmax':>9s} "
+          f"{'util':>6s} {'GMAC/s at clock':>15s} {'at Fmax (what-if)':>17s}")
+    for (rows, cols, clock), runs in sorted(designs.items(), key=lambda kv: (kv[0][0] * kv[0][1],
+                                                                            kv[0])):
+        util = m * k * n / (rows * cols * gemm_cycles(m, k, n, rows, cols))
+        met = sum(bool(r.get("timing_met")) for r in runs)
+        fmax = max(r.get("fmax_mhz") or 0.0 for r in runs)
+        at_clock = rows * cols * clock * util / 1e3 if met else float("nan")
+        print(f"  {rows:>3d}x{cols:<2d} {rows * cols:4d} {clock:6g} {met:>2d}/{len(runs):<2d} "
+              f"{fmax:9.1f} {100 * util:5.1f}% {at_clock:15.2f} "
+              f"{rows * cols * fmax * util / 1e3:17.2f}")
+
+
 def main():
     from gen.__main__ import main as gen_main
     from gen.sweep import load_spec, sweep_folder
@@ -67,6 +100,7 @@ def main():
               f"Fmax {entry.get('fmax_mhz', 0):.1f} MHz, {entry['seeds_met']}/{entry['seeds']} "
               f"seeds met)   committed: {before if before is not None else '-'}")
     results = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    print_gemm_rates(results)
     out = REPO / "rtl_out" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     summary = {"spec": str(args.spec), "points": len(results),

@@ -51,6 +51,10 @@ def test_host_system_netlist():
     # (gen.hw.accelerator); the output buffer is an inferred memory (yosys maps it without).
     regmode_b = result.parameters["DP16KD"]["REGMODE_B"]
     assert regmode_b == ['"NOREG"', '"OUTREG"'], regmode_b
+    # The 36-bit parameter blocks have both output registers on (the DP16KD model refuses
+    # two different REGMODEs in that mode); the operand blocks' write ports have none.
+    regmode_a = result.parameters["DP16KD"]["REGMODE_A"]
+    assert regmode_a == ['"NOREG"', '"OUTREG"'], regmode_a
 
     sources, include_dirs = simulation_models(build_dir)
     start = time.monotonic()

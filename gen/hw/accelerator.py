@@ -127,8 +127,8 @@ class ParamBuffer(wiring.Component):
     :class:`~gen.hw.gemm.AccumulatorDrain` expects. On ECP5, up to 512 channels (and from
     ``BRAM_MIN_BITS`` bits), it is DP16KD blocks in the 36-bit mode yosys itself uses for wide
     memories (``share/lattice/brams_map_16kd.v``: data ``{DIB, DIA}`` and ``{DOB, DOA}``,
-    byte enables ``ADA[3:0]``, word address ``AD[13:5]``), with ``REGMODE_B = "OUTREG"`` and
-    ``OCEB = rd.en``; otherwise an inferred memory and a fabric register.
+    byte enables ``ADA[3:0]``, word address ``AD[13:5]``), with both ``REGMODE``s ``"OUTREG"``
+    and ``OCEB = OCEA = rd.en``; otherwise an inferred memory and a fabric register.
     """
 
     def __init__(self, depth, *, write_domain="sync"):
@@ -166,15 +166,20 @@ class ParamBuffer(wiring.Component):
                         ports[f"o_DO{pin}"] = rd_data[bit]
                 for k in range(3):
                     ports[f"i_CSA{k}"] = ports[f"i_CSB{k}"] = Const(0, 1)
+                # Both output registers on, both enabled by `rd.en`: the 36-bit read leaves
+                # on DOA and DOB, and Lattice's PDPW16KD (this mode) has a single REGMODE that
+                # nextpnr gives both ports. nextpnr times the DOA half by REGMODE_A, so with
+                # NOREG there it was the critical path of the 4x4 to 8x8 designs (a 5.6 ns
+                # clock-to-output, about 140 MHz), and no Lattice tool makes that mix.
                 m.submodules[f"bram_{block}"] = Instance(
                     "DP16KD",
                     p_DATA_WIDTH_A=36, p_DATA_WIDTH_B=36,
-                    p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                    p_REGMODE_A="OUTREG", p_REGMODE_B="OUTREG",
                     p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
                     p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
                     p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
                     i_CLKA=ClockSignal(self._write_domain), i_CEA=Const(1, 1),
-                    i_OCEA=Const(0, 1), i_WEA=Const(1, 1), i_RSTA=Const(0, 1),
+                    i_OCEA=self.rd.en, i_WEA=Const(1, 1), i_RSTA=Const(0, 1),
                     i_CLKB=ClockSignal("sync"), i_CEB=Const(1, 1), i_OCEB=self.rd.en,
                     i_WEB=Const(0, 1), i_RSTB=Const(0, 1),
                     **ports)

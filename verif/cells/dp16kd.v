@@ -23,7 +23,8 @@
 //   "NORMAL"), takes the written word ("WRITETHROUGH") or the old one ("READBEFOREWRITE");
 //   read (no WEx): the latch takes the addressed data.
 // REGMODE_x "NOREG": DOx is the latch. "OUTREG": DOx is the output register, which takes the
-// latch's value at each clock edge with OCEx, so that data arrives one cycle later.
+// latch's value at each clock edge with OCEx, so that data arrives one cycle later. A 36-bit
+// read takes port B's (REGMODE_B, OCEB) for all 36 bits and requires REGMODE_A = REGMODE_B.
 // RSTx clears the latch and the output register whatever CEx/OCEx say (RESETMODE "SYNC": at
 // the clock edge, "ASYNC": at once) and blocks a write in the same cycle (yosys describes the
 // block so, share/lattice/brams_16kd.txt: "rdsrst zero ungated block_wr").
@@ -497,6 +498,12 @@ module DP16KD (
             $fatal(1, "DP16KD %m: REGMODE_A %0s is neither NOREG nor OUTREG", REGMODE_A);
         if (REGMODE_B != "NOREG" && REGMODE_B != "OUTREG")
             $fatal(1, "DP16KD %m: REGMODE_B %0s is neither NOREG nor OUTREG", REGMODE_B);
+        // In the 36-bit mode Lattice's own primitive (PDPW16KD) has one REGMODE, which
+        // nextpnr gives both ports; what the silicon does with two different ones is not
+        // documented, so a design that relies on it is refused here.
+        if (DATA_WIDTH_B == 36 && REGMODE_A != REGMODE_B)
+            $fatal(1, "DP16KD %m: 36-bit read with REGMODE_A %0s != REGMODE_B %0s", REGMODE_A,
+                   REGMODE_B);
         if (WRITEMODE_A != "NORMAL" && WRITEMODE_A != "WRITETHROUGH" &&
             WRITEMODE_A != "READBEFOREWRITE")
             $fatal(1, "DP16KD %m: WRITEMODE_A %0s is not modelled", WRITEMODE_A);
