@@ -57,9 +57,9 @@ def print_gemm_rates(results):
         util = m * k * n / (rows * cols * gemm_cycles(m, k, n, rows, cols))
         met = sum(bool(r.get("timing_met")) for r in runs)
         fmax = max(r.get("fmax_mhz") or 0.0 for r in runs)
-        at_clock = rows * cols * clock * util / 1e3 if met else float("nan")
+        at_clock = f"{rows * cols * clock * util / 1e3:.2f}" if met else "missed"
         print(f"  {rows:>3d}x{cols:<2d} {rows * cols:4d} {clock:6g} {met:>2d}/{len(runs):<2d} "
-              f"{fmax:9.1f} {100 * util:5.1f}% {at_clock:15.2f} "
+              f"{fmax:9.1f} {100 * util:5.1f}% {at_clock:>15s} "
               f"{rows * cols * fmax * util / 1e3:17.2f}")
 
 
