@@ -56,24 +56,30 @@ def choose(workload, board, clock_mhz, frontier, evaluations, seeds, host_baud):
 
 
 def main():
+    from gen import cliargs
     from gen.alloc.problems import MAX_PES_BY_CLOCK
     from gen.boards import get_board
     from gen.config import load_config
+    from gen.errors import UserError
     from gen.timing_frontier import DEFAULT_FRONTIER, load_frontier, read_frontier
     from gen.workloads import get_workload
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frontier", default=str(DEFAULT_FRONTIER),
                         help="the measured frontier file (default: the committed one)")
-    parser.add_argument("--evaluations", type=int, default=3000)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--evaluations", type=cliargs.count(1, 10_000_000), default=3000)
+    parser.add_argument("--seeds", type=cliargs.count(1, 1000), default=3)
     args = parser.parse_args()
 
     start = time.monotonic()
     board = get_board("ulx3s-85f")
     host_baud = load_config().host.baud
-    measured = load_frontier(args.frontier)
-    source = read_frontier(args.frontier).get("source", "")
+    try:
+        measured = load_frontier(args.frontier)
+        source = read_frontier(args.frontier).get("source", "")
+    except UserError as exc:               # checked before any search runs
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     frontiers = {"hand points": tuple(MAX_PES_BY_CLOCK), "measured": measured}
     clocks = sorted({mhz for points in frontiers.values() for mhz, _ in points})
     print(f"== the allocator's choice on {board.name}: rl_ga, objective latency, "
