@@ -8,7 +8,9 @@ shapes, every result checked against the golden model, the output never stalled 
 transfer. Prints, per shape and dataflow, the measured cycles, the PE utilization (M*K*N /
 (R*C) over the cycles), GMAC/s at ``--clock-mhz`` (a what-if for a dataflow not built at that
 clock) and the cycle model's error (``gen.cycles.engine_gemm_cycles``, exact: 0), then the
-winner. The table goes to rtl_out/bench/dataflow-<R>x<C>-l<L>.json and a bar plot beside it.
+winner. A second table runs small GEMMs as batches (one BATCH job of B GEMMs, output-stationary
+only) against the same GEMM as one job. The tables go to rtl_out/bench/dataflow-<R>x<C>-l<L>.json
+and a bar plot beside it.
 """
 
 import argparse
@@ -25,6 +27,8 @@ if str(REPO) not in sys.path:
 SHAPES = [(128, 128, 128), (100, 100, 100), (16, 16, 16), (128, 16, 128), (256, 27, 64),
           (1, 512, 64), (7, 256, 64), (121, 64, 32)]
 DATAFLOWS = ("output_stationary", "weight_stationary")
+#: Small GEMMs as batches (attention heads, grouped layers): M x K x N and the batch sizes.
+BATCHES = [((16, 16, 16), (1, 2, 4, 8, 32)), ((8, 64, 8), (1, 8)), ((17, 27, 16), (1, 8))]
 
 
 def plot(rows, path, title):
@@ -68,20 +72,26 @@ def main(argv=None):
     shapes = [s for s in SHAPES if s[0] * s[2] <= b.out_depth and s[2] <= b.param_depth and
               all(GemmShape(*s).act_words(r, flow) <= b.act_depth for flow in DATAFLOWS) and
               GemmShape(*s).wgt_words(c) <= b.wgt_depth]
-    rows = []
+    rows, batch_rows = [], []
     for flow in DATAFLOWS:
         print(f"== {r}x{c} {flow}, {lanes} drain lane(s): Verilator, {len(shapes)} GEMMs",
               flush=True)
         params = dict(rows=r, cols=c, dataflow=flow, drain_lanes=lanes, act_depth=b.act_depth,
                       wgt_depth=b.wgt_depth, param_depth=b.param_depth,
                       out_depth=b.out_depth)
-        for result in measure(params, shapes, out / f"dataflow-raw-{r}x{c}-l{lanes}-{flow}.json"):
+        jobs = [[f"{m}x{k}x{n}", m, k, n] for m, k, n in shapes]
+        if flow == "output_stationary":
+            jobs += [[f"batch {m}x{k}x{n}", m, k, n, b] for (m, k, n), batches in BATCHES
+                     for b in batches]
+        for result in measure(params, jobs, out / f"dataflow-raw-{r}x{c}-l{lanes}-{flow}.json"):
             m, k, n, cycles = result["m"], result["k"], result["n"], result["cycles"]
-            model = engine_gemm_cycles(m, k, n, r, c, lanes, dataflow=flow)
-            util = ideal_gemm_cycles(m, k, n, r, c) / cycles
-            rows.append({"shape": f"{m}x{k}x{n}", "dataflow": flow, "cycles": cycles,
-                         "utilization": util, "gmac_s": r * c * util * args.clock_mhz / 1e3,
-                         "model": model, "model_error": (model - cycles) / cycles})
+            batch = result["batch"]
+            model = engine_gemm_cycles(m, k, n, r, c, lanes, dataflow=flow, batch=batch)
+            util = ideal_gemm_cycles(m, k, n, r, c, batch) / cycles
+            (batch_rows if result["name"].startswith("batch") else rows).append(
+                {"shape": f"{m}x{k}x{n}", "batch": batch, "dataflow": flow, "cycles": cycles,
+                 "utilization": util, "gmac_s": r * c * util * args.clock_mhz / 1e3,
+                 "model": model, "model_error": (model - cycles) / cycles})
     print(f"\n{r}x{c} array, {lanes} drain lane(s); GMAC/s at {args.clock_mhz:g} MHz "
           f"(what-if for a dataflow not built at that clock)")
     print(f"{'M x K x N':>14s} | {'OS cycles':>9s} {'util':>6s} {'GMAC/s':>6s} | "
@@ -96,8 +106,19 @@ def main(argv=None):
         print(f"{shape:>14s} | {os_['cycles']:>9d} {100 * os_['utilization']:>5.1f}% "
               f"{os_['gmac_s']:>6.2f} | {ws['cycles']:>9d} {100 * ws['utilization']:>5.1f}% "
               f"{ws['gmac_s']:>6.2f} | {100 * worst:>8.2f}% | {winner} x{ratio:.2f}")
+    print(f"\nBatches on the output-stationary engine (one BATCH job of B GEMMs; the weight-"
+          f"stationary engine runs none) against B jobs of one GEMM (cycles of the single job "
+          f"above, times B; host commands not counted)")
+    print(f"{'M x K x N':>14s} {'B':>3s} | {'cycles':>7s} {'util':>6s} {'GMAC/s':>6s} | "
+          f"{'B jobs':>7s} {'util':>6s} | {'model err':>9s}")
+    for row in batch_rows:
+        single = next(x for x in batch_rows if x["shape"] == row["shape"] and x["batch"] == 1)
+        apart = f"{single['cycles'] * row['batch']:>7d} {100 * single['utilization']:>5.1f}%"
+        print(f"{row['shape']:>14s} {row['batch']:>3d} | {row['cycles']:>7d} "
+              f"{100 * row['utilization']:>5.1f}% {row['gmac_s']:>6.2f} | {apart} | "
+              f"{100 * abs(row['model_error']):>8.2f}%")
     name = f"dataflow-{r}x{c}-l{lanes}"
-    (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(rows + batch_rows, indent=2) + "\n")
     plot(rows, out / f"{name}.png", f"{r}x{c}, {lanes} drain lane(s): PE utilization (Verilator)")
     print(f"\nwrote {out / (name + '.json')} and {name}.png")
 

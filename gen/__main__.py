@@ -216,37 +216,47 @@ def _quiet_progress():
 def cmd_run_gemm(args):
     import numpy as np
     from .host.driver import DeviceError, Driver, ProtocolError
-    from .host.layout import LayoutError
+    from .host.layout import GemmShape, LayoutError
     from .host.transports import SerialTransport
+    from .hw.accelerator import DATAFLOWS
     from .numeric import gemm_int8, multiplier_and_shift
     design = _design(args)
     c = design.config
     # Everything about the job is checked before the port is opened.
-    needs = {"buffers.act_depth": (-(-args.m // c.array.rows) * args.k, c.buffers.act_depth),
-             "buffers.wgt_depth": (-(-args.n // c.array.cols) * args.k, c.buffers.wgt_depth),
+    if args.batch > 1 and not DATAFLOWS[c.array.dataflow].runs_batches:
+        raise UserError(f"--batch {args.batch}: the {c.array.dataflow} engine of {c.name} runs "
+                        f"no batches; use --batch 1")
+    shape = GemmShape(args.m, args.k, args.n, args.batch)
+    needs = {"buffers.act_depth": (shape.act_words(c.array.rows, c.array.dataflow),
+                                   c.buffers.act_depth),
+             "buffers.wgt_depth": (shape.wgt_words(c.array.cols), c.buffers.wgt_depth),
              "buffers.param_depth": (-(-args.n // c.array.cols) * c.array.cols,
                                      c.buffers.param_depth),
-             "buffers.out_depth": (args.m * args.n, c.buffers.out_depth)}
+             "buffers.out_depth": (shape.out_words(c.array.rows), c.buffers.out_depth)}
     for field, (need, have) in needs.items():
         if need > have:
-            raise UserError(f"--m {args.m} --k {args.k} --n {args.n}: needs {need} words of "
-                            f"{field} ({have} in {c.name}); choose smaller sizes")
+            raise UserError(f"--m {args.m} --k {args.k} --n {args.n} --batch {args.batch}: "
+                            f"needs {need} words of {field} ({have} in {c.name}); choose "
+                            f"smaller sizes")
     rng = np.random.default_rng(args.seed)
-    a = rng.integers(-128, 128, (args.m, args.k))
-    w = rng.integers(-128, 128, (args.k, args.n))
+    a = rng.integers(-128, 128, (args.batch, args.m, args.k))
+    w = rng.integers(-128, 128, (args.batch, args.k, args.n))
     bias = rng.integers(-1000, 1000, args.n)
     mult, shift = multiplier_and_shift(100 / (np.sqrt(args.k) * 2 ** 13))
     transport = SerialTransport(args.port, design.config.host.baud, timeout=args.timeout)
     try:
-        run = asyncio.run(Driver(transport).gemm(a, w, bias, mult, shift))
+        driver = Driver(transport)
+        run = asyncio.run(driver.gemm(a[0], w[0], bias, mult, shift) if args.batch == 1 else
+                          driver.gemm_batch(a, w, bias, mult, shift))
     except (TimeoutError, ConnectionError, ProtocolError, DeviceError, LayoutError) as exc:
         raise UserError(f"{args.port}: {exc}") from None
     finally:
         transport.close()
-    expected = gemm_int8(a, w, bias, mult, shift)
-    mismatches = int((run.y != expected).sum())
-    ideal = args.m * args.k * args.n / (design.config.array.rows * design.config.array.cols)
-    print(json.dumps({"m": args.m, "k": args.k, "n": args.n, "cycles": run.cycles,
+    expected = np.stack([gemm_int8(a[b], w[b], bias, mult, shift) for b in range(args.batch)])
+    mismatches = int((run.y.reshape(expected.shape) != expected).sum())
+    ideal = args.batch * args.m * args.k * args.n / (c.array.rows * c.array.cols)
+    print(json.dumps({"m": args.m, "k": args.k, "n": args.n, "batch": args.batch,
+                      "cycles": run.cycles,
                       "pe_utilization": round(ideal / run.cycles, 4) if run.cycles else None,
                       "mismatches": mismatches}))
     return 0 if mismatches == 0 else 1
@@ -342,6 +352,8 @@ def main(argv=None):
     p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
     for dim in ("m", "k", "n"):
         p.add_argument(f"--{dim}", type=cliargs.count(1, 65535), default=64)
+    p.add_argument("--batch", type=cliargs.count(1, 65535), default=1,
+                   help="GEMMs of this shape in one job (BATCH; output-stationary designs)")
     p.add_argument("--seed", type=cliargs.seed, default=0)
     p.add_argument("--timeout", type=cliargs.positive_float, default=5.0,
                    help="seconds to wait for each reply")

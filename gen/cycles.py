@@ -69,9 +69,9 @@ def padded_tail_slots(m, n, rows, cols, drain_lanes=1):
     return rows * per_row - ((valid_rows - 1) * per_row + _ceil_div(valid_cols, drain_lanes))
 
 
-def ideal_gemm_cycles(m, k, n, rows, cols):
-    """Every PE busy every cycle: M*K*N / (R*C)."""
-    return m * k * n / (rows * cols)
+def ideal_gemm_cycles(m, k, n, rows, cols, batch=1):
+    """Every PE busy every cycle: B*M*K*N / (R*C)."""
+    return batch * m * k * n / (rows * cols)
 
 
 def early_last_spacing(rows, cols):
@@ -81,8 +81,9 @@ def early_last_spacing(rows, cols):
     return max(rows + cols - 1, 2)
 
 
-def gemm_cycles(m, k, n, rows, cols, drain_lanes=1):
-    """Cycles from START to done of one GEMM job with the output never stalled.
+def gemm_cycles(m, k, n, rows, cols, drain_lanes=1, batch=1):
+    """Cycles from START to done of one GEMM job (``batch`` GEMMs of one shape, their tiles
+    one after the other) with the output never stalled.
 
     Tile t's last beat issues at ``c_t``; its operands leave the buffers
     ``OPERAND_READ_LATENCY`` cycles later; the array needs ``R + C + MULTIPLIER_LATENCY``
@@ -93,7 +94,7 @@ def gemm_cycles(m, k, n, rows, cols, drain_lanes=1):
     after ``c_t``, once the drain has sent the tile before (``x_{t-1} + D + 2``), and no later
     than the cycle the copy could first happen (``c_t + to_copy``).
     """
-    tiles = math.ceil(m / rows) * math.ceil(n / cols)
+    tiles = batch * math.ceil(m / rows) * math.ceil(n / cols)
     latency, drain = rows + cols + MULTIPLIER_LATENCY, rows * cols // drain_lanes
     to_copy = OPERAND_READ_LATENCY + 1 + latency
     spacing = early_last_spacing(rows, cols)
@@ -162,18 +163,21 @@ def ws_gemm_cycles(m, k, n, rows, cols, drain_lanes=1, m_tile=WS_M_TILE):
 
 
 def engine_gemm_cycles(m, k, n, rows, cols, drain_lanes=1, *, dataflow="output_stationary",
-                       m_tile=None):
-    """Cycles of one GEMM job on the engine of ``dataflow`` (its exact model)."""
+                       m_tile=None, batch=1):
+    """Cycles of one GEMM job (``batch`` GEMMs) on the engine of ``dataflow`` (its exact
+    model)."""
     if dataflow == "weight_stationary":
+        if batch != 1:
+            raise ValueError("the weight-stationary engine runs no batches (batch must be 1)")
         return ws_gemm_cycles(m, k, n, rows, cols, drain_lanes, m_tile or WS_M_TILE)
     if dataflow != "output_stationary":
         raise ValueError(f"no cycle model for dataflow {dataflow!r}")
     if m_tile is not None:
         raise ValueError("m_tile is a parameter of the weight-stationary engine only")
-    return gemm_cycles(m, k, n, rows, cols, drain_lanes)
+    return gemm_cycles(m, k, n, rows, cols, drain_lanes, batch)
 
 
-def gemm_cycles_closed_form(m, k, n, rows, cols, drain_lanes=1):
+def gemm_cycles_closed_form(m, k, n, rows, cols, drain_lanes=1, batch=1):
     """Cycles of one GEMM job on the generated engine, from START to done (output never
     stalled): the closed form of :func:`gemm_cycles`.
 
@@ -184,9 +188,9 @@ def gemm_cycles_closed_form(m, k, n, rows, cols, drain_lanes=1):
     after at most one transient phase the tiles advance by a constant period, so the last copy
     time has a closed form. For ``K <= a`` see :func:`_early_copy`.
     """
-    m, k, n, rows, cols, lanes = (np.asarray(x, dtype=np.int64)
-                                  for x in (m, k, n, rows, cols, drain_lanes))
-    tiles = _ceil_div(m, rows) * _ceil_div(n, cols)
+    m, k, n, rows, cols, lanes, batch = (np.asarray(x, dtype=np.int64)
+                                         for x in (m, k, n, rows, cols, drain_lanes, batch))
+    tiles = batch * _ceil_div(m, rows) * _ceil_div(n, cols)
     a = rows + cols + MULTIPLIER_LATENCY + OPERAND_READ_LATENCY + 1
     drain = rows * cols // lanes
     d = drain + 1

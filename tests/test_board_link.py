@@ -25,6 +25,14 @@ def run_gemm(capsys, *extra):
     (["--port", "/dev/null", "--seed", "-1"], "argument --seed: -1 is outside"),
     (["--port", "/dev/null", "--m", "512", "--k", "512"], "needs 32768 words of buffers.act_depth"),
     (["--port", "/no/such/port"], "--port /no/such/port: cannot open the serial port"),
+    (["--port", "/dev/null", "--batch", "0"], "argument --batch: 0 must be 1 .. 65535"),
+    (["--port", "/dev/null", "--m", "16", "--k", "16", "--n", "16", "--batch", "600"],
+     "needs 19200 words of buffers.act_depth"),
+    # Padded rows between the GEMMs of a batch count: 16 * 16 + 9 rows of 64.
+    (["--port", "/dev/null", "--m", "9", "--k", "1", "--n", "64", "--batch", "17"],
+     "needs 16960 words of buffers.out_depth"),
+    (["--port", "/dev/null", "--config", "gen/configs/ulx3s-85f-8x8-ws.yaml", "--batch", "2"],
+     "--batch 2: the weight_stationary engine"),
 ])
 def test_bad_sizes_and_ports_are_one_line(capsys, args, expected):
     code, err = run_gemm(capsys, *args)
@@ -143,6 +151,7 @@ def test_link_byte_model_counts_what_the_driver_sends():
     import numpy as np
 
     from gen.host.driver import Driver, gemm_link_bytes
+    from gen.hw.host_bridge import PROTOCOL_VERSION
 
     class Device:
         def __init__(self):
@@ -152,7 +161,7 @@ def test_link_byte_model_counts_what_the_driver_sends():
             self.count += len(data)
             command = data[0]
             if command == ord("I"):
-                self.replies += b"K" + b"GEMM" + bytes([2, 8, 8, 0]) + struct.pack(
+                self.replies += b"K" + b"GEMM" + bytes([PROTOCOL_VERSION, 8, 8, 0]) + struct.pack(
                     "<4I", 4096, 4096, 512, 1 << 16)
             elif command == ord("P"):
                 self.replies += b"K\x02"
@@ -177,6 +186,15 @@ def test_link_byte_model_counts_what_the_driver_sends():
                                 np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.int64),
                                 np.ones(n, dtype=np.int64)))
         assert device.count == gemm_link_bytes(m, k, n, 8, 8)["total"], (m, k, n)
+    for batch, m, k, n in [(2, 16, 16, 16), (5, 7, 9, 10)]:
+        device = Device()
+        driver = Driver(device)
+        asyncio.run(driver.info())
+        device.count = 0
+        asyncio.run(driver.gemm_batch(
+            np.zeros((batch, m, k), dtype=np.int64), np.zeros((batch, k, n), dtype=np.int64),
+            np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.int64), np.ones(n, dtype=np.int64)))
+        assert device.count == gemm_link_bytes(m, k, n, 8, 8, batch=batch)["total"], (batch, m)
 
 
 def test_board_top_puts_the_accelerator_reset_on_a_global_network():

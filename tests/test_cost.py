@@ -23,6 +23,11 @@ def test_closed_form_equals_the_tile_recurrence():
         got = cost.engine_gemm_cycles(m, k, n, rows, cols, lanes)
         want = [predicted_cycles(*s, rows, cols, lanes) for s in shapes]
         assert got.tolist() == want, (rows, cols, lanes)
+        # A batch is its GEMMs' tiles one after the other through the same recurrence.
+        for batch in (2, 3, 8):
+            got = cost.engine_gemm_cycles(m, k, n, rows, cols, lanes, batch)
+            want = [predicted_cycles(*s, rows, cols, lanes, batch) for s in shapes]
+            assert got.tolist() == want, (rows, cols, lanes, batch)
 
 
 def test_engine_resources_equal_the_estimate_of_the_config():

@@ -26,8 +26,9 @@ ACCELERATOR_KEYS = ("rows", "cols", "act_depth", "wgt_depth", "param_depth", "ou
 
 
 def measure(params, shapes, out_path, *, extra_env=None):
-    """Simulate GemmAccelerator(**params) on ``shapes`` (``[m, k, n]`` or ``[name, m, k, n]``);
-    writes and returns the list of ``{"name", "m", "k", "n", "cycles"}``."""
+    """Simulate GemmAccelerator(**params) on ``shapes`` (``[m, k, n]``, ``[name, m, k, n]`` or
+    ``[name, m, k, n, batch]``: one job of ``batch`` GEMMs); writes and returns the list of
+    ``{"name", "m", "k", "n", "batch", "cycles"}``."""
     from pathlib import Path
 
     from gen.hw.accelerator import GemmAccelerator
@@ -42,25 +43,29 @@ def measure(params, shapes, out_path, *, extra_env=None):
 
 @cocotb.test()
 async def measure_jobs(dut):
-    """Jobs from BENCH_SHAPES: ``[m, k, n]`` or ``[name, m, k, n]``; results to BENCH_OUT."""
-    jobs = [job if len(job) == 4 else [f"{job[0]}x{job[1]}x{job[2]}", *job]
+    """Jobs from BENCH_SHAPES: ``[m, k, n]``, ``[name, m, k, n]`` or ``[name, m, k, n, batch]``;
+    results to BENCH_OUT."""
+    jobs = [job if len(job) == 5 else job + [1] if len(job) == 4 else
+            [f"{job[0]}x{job[1]}x{job[2]}", *job, 1]
             for job in json.loads(os.environ["BENCH_SHAPES"])]
     tb = TB(dut, ready_probability=1.0)
     await tb.reset()
     rng = np.random.default_rng(0)
     results = []
-    for name, m, k, n in jobs:
-        a, w = rng.integers(-128, 128, (m, k)), rng.integers(-128, 128, (k, n))
+    for name, m, k, n, batch in jobs:
+        a, w = rng.integers(-128, 128, (batch, m, k)), rng.integers(-128, 128, (batch, k, n))
         bias, mult, shift = random_requant(rng, n, k)
-        await tb.load(a, w, bias, mult, shift)
-        error, cycles = await tb.run(m, k, n, max_cycles=10_000_000)
+        await tb.load(a if batch > 1 else a[0], w if batch > 1 else w[0], bias, mult, shift)
+        error, cycles = await tb.run(m, k, n, max_cycles=10_000_000, batch=batch)
         assert error == 0, f"{name} ({m}x{k}x{n}): the device reports an error"
-        expected = golden.gemm_int8(*(torch.from_numpy(np.asarray(x))
-                                      for x in (a, w, bias, mult, shift))).numpy()
-        got = tb.collect(m, n)
+        expected = np.stack([golden.gemm_int8(*(torch.from_numpy(np.asarray(x))
+                                                for x in (a_, w_, bias, mult, shift))).numpy()
+                             for a_, w_ in zip(a, w)])
+        got = tb.collect(m, n, batch if batch > 1 else None).reshape(expected.shape)
         assert (got == expected).all(), (
             f"{name} ({m}x{k}x{n}): {int((got != expected).sum())} wrong outputs")
-        results.append({"name": name, "m": m, "k": k, "n": n, "cycles": cycles})
+        results.append({"name": name, "m": m, "k": k, "n": n, "batch": batch,
+                        "cycles": cycles})
         # cost_report follows these lines for its progress display.
         dut._log.info("COST %s %dx%dx%d: %d cycles", name, m, k, n, cycles)
     with open(os.environ["BENCH_OUT"], "w") as f:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from gen.host.layout import pack_activations, pack_weights
+from gen.host.layout import batch_out_stride, pack_activations, pack_weights
 from verif import golden, seeds
 from verif.streams import (StreamBus, StreamMonitor, StreamSink, log_seed, reset, start_clock,
                            wait_until)
@@ -99,18 +99,23 @@ class TB:
         getattr(dut, f"{port}__en").value = 0
 
     async def load(self, a, w, bias, mult, shift):
-        await self.write("act_wr", [int.from_bytes(x, "little")
-                                    for x in pack_activations(a, self.rows, self.dataflow)])
-        await self.write("wgt_wr", [int.from_bytes(x, "little")
-                                    for x in pack_weights(w, self.cols)])
+        """Load one GEMM's operands, or a batch's (``a`` [B, M, K], ``w`` [B, K, N]: each
+        GEMM's words after the previous one's)."""
+        a_batch, w_batch = (a,) if a.ndim == 2 else a, (w,) if w.ndim == 2 else w
+        await self.write("act_wr", [int.from_bytes(x, "little") for a_ in a_batch
+                                    for x in pack_activations(a_, self.rows, self.dataflow)])
+        await self.write("wgt_wr", [int.from_bytes(x, "little") for w_ in w_batch
+                                    for x in pack_weights(w_, self.cols)])
         await self.write("param_wr", [int(b) & 0xFFFFFFFF | int(mm) << 32 | int(s) << 63
                                       for b, mm, s in zip(bias, mult, shift)])
 
-    async def run(self, m, k, n, max_cycles=2_000_000):
-        """Start a job and wait (at most ``max_cycles``) for done: (error, cycles)."""
+    async def run(self, m, k, n, max_cycles=2_000_000, batch=1):
+        """Start a job (of ``batch`` GEMMs) and wait (at most ``max_cycles``) for done:
+        (error, cycles)."""
         dut = self.dut
         self.sink.clear()
         dut.m_size.value, dut.k_size.value, dut.n_size.value = m, k, n
+        dut.b_size.value = batch
         dut.start.value = 1
         await RisingEdge(dut.clk)
         dut.start.value = 0
@@ -122,33 +127,46 @@ class TB:
         await RisingEdge(dut.clk)
         return error, cycles
 
-    def collect(self, m, n):
-        """Y from the received outputs; each address must arrive exactly once."""
-        y = np.full((m, n), 999, dtype=np.int64)
+    def collect(self, m, n, batch=None):
+        """Y ([B, M, N] for a batch) from the received outputs; each address must arrive
+        exactly once, GEMM ``b``'s at ``b * batch_out_stride`` on (none in the padding)."""
+        stride = batch_out_stride(m, n, self.rows)
+        y = np.full((batch or 1, m, n), 999, dtype=np.int64)
         seen = set()
         while self.sink.beats:
             for addr, value in _decode(self.sink.beats.popleft(), self.lanes):
-                assert addr < m * n, f"output address {addr} outside {m}x{n} ({seeds.describe()})"
+                b, offset = divmod(addr, stride)
+                assert b < (batch or 1) and offset < m * n, (
+                    f"output address {addr} outside {batch or 1} x {m}x{n} "
+                    f"({seeds.describe()})")
                 assert addr not in seen, (f"output address {addr} written twice "
                                           f"({seeds.describe()})")
                 seen.add(addr)
-                y[addr // n, addr % n] = value
-        assert len(seen) == m * n, f"{m * n - len(seen)} outputs missing ({seeds.describe()})"
-        return y
+                y[b, offset // n, offset % n] = value
+        missing = (batch or 1) * m * n - len(seen)
+        assert missing == 0, f"{missing} outputs missing ({seeds.describe()})"
+        return y if batch else y[0]
 
 
 async def check_gemm(tb, a, w, bias, mult, shift):
-    m, k = a.shape
-    n = w.shape[1]
+    """One GEMM, or a batch (``a`` [B, M, K], ``w`` [B, K, N]: one job), against the golden
+    model GEMM by GEMM."""
+    batch = a.shape[0] if a.ndim == 3 else None
+    m, k = a.shape[-2:]
+    n = w.shape[-1]
     await tb.load(a, w, bias, mult, shift)
-    error, cycles = await tb.run(m, k, n)
-    assert error == 0, f"{m}x{k}x{n}: device reports an error"
-    expected = golden.gemm_int8(torch.from_numpy(a), torch.from_numpy(w), torch.from_numpy(bias),
-                                torch.from_numpy(mult), torch.from_numpy(shift)).numpy()
-    got = tb.collect(m, n)
+    error, cycles = await tb.run(m, k, n, batch=batch or 1)
+    what = f"{m}x{k}x{n}" if batch is None else f"batch of {batch} {m}x{k}x{n}"
+    assert error == 0, f"{what}: device reports an error"
+    expected = np.stack([
+        golden.gemm_int8(torch.from_numpy(a_), torch.from_numpy(w_), torch.from_numpy(bias),
+                         torch.from_numpy(mult), torch.from_numpy(shift)).numpy()
+        for a_, w_ in zip(a.reshape(-1, m, k), w.reshape(-1, k, n))])
+    expected = expected if batch else expected[0]
+    got = tb.collect(m, n, batch)
     mismatches = np.argwhere(got != expected)
     assert len(mismatches) == 0, (
-        f"{m}x{k}x{n}: {len(mismatches)} mismatches, first at {tuple(mismatches[0])}: "
+        f"{what}: {len(mismatches)} mismatches, first at {tuple(mismatches[0])}: "
         f"got {got[tuple(mismatches[0])]}, expected {expected[tuple(mismatches[0])]} "
         f"({seeds.describe()})")
     # Nothing after the last output of the job.
@@ -255,6 +273,52 @@ async def cycles_match_the_cycle_model(dut):
                                        m_tile=tb.params.get("m_tile"))
         assert cycles == predicted, (
             f"{m}x{k}x{n}: {cycles} cycles, model says {predicted} ({seeds.describe()})")
+
+
+def _batch_shapes(rows, cols):
+    """Batches around the array size: one GEMM, tiles that divide, padded rows between the
+    GEMMs (M not a multiple of R), single-tile GEMMs with K = 1."""
+    return [(1, rows, 3, cols), (3, rows * 2, 5, cols), (4, rows + 1, 7, cols * 2 - 1),
+            (2, 1, 1, 1), (5, rows - 1 or 1, 16, cols + 1), (7, 3, 1, 2)]
+
+
+@cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
+async def batches(dut):
+    """A batch of GEMMs in one job: every GEMM bit-exact at its address, under random
+    back-pressure and then always ready (cycles against the model); an engine without
+    batches refuses one with the error flag, and so does every engine a batch of 0."""
+    from gen.cycles import engine_gemm_cycles
+    log_seed(dut)
+    tb = TB(dut, ready_probability=0.6, seed=6)
+    await tb.reset()
+    rng = seeds.np_rng("gemm 6")
+    r, c = tb.rows, tb.cols
+    error, _ = await tb.run(r, 2, c, batch=0)
+    assert error == 1, "a batch of 0 GEMMs should be refused"
+    if tb.dataflow == "weight_stationary":
+        error, _ = await tb.run(r, 2, c, batch=2)
+        assert error == 1, "the weight-stationary engine should refuse a batch"
+        a, w = rng.integers(-128, 128, (1, 2, 3)), rng.integers(-128, 128, (1, 3, 2))
+        await check_gemm(tb, a, w, *random_requant(rng, 2, 3))
+        return
+    for ready in (0.6, 1.0):
+        tb.ready_probability = ready
+        for batch, m, k, n in _batch_shapes(r, c):
+            a = rng.integers(-128, 128, (batch, m, k))
+            w = rng.integers(-128, 128, (batch, k, n))
+            cycles = await check_gemm(tb, a, w, *random_requant(rng, n, k))
+            if ready == 1.0:
+                predicted = engine_gemm_cycles(m, k, n, r, c, tb.lanes, batch=batch)
+                assert cycles == predicted, (f"batch of {batch} {m}x{k}x{n}: {cycles} cycles, "
+                                             f"model says {predicted} ({seeds.describe()})")
+    # Extremes: the largest accumulators in one GEMM of the batch, zeros in another.
+    m, k, n = r + 1, 40, c + 2
+    a = np.stack([np.full((m, k), -128), np.zeros((m, k), dtype=np.int64),
+                  rng.choice([-128, 127], (m, k))])
+    w = np.stack([np.full((k, n), -128), rng.integers(-128, 128, (k, n)),
+                  rng.choice([-128, 127], (k, n))])
+    await check_gemm(tb, a, w, *random_requant(rng, n, k))
+    tb.monitor.check_valid_independent()
 
 
 CONFIGS = [

@@ -89,6 +89,21 @@ async def gemm_through_the_driver(dut):
         np.testing.assert_array_equal(run.y, expected(a, w, bias, mult, shift),
                                       err_msg=f"{m}x{k}x{n} ({seeds.describe()})")
         assert run.cycles > 0
+    # A batch (BATCH): M leaves padded rows between the GEMMs; each GEMM against the golden
+    # model. The weight-stationary engine runs none: the driver and the device refuse.
+    batch, m, k, n = 3, params["rows"] + 1, 5, params["cols"] + 1
+    a, w = rng.integers(-128, 128, (batch, m, k)), rng.integers(-128, 128, (batch, k, n))
+    bias, mult, shift = rng.integers(-5000, 5000, n), rng.integers(2 ** 29, 2 ** 31, n), 36
+    if info.runs_batches:
+        run = await driver.gemm_batch(a, w, bias, mult, shift, poll_interval=poll)
+        for b in range(batch):
+            np.testing.assert_array_equal(run.y[b], expected(a[b], w[b], bias, mult, shift),
+                                          err_msg=f"GEMM {b} of the batch ({seeds.describe()})")
+    else:
+        with pytest.raises(LayoutError):
+            await driver.gemm_batch(a, w, bias, mult, shift, poll_interval=poll)
+        with pytest.raises(DeviceError):
+            await driver.start(m, k, n, batch)
     # Extremes: the largest accumulators, saturating both ways.
     m, k, n = 5, 16, 6
     a = np.full((m, k), -128)

@@ -119,6 +119,7 @@ class BridgeHarness(wiring.Component):
             "m_size":     Out(16),
             "k_size":     Out(16),
             "n_size":     Out(16),
+            "b_size":     Out(16),
             "abort":      Out(1),
             "busy":       Out(1),
             "job_end":    In(1),
@@ -142,6 +143,7 @@ class BridgeHarness(wiring.Component):
             self.m_size.eq(bridge.m_size),
             self.k_size.eq(bridge.k_size),
             self.n_size.eq(bridge.n_size),
+            self.b_size.eq(bridge.b_size),
             self.abort.eq(bridge.abort),
         ]
         m.submodules.out_buffer = out = memory.Memory(
@@ -223,13 +225,15 @@ class ProtocolModel:
                 self.busy, self.done, self.error = False, True, True
                 return Expect(K, abort=True)
             return Expect(K)
-        if code == Command.START:
-            m, k, n = struct.unpack("<HHH", cmd[1:7])
+        if code in (Command.START, Command.BATCH):
+            # START is a batch of one.
+            m, k, n, b = struct.unpack("<HHHH", cmd[1:9] if code == Command.BATCH else
+                                       cmd[1:7] + b"\x01\x00")
             if self.busy or not start_fits(m, k, n, rows=self.p["rows"], cols=self.p["cols"],
-                                           **depths(self.p)):
+                                           batch=b, **depths(self.p)):
                 return Expect(E)
             self.busy, self.done, self.error = True, False, False
-            return Expect(K, start=(m, k, n))
+            return Expect(K, start=(m, k, n, b))
         if code == Command.WRITE:
             buf, addr, count = struct.unpack("<BII", cmd[1:10])
             if not self.write_accepted(buf, addr, count):
@@ -281,14 +285,25 @@ def random_start(rng, p):
     return m, random_size(rng, k_limit), n
 
 
+def random_batch(rng, p):
+    """BATCH arguments: START's, and a batch near the largest that fits them."""
+    m, k, n = random_start(rng, p)
+    rows, cols = p["rows"], p["cols"]
+    m_tiles, n_tiles = -(-m // rows), -(-n // cols)
+    b_limit = min(p["act_depth"] // max(1, m_tiles * k), p["wgt_depth"] // max(1, n_tiles * k),
+                  (p["out_depth"] - m * n) // max(1, m_tiles * rows * n) + 1)
+    return m, k, n, random_size(rng, max(1, b_limit))
+
+
 def random_command(rng, p, *, max_count=6, huge=False):
     """One complete, well-formed command (bytes) with random, boundary-biased arguments."""
     levels = p.get("clock_levels", 1) > 1
     code = rng.choices([Command.INFO, Command.WRITE, Command.READ, Command.START,
-                        Command.STATUS, Command.CYCLES, Command.ABORT, Command.LEVEL, None],
-                       weights=[1, 5, 3, 4, 2, 1, 2, 3 if levels else 0, 1])[0]
+                        Command.BATCH, Command.STATUS, Command.CYCLES, Command.ABORT,
+                        Command.LEVEL, None],
+                       weights=[1, 5, 3, 4, 2, 2, 1, 2, 3 if levels else 0, 1])[0]
     if code is None:
-        known = b"IWRSPCAL" if levels else b"IWRSPCA"
+        known = b"IWRSPCABL" if levels else b"IWRSPCAB"
         return bytes([rng.choice([b for b in range(256) if b not in known])])
     if code == Command.LEVEL:
         return bytes([code, rng.choice([0, 1, 2, 3, LEVEL_QUERY, rng.randrange(256)])])
@@ -312,12 +327,14 @@ def random_command(rng, p, *, max_count=6, huge=False):
         return cmd
     if code == Command.START:
         return struct.pack("<BHHH", code, *random_start(rng, p))
+    if code == Command.BATCH:
+        return struct.pack("<BHHHH", code, *random_batch(rng, p))
     return bytes([code])
 
 
 def random_garbage(rng, length):
     """Bytes biased towards command bytes, small values and all ones."""
-    pool = list(b"IWRSPCA") + [0, 1, 2, 3, 0xFF]
+    pool = list(b"IWRSPCAB") + [0, 1, 2, 3, 0xFF]
     return bytes(rng.choice(pool) if rng.random() < 0.4 else rng.randrange(256)
                  for _ in range(length))
 
@@ -358,8 +375,10 @@ class BridgeTB:
                     if en >> buf & 1:
                         self.writes.append((buf, int(addr.value), int(data.value)))
             if int(dut.start.value):
-                sizes = (int(dut.m_size.value), int(dut.k_size.value), int(dut.n_size.value))
-                assert start_fits(*sizes, rows=p["rows"], cols=p["cols"], **depths(p)), (
+                sizes = (int(dut.m_size.value), int(dut.k_size.value), int(dut.n_size.value),
+                         int(dut.b_size.value))
+                assert start_fits(*sizes[:3], rows=p["rows"], cols=p["cols"], batch=sizes[3],
+                                  **depths(p)), (
                     f"START {sizes} reached the job but does not fit ({seeds.describe()})")
                 self.starts.append(sizes)
             if int(dut.abort.value):
@@ -408,7 +427,8 @@ class BridgeTB:
     async def wait_quiet(self):
         """The bounded wait after any input: until nothing has been sent for the timeout plus
         a margin, at most the timeout plus the longest reply (a READ of the whole buffer)."""
-        quiet_needed = self.timeout + 16
+        # BATCH's size check is the slowest reply to start: 53 cycles after its last byte.
+        quiet_needed = self.timeout + 64
         bound = self.timeout + 8 * (self.p["out_depth"] + 40) + 200
         await self.source.wait_idle(timeout_cycles=bound)
         last, quiet = self.sink.received, 0
@@ -542,7 +562,8 @@ async def bridge_fuzz(dut):
 
 @cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
 async def start_size_check(dut):
-    """START is refused at once unless M, K, N fit the buffers by the documented formula."""
+    """START (BATCH) is refused at once unless M, K, N (and B) fit the buffers by the
+    documented formula."""
     log_seed(dut)
     tb = BridgeTB(dut, "start sizes")
     await tb.reset()
@@ -556,9 +577,19 @@ async def start_size_check(dut):
             k_max = min(p["act_depth"] // -(-m // rows), p["wgt_depth"] // -(-n // cols))
             cases += [(m, k_max, n), (m, k_max + 1, n)]
     cases += [random_start(rng, p) for _ in range(int(os.environ["FUZZ_SIZE_CASES"]))]
+    cases = [(m, k, n, None) for m, k, n in cases]
+    # Batches: 0, 1, the largest that fits and one more, for M that do and do not divide by
+    # the rows (padded rows between the GEMMs count against the output buffer), and random.
+    for m in (1, rows, rows + 1, 2 * rows - 1):
+        for n, k in ((1, 1), (cols + 1, 2), (cols, 3)):
+            b_max = max(b for b in range(1, 4096) if b == 1 or start_fits(
+                m, k, n, rows=rows, cols=cols, batch=b, **depths(p)))
+            cases += [(m, k, n, b) for b in (0, 1, b_max, b_max + 1, 65535)]
+    cases += [random_batch(rng, p) for _ in range(int(os.environ["FUZZ_SIZE_CASES"]) // 2)]
     accepted = latest = 0
-    for m, k, n in cases:
-        cmd = struct.pack("<BHHH", Command.START, m, k, n)
+    for m, k, n, batch in cases:
+        cmd = (struct.pack("<BHHH", Command.START, m, k, n) if batch is None else
+               struct.pack("<BHHHH", Command.BATCH, m, k, n, batch))
         await tb.send(cmd[:-1])
         # The last byte, then the reply: the model says K or E; the time says "at once".
         expect = tb.model.expect(cmd)
@@ -568,12 +599,16 @@ async def start_size_check(dut):
         got = bytes(await tb.sink.recv(1, timeout_cycles=400))
         latency = (get_sim_time("ns") - sent_at) / CLOCK_NS
         latest = max(latest, latency)
-        fits = start_fits(m, k, n, rows=rows, cols=cols, **depths(p))
-        assert got == (K if fits else E), f"START {m}x{k}x{n}: {got!r}, fits={fits}"
+        fits = start_fits(m, k, n, rows=rows, cols=cols, batch=1 if batch is None else batch,
+                          **depths(p))
+        what = f"START {m}x{k}x{n}" if batch is None else f"BATCH {batch} x {m}x{k}x{n}"
+        assert got == (K if fits else E), f"{what}: {got!r}, fits={fits}"
         assert got == expect.prefix
         await tb.cycles(2)
-        assert tb.starts[starts0:] == ([(m, k, n)] if fits else [])
-        assert latency < 60, f"START {m}x{k}x{n} answered after {latency} cycles"
+        assert tb.starts[starts0:] == ([(m, k, n, 1 if batch is None else batch)] if fits
+                                       else [])
+        # START: 37 cycles of checks; BATCH: 16 more for the batch's products.
+        assert latency < (60 if batch is None else 80), f"{what} answered after {latency} cycles"
         if fits:
             accepted += 1
             await tb.end_job()
@@ -940,13 +975,54 @@ async def cut_off_commands_resync(dut):
                                                    "its whole words")
 
 
+@cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
+async def batch_over_the_line(dut):
+    """BATCH through the serial line: a batch whose M leaves padded rows between its GEMMs is
+    bit-exact, GEMM by GEMM, in the modelled cycles; one GEMM more than the output buffer
+    holds is refused at once and starts nothing; then a plain GEMM is exact."""
+    import torch
+    from gen.cycles import gemm_cycles
+    from gen.host.driver import DeviceError
+    from verif import golden
+    from verif.test_gemm_accelerator import random_requant
+    p, transport, driver = await setup_system(dut)
+    await driver.info()
+    rng = seeds.np_rng("protocol batch")
+    rows, cols = p["rows"], p["cols"]
+    for batch, m, k, n in [(3, rows + 1, 5, cols + 1), (6, rows, 16, cols), (1, 2, 3, 4)]:
+        a, w = rng.integers(-128, 128, (batch, m, k)), rng.integers(-128, 128, (batch, k, n))
+        bias, mult, shift = random_requant(rng, n, k)
+        run = await driver.gemm_batch(a, w, bias, mult, shift, poll_interval=_poll)
+        want = np.stack([golden.gemm_int8(*(torch.as_tensor(np.asarray(x))
+                                            for x in (a[b], w[b], bias, mult, shift))).numpy()
+                         for b in range(batch)])
+        np.testing.assert_array_equal(run.y, want, err_msg=f"batch of {batch} {m}x{k}x{n} "
+                                                           f"({seeds.describe()})")
+        assert run.cycles == gemm_cycles(m, k, n, rows, cols, batch=batch), run.cycles
+    m, k, n = rows + 1, 1, 16
+    b_max = max(b for b in range(1, 1000)
+                if start_fits(m, k, n, rows=rows, cols=cols, batch=b, **depths(p)))
+    with pytest.raises(DeviceError):
+        await driver.start(m, k, n, b_max + 1)
+    status = await driver.status()
+    assert not status.busy, status
+    await driver.start(m, k, n, b_max)
+    for _ in range(1000):
+        status = await driver.status()
+        if status.done and not status.busy:
+            break
+    assert status.done and not status.error and not status.busy, status
+    await gemm_bit_exact(driver, p, rng, rows + 2, 11, 9)
+
+
 def test_system_protocol():
     """The whole HostSystem through its serial line: fuzz, oversize START, ABORT, cut-offs."""
     from gen.hw.system import HostSystem
     from verif.sim import run_cocotb
     run_cocotb(HostSystem(**SYSTEM_PARAMS), "host_system", "verif.test_protocol_fuzz",
                SYSTEM_PARAMS, testcase=["uart_fuzz", "oversize_start_refused",
-                                        "abort_mid_job", "cut_off_commands_resync"])
+                                        "abort_mid_job", "cut_off_commands_resync",
+                                        "batch_over_the_line"])
     _print_counts()
 
 
@@ -972,7 +1048,7 @@ def test_driver_checks_the_version_and_aborts():
     p = dict(BRIDGE_PARAMS)
     old = bytearray(info_bytes(p))
     old[4] = PROTOCOL_VERSION - 1
-    with pytest.raises(ProtocolError, match="protocol version 1"):
+    with pytest.raises(ProtocolError, match=f"protocol version {PROTOCOL_VERSION - 1}"):
         asyncio.run(Driver(_ScriptedTransport(K + bytes(old))).info())
     transport = _ScriptedTransport(K + info_bytes(p), K, K + bytes([0b110]))
     driver = Driver(transport)

@@ -13,8 +13,8 @@ import numpy as np
 from ..hw.host_bridge import (DATAFLOW_IDS, LEVEL_QUERY, LEVEL_REPLY_BYTES, MAGIC, PARAM_WORD_BYTES,
                               PROTOCOL_VERSION, REPLY_ERROR, REPLY_OK, REPLY_UNKNOWN, Buffer,
                               Command)
-from .layout import (GemmShape, check_gemm_operands, pack_activations, pack_params, pack_weights,
-                     words_to_bytes, LayoutError)
+from .layout import (GemmShape, batch_out_stride, check_batch_operands, check_gemm_operands,
+                     pack_activations, pack_params, pack_weights, words_to_bytes, LayoutError)
 
 __all__ = ["DeviceInfo", "Status", "ClockLevel", "GemmRun", "Driver", "ProtocolError", "DeviceError",
            "gemm_link_bytes", "DEFAULT_MAX_CHUNK"]
@@ -24,6 +24,7 @@ DEFAULT_MAX_CHUNK = 4096
 #: Bytes of a WRITE or READ header (command, buffer, address u32, count u32), of START.
 _TRANSFER_HEADER = struct.calcsize("<BBII")
 _START_BYTES = struct.calcsize("<BHHH")
+_BATCH_BYTES = struct.calcsize("<BHHHH")
 
 
 class ProtocolError(RuntimeError):
@@ -54,6 +55,13 @@ class DeviceInfo:
         return {Buffer.ACT: self.rows, Buffer.WGT: self.cols,
                 Buffer.PARAM: PARAM_WORD_BYTES, Buffer.OUT: 1}[buffer]
 
+    @property
+    def runs_batches(self):
+        """Whether BATCH may ask for more than one GEMM (the engine of this dataflow runs
+        batches)."""
+        from ..hw.accelerator import DATAFLOWS
+        return DATAFLOWS[self.dataflow].runs_batches
+
 
 @dataclass(frozen=True)
 class Status:
@@ -72,7 +80,7 @@ class ClockLevel:
 
 @dataclass(frozen=True)
 class GemmRun:
-    y: np.ndarray          # int8 [M, N]
+    y: np.ndarray          # int8 [M, N], or [B, M, N] for a batch
     cycles: int            # accelerator cycles from start to done, no host transfer
 
 
@@ -144,12 +152,18 @@ class Driver:
             out += await self._transport.read(n)
         return bytes(out)
 
-    async def start(self, m, k, n):
-        """Start an ``m x k x n`` job; the device refuses it (`DeviceError`) while a job runs,
-        for a zero size, or for sizes beyond its buffers (PROTOCOL.md, START)."""
-        await self._transport.write(struct.pack("<BHHH", Command.START, m, k, n))
-        await self._expect_ok(f"START {m}x{k}x{n} (a job still running, a zero size, or sizes "
-                              f"beyond the device's buffers?)")
+    async def start(self, m, k, n, batch=None):
+        """Start an ``m x k x n`` job (START), or a batch of ``batch`` of them (BATCH); the
+        device refuses it (`DeviceError`) while a job runs, for a zero size, for sizes beyond
+        its buffers, or for a batch its engine does not run (PROTOCOL.md, START and BATCH)."""
+        if batch is None:
+            await self._transport.write(struct.pack("<BHHH", Command.START, m, k, n))
+            what = f"START {m}x{k}x{n}"
+        else:
+            await self._transport.write(struct.pack("<BHHHH", Command.BATCH, m, k, n, batch))
+            what = f"BATCH of {batch} {m}x{k}x{n}"
+        await self._expect_ok(f"{what} (a job still running, a zero size, or sizes beyond the "
+                              f"device's buffers?)")
 
     async def abort(self):
         """Stop the running job (if any) and return the `Status` after it: a job stopped by
@@ -162,7 +176,7 @@ class Driver:
         await self._transport.write(bytes([Command.STATUS]))
         await self._expect_ok("STATUS")
         bits = (await self._transport.read(1))[0]
-        # Bits 3..7 are reserved (read 0 in version 2) and ignored here.
+        # Bits 3..7 are reserved (read 0 in versions 2 and 3) and ignored here.
         return Status(busy=bool(bits & 1), done=bool(bits & 2), error=bool(bits & 4))
 
     async def level(self, level=None):
@@ -198,21 +212,47 @@ class Driver:
         """Run ``Y = requant(A @ W + bias)`` on the device and return Y and the cycle count."""
         a, w, bias, mult, shift, shape = check_gemm_operands(a, w, bias, mult, shift)
         info = await self._device()
+        return await self._run(shape, pack_activations(a, info.rows, info.dataflow),
+                               pack_weights(w, info.cols), pack_params(bias, mult, shift),
+                               poll_interval, timeout_polls)
+
+    async def gemm_batch(self, a, w, bias, mult, shift, *, poll_interval=None,
+                         timeout_polls=100000):
+        """Run ``Y[b] = requant(A[b] @ W[b] + bias)`` for every ``b`` of a batch as one job
+        (BATCH): ``A`` [B, M, K], ``W`` [B, K, N], one set of parameters. Returns Y [B, M, N]
+        and the job's cycles. Only the first GEMM's pipeline fill and the last one's drain are
+        paid, so B small GEMMs take far fewer cycles than B jobs."""
+        a, w, bias, mult, shift, shape = check_batch_operands(a, w, bias, mult, shift)
+        info = await self._device()
+        if shape.batch > 1 and not info.runs_batches:
+            raise LayoutError(f"the device's {info.dataflow} engine runs no batches: run the "
+                              f"{shape.batch} GEMMs one by one with gemm()")
+        act = [word for x in a for word in pack_activations(x, info.rows, info.dataflow)]
+        wgt = [word for x in w for word in pack_weights(x, info.cols)]
+        return await self._run(shape, act, wgt, pack_params(bias, mult, shift), poll_interval,
+                               timeout_polls, batched=True)
+
+    async def _run(self, shape, act_words, wgt_words, param_words, poll_interval,
+                   timeout_polls, batched=False):
+        """Load the buffers, run the job of ``shape`` and read its outputs (``batched``: Y
+        [B, M, N], else [M, N])."""
+        info = await self._device()
         needs = {
             "activation buffer": (shape.act_words(info.rows, info.dataflow), info.act_depth),
             "weight buffer": (shape.wgt_words(info.cols), info.wgt_depth),
             "parameter buffer": (-(-shape.n // info.cols) * info.cols, info.param_depth),
-            "output buffer": (shape.m * shape.n, info.out_depth),
+            "output buffer": (shape.out_words(info.rows), info.out_depth),
         }
+        what = (f"{shape.m}x{shape.k}x{shape.n} GEMM" if shape.batch == 1 else
+                f"batch of {shape.batch} {shape.m}x{shape.k}x{shape.n} GEMMs")
         for name, (need, have) in needs.items():
             if need > have:
-                raise LayoutError(f"{shape.m}x{shape.k}x{shape.n} GEMM needs {need} words of "
-                                  f"the {name}, the device has {have}: split the GEMM or "
-                                  f"generate larger buffers")
-        await self.write_buffer(Buffer.ACT, 0, pack_activations(a, info.rows, info.dataflow))
-        await self.write_buffer(Buffer.WGT, 0, pack_weights(w, info.cols))
-        await self.write_buffer(Buffer.PARAM, 0, pack_params(bias, mult, shift))
-        await self.start(shape.m, shape.k, shape.n)
+                raise LayoutError(f"{what} needs {need} words of the {name}, the device has "
+                                  f"{have}: split the job or generate larger buffers")
+        await self.write_buffer(Buffer.ACT, 0, act_words)
+        await self.write_buffer(Buffer.WGT, 0, wgt_words)
+        await self.write_buffer(Buffer.PARAM, 0, param_words)
+        await self.start(shape.m, shape.k, shape.n, shape.batch if shape.batch > 1 else None)
         for _ in range(timeout_polls):
             status = await self.status()
             if status.done and not status.busy:
@@ -225,15 +265,22 @@ class Driver:
             raise DeviceError("device reports an error for the job (aborted, or an address "
                               "overflow)")
         cycles = await self.cycles()
-        raw = await self.read_output(0, shape.m * shape.n)
-        y = np.frombuffer(raw, dtype=np.int8).reshape(shape.m, shape.n).copy()
+        if not batched:
+            raw = await self.read_output(0, shape.m * shape.n)
+            y = np.frombuffer(raw, dtype=np.int8).reshape(shape.m, shape.n).copy()
+            return GemmRun(y=y, cycles=cycles)
+        stride = batch_out_stride(shape.m, shape.n, info.rows)
+        y = np.stack([np.frombuffer(await self.read_output(b * stride, shape.m * shape.n),
+                                    dtype=np.int8).reshape(shape.m, shape.n)
+                      for b in range(shape.batch)])
         return GemmRun(y=y, cycles=cycles)
 
 
 def gemm_link_bytes(m, k, n, rows, cols, *, dataflow="output_stationary",
-                    max_chunk=DEFAULT_MAX_CHUNK):
+                    max_chunk=DEFAULT_MAX_CHUNK, batch=1):
     """Bytes on the serial line, both directions, of one :meth:`Driver.gemm` of ``m x k x n``
-    on a ``rows x cols`` array: ``{"a", "b", "params", "c", "commands", "total"}``.
+    on a ``rows x cols`` array (with ``batch`` above 1: :meth:`Driver.gemm_batch`, which
+    reads each GEMM's outputs apart): ``{"a", "b", "params", "c", "commands", "total"}``.
 
     ``a``, ``b`` and ``params`` are the three WRITEs (words, headers, replies), ``c`` the READ
     of the output (header, reply, ``m*n`` bytes), ``commands`` START, one STATUS and CYCLES.
@@ -245,14 +292,14 @@ def gemm_link_bytes(m, k, n, rows, cols, *, dataflow="output_stationary",
         chunks = -(-words // max_chunk)
         return words * word_bytes + chunks * (_TRANSFER_HEADER + 1)
 
-    shape = GemmShape(m, k, n)
+    shape = GemmShape(m, k, n, batch)
     shape_words = (shape.act_words(rows, dataflow), shape.wgt_words(cols))
     moved = {
         "a": transfer(shape_words[0], rows),
         "b": transfer(shape_words[1], cols),
         "params": transfer(n, PARAM_WORD_BYTES),
-        "c": transfer(m * n, 1),
-        "commands": (_START_BYTES + 1) + (1 + 2) + (1 + 5),
+        "c": batch * transfer(m * n, 1),
+        "commands": ((_START_BYTES if batch == 1 else _BATCH_BYTES) + 1) + (1 + 2) + (1 + 5),
     }
     moved["total"] = sum(moved.values())
     return moved

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["ACT_LAYOUTS", "GemmShape", "pack_activations", "pack_weights", "pack_params", "words_to_bytes",
-           "check_gemm_operands", "LayoutError"]
+           "check_gemm_operands", "check_batch_operands", "batch_out_stride", "LayoutError"]
 
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 
@@ -18,19 +18,31 @@ class LayoutError(ValueError):
     """Operands that the accelerator cannot take as they are."""
 
 
+def batch_out_stride(m, n, rows):
+    """Output bytes from one GEMM of a batch to the next: ``ceil(M/R)*R*N``, the rows of its
+    padded tiles (the engine's output address runs on through them)."""
+    return -(-m // rows) * rows * n
+
+
 @dataclass(frozen=True)
 class GemmShape:
+    """``batch`` GEMMs of ``m x k x n`` (one job; a batch's words follow each other)."""
     m: int
     k: int
     n: int
+    batch: int = 1
 
     def act_words(self, rows, dataflow="output_stationary"):
         if _check_dataflow(dataflow) == "weight_stationary":
-            return -(-self.k // rows) * self.m
-        return -(-self.m // rows) * self.k
+            return self.batch * -(-self.k // rows) * self.m
+        return self.batch * -(-self.m // rows) * self.k
 
     def wgt_words(self, cols):
-        return -(-self.n // cols) * self.k
+        return self.batch * -(-self.n // cols) * self.k
+
+    def out_words(self, rows):
+        """Output bytes the job spans: every GEMM's stride but the last one's, then ``M*N``."""
+        return (self.batch - 1) * batch_out_stride(self.m, self.n, rows) + self.m * self.n
 
 
 def _int8(name, x):
@@ -75,6 +87,25 @@ def check_gemm_operands(a, w, bias, mult, shift):
                           f"may overflow the INT32 accumulator (bound {worst} > {INT32_MAX}); "
                           f"split K or shrink the bias")
     return a, w, vectors["bias"], vectors["mult"], vectors["shift"], shape
+
+
+def check_batch_operands(a, w, bias, mult, shift):
+    """:func:`check_gemm_operands` for a batch: ``A`` [B, M, K] and ``W`` [B, K, N], one set
+    of requantization parameters for all B GEMMs. Returns the operands and the
+    :class:`GemmShape` (with ``batch``)."""
+    a, w = np.asarray(a), np.asarray(w)
+    if a.ndim != 3 or w.ndim != 3:
+        raise LayoutError(f"a batch needs A [B, M, K] and W [B, K, N], not A of shape "
+                          f"{a.shape} and W of shape {w.shape}")
+    if a.shape[0] != w.shape[0]:
+        raise LayoutError(f"A holds {a.shape[0]} matrices but W {w.shape[0]}: the batch "
+                          f"sizes must agree")
+    if not 1 <= a.shape[0] < 2 ** 16:
+        raise LayoutError(f"the batch must hold 1 to 65535 GEMMs, not {a.shape[0]}")
+    checked = [check_gemm_operands(a[b], w[b], bias, mult, shift) for b in range(a.shape[0])]
+    _, _, bias, mult, shift, shape = checked[0]
+    return (np.stack([c[0] for c in checked]), np.stack([c[1] for c in checked]), bias, mult,
+            shift, GemmShape(shape.m, shape.k, shape.n, a.shape[0]))
 
 
 def _check_dataflow(dataflow):

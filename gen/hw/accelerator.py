@@ -312,7 +312,7 @@ class GemmAccelerator(wiring.Component):
     -------
     act_wr, wgt_wr, param_wr : ``Out(memory.WritePort.Signature(...))``
         Host-side write ports of the buffers.
-    start, m_size, k_size, n_size, busy, done, error, cycles, abort
+    start, m_size, k_size, n_size, b_size, busy, done, error, cycles, abort
         As in :class:`~gen.hw.gemm.OutputStationaryGemm`.
     o : ``Out(OutputStream(drain_lanes))``
         Requantized outputs with their row-major addresses.
@@ -349,6 +349,7 @@ class GemmAccelerator(wiring.Component):
             "m_size":   In(DIM_WIDTH),
             "k_size":   In(DIM_WIDTH),
             "n_size":   In(DIM_WIDTH),
+            "b_size":   In(DIM_WIDTH),
             "busy":     Out(1),
             "done":     Out(1),
             "error":    Out(1),
@@ -427,6 +428,7 @@ class GemmAccelerator(wiring.Component):
             engine.m_size.eq(self.m_size),
             engine.k_size.eq(self.k_size),
             engine.n_size.eq(self.n_size),
+            engine.b_size.eq(self.b_size),
             self.busy.eq(engine.busy),
             self.done.eq(engine.done),
             self.error.eq(engine.error),

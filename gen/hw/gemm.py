@@ -19,6 +19,12 @@ Buffer word layouts (shared with :mod:`gen.host.layout`):
   :class:`~gen.hw.requant.RequantParams` of output channel ``n``;
 * output ``Y[m, n]`` is emitted with address ``m*N + n``, up to ``L`` adjacent ones a beat;
   padded positions are never emitted.
+
+A job may be a batch of ``B`` GEMMs of one shape that share the requantization parameters
+(``b_size``; attention heads, grouped layers): GEMM ``b``'s activation and weight words follow
+those of GEMM ``b - 1`` in their buffers, and its outputs start at address
+``b * ceil(M/R)*R * N`` (``gen.host.layout.batch_out_stride``). Its tiles follow those of GEMM ``b - 1``
+through the same pipeline, so only the first GEMM's fill and the last one's drain are paid.
 """
 
 import operator
@@ -33,7 +39,7 @@ from .requant import REQUANT_MULTIPLIERS, RequantParams, Requantizer
 __all__ = ["DIM_WIDTH", "ADDR_WIDTH", "OPERAND_READ_LATENCY", "GemmEngine", "TileTag", "TileSequencer",
            "MacArray", "AccumulatorDrain", "DrainTag", "OutputStationaryGemm", "OutputStream",
            "check_drain_lanes", "connect_requantizer_lanes", "lane_param_words",
-           "register_overflow_check", "requantizer_input_signature"]
+           "register_overflow_check", "requantizer_input_signature", "times_constant"]
 
 #: Width of the runtime sizes M, K and N.
 DIM_WIDTH = 16
@@ -45,7 +51,7 @@ ADDR_WIDTH = 32
 OPERAND_READ_LATENCY = 2
 
 
-def _times_constant(value, constant):
+def times_constant(value, constant):
     """``value * constant`` as shifts and adds, so that no multiplier is spent on it."""
     terms = [value << bit for bit in range(constant.bit_length()) if constant >> bit & 1]
     total = terms[0]
@@ -77,7 +83,8 @@ class TileSequencer(wiring.Component):
     Members
     -------
     start : ``In(1)``
-        Latch ``m_size``, ``k_size``, ``n_size`` and begin (all three must be non-zero).
+        Latch ``m_size``, ``k_size``, ``n_size``, ``b_size`` and begin (all must be
+        non-zero): ``b_size`` GEMMs, GEMM ``b``'s words following GEMM ``b - 1``'s.
     hold_last : ``In(1)``
         Do not issue a tile's last beat in this cycle.
     valid, first, last : ``Out(1)``
@@ -104,6 +111,7 @@ class TileSequencer(wiring.Component):
             "m_size":   In(DIM_WIDTH),
             "k_size":   In(DIM_WIDTH),
             "n_size":   In(DIM_WIDTH),
+            "b_size":   In(DIM_WIDTH),
             "hold_last": In(1),
             "valid":    Out(1),
             "first":    Out(1),
@@ -120,6 +128,7 @@ class TileSequencer(wiring.Component):
         m = Module()
         rows, cols = self._rows, self._cols
 
+        m_size = Signal(DIM_WIDTH)
         k_size = Signal(DIM_WIDTH)
         n_size = Signal(DIM_WIDTH)
         rows_times_n = Signal(ADDR_WIDTH)
@@ -129,17 +138,21 @@ class TileSequencer(wiring.Component):
         k_left = Signal(DIM_WIDTH)                 # K - 1 - k
         n_left = Signal(signed(DIM_WIDTH + 2))     # N - n_base
         m_left = Signal(signed(DIM_WIDTH + 2))     # M - m_base
-        act_row_base = Signal(ADDR_WIDTH)          # mt * K
-        out_row_base = Signal(ADDR_WIDTH)          # mt * R * N
+        b_left = Signal(DIM_WIDTH)                 # B - b
+        act_row_base = Signal(ADDR_WIDTH)          # (b * ceil(M/R) + mt) * K
+        wgt_batch_base = Signal(ADDR_WIDTH)        # b * ceil(N/C) * K
+        out_row_base = Signal(ADDR_WIDTH)          # (b * ceil(M/R) + mt) * R * N
         first = Signal()
         last_k = Signal()
         last_col_tile = Signal()
         last_row_tile = Signal()
+        last_batch = Signal()
 
         # The three "last" flags are registers, set one step ahead from the counters' current
         # values, so that nothing but flip-flops drives the wide next-state multiplexers.
         single_k = Signal()             # K == 1
         single_col_tile = Signal()      # N <= C
+        single_row_tile = Signal()      # M <= R
         m.d.comb += [
             self.first.eq(first),
             self.last.eq(last_k),
@@ -148,19 +161,24 @@ class TileSequencer(wiring.Component):
 
         with m.If(self.start):
             m.d.sync += [
+                m_size.eq(self.m_size),
                 k_size.eq(self.k_size),
                 n_size.eq(self.n_size),
-                rows_times_n.eq(_times_constant(self.n_size, rows)),
+                rows_times_n.eq(times_constant(self.n_size, rows)),
                 k_left.eq(self.k_size - 1),
                 n_left.eq(self.n_size),
                 m_left.eq(self.m_size),
+                b_left.eq(self.b_size),
                 single_k.eq(self.k_size == 1),
                 single_col_tile.eq(self.n_size <= cols),
+                single_row_tile.eq(self.m_size <= rows),
                 last_k.eq(self.k_size == 1),
                 last_col_tile.eq(self.n_size <= cols),
                 last_row_tile.eq(self.m_size <= rows),
+                last_batch.eq(self.b_size == 1),
                 first.eq(1),
                 act_row_base.eq(0),
+                wgt_batch_base.eq(0),
                 out_row_base.eq(0),
                 self.act_addr.eq(0),
                 self.wgt_addr.eq(0),
@@ -194,23 +212,39 @@ class TileSequencer(wiring.Component):
                     self.tag.n_base.eq(self.tag.n_base + cols),
                     self.tag.out_base.eq(self.tag.out_base + cols),
                 ]
-            with m.Elif(~last_row_tile):
+            with m.Elif(~last_row_tile | ~last_batch):
+                # Next row tile, or the next GEMM of the batch, whose words follow this one's
+                # in both buffers and whose outputs follow the padded rows of this one's last
+                # row tile: either way the next rows of A, the first columns of W.
                 m.d.sync += [
                     k_left.eq(k_size - 1),
                     last_k.eq(single_k),
                     first.eq(1),
                     n_left.eq(n_size),
                     last_col_tile.eq(single_col_tile),
-                    m_left.eq(m_left - rows),
-                    last_row_tile.eq(m_left <= 2 * rows),
                     act_row_base.eq(act_row_base + k_size),
                     self.act_addr.eq(act_row_base + k_size),
-                    self.wgt_addr.eq(0),
                     out_row_base.eq(out_row_base + rows_times_n),
-                    self.tag.m_base.eq(self.tag.m_base + rows),
                     self.tag.n_base.eq(0),
                     self.tag.out_base.eq(out_row_base + rows_times_n),
                 ]
+                with m.If(~last_row_tile):
+                    m.d.sync += [
+                        m_left.eq(m_left - rows),
+                        last_row_tile.eq(m_left <= 2 * rows),
+                        self.wgt_addr.eq(wgt_batch_base),
+                        self.tag.m_base.eq(self.tag.m_base + rows),
+                    ]
+                with m.Else():
+                    m.d.sync += [
+                        m_left.eq(m_size),
+                        last_row_tile.eq(single_row_tile),
+                        b_left.eq(b_left - 1),
+                        last_batch.eq(b_left == 2),
+                        wgt_batch_base.eq(self.wgt_addr + 1),
+                        self.wgt_addr.eq(self.wgt_addr + 1),
+                        self.tag.m_base.eq(0),
+                    ]
             with m.Else():
                 m.d.sync += self.running.eq(0)
         # Abort (host ABORT): stop issuing, over any start or step above.
@@ -684,6 +718,7 @@ class GemmEngine(wiring.Component):
             "m_size":   In(DIM_WIDTH),
             "k_size":   In(DIM_WIDTH),
             "n_size":   In(DIM_WIDTH),
+            "b_size":   In(DIM_WIDTH),
             "busy":     Out(1),
             "done":     Out(1),
             "error":    Out(1),
@@ -733,19 +768,25 @@ class GemmEngine(wiring.Component):
         """18x18 multipliers the engine instantiates."""
         return self._rows * self._cols + self._drain_lanes * REQUANT_MULTIPLIERS
 
+    #: Whether the engine runs batches (``b_size`` above 1); one that does not refuses them
+    #: like a zero size.
+    runs_batches = False
+
     def register_request(self, m):
         """``(launch, start_q, sizes_q)``: the request is registered before it is acted on
         (``launch`` fans out to every sequencer register, so it should come straight from
-        flip-flops); a zero size never launches."""
-        start_q, zero_q = Signal(), Signal()
-        sizes_q = [Signal(DIM_WIDTH, name=f"{dim}_size_q") for dim in "mkn"]
-        m.d.sync += [
-            start_q.eq(self.start),
-            zero_q.eq((self.m_size == 0) | (self.k_size == 0) | (self.n_size == 0)),
-            sizes_q[0].eq(self.m_size), sizes_q[1].eq(self.k_size), sizes_q[2].eq(self.n_size),
-        ]
+        flip-flops); a zero size, or a batch the engine does not run, never launches.
+        ``sizes_q`` is M, K, N and B."""
+        start_q, refused_q = Signal(), Signal()
+        sizes_q = [Signal(DIM_WIDTH, name=f"{dim}_size_q") for dim in "mknb"]
+        sizes = [self.m_size, self.k_size, self.n_size, self.b_size]
+        refused = Cat(size == 0 for size in sizes).any()
+        if not self.runs_batches:
+            refused = refused | (self.b_size != 1)
+        m.d.sync += [start_q.eq(self.start), refused_q.eq(refused)]
+        m.d.sync += [size_q.eq(size) for size_q, size in zip(sizes_q, sizes)]
         launch = Signal()
-        m.d.comb += launch.eq(start_q & ~self.busy & ~zero_q)
+        m.d.comb += launch.eq(start_q & ~self.busy & ~refused_q)
         return launch, start_q, sizes_q
 
     def finish_jobs(self, m, launch, start_q, idle, overflow, abort_to):
@@ -795,6 +836,8 @@ class GemmEngine(wiring.Component):
 class OutputStationaryGemm(GemmEngine):
     """Tiled INT8 GEMM with per-output-channel requantization, output-stationary.
 
+    Runs batches: a job of ``b_size`` GEMMs of one shape (see the module's word layouts).
+
     Parameters
     ----------
     rows, cols : int
@@ -805,11 +848,14 @@ class OutputStationaryGemm(GemmEngine):
     Members
     -------
     start : ``In(1)``
-        Begin a job of size ``m_size x k_size x n_size`` (ignored while ``busy``).
+        Begin a job of ``b_size`` GEMMs of size ``m_size x k_size x n_size`` (ignored while
+        ``busy``).
     busy : ``Out(1)``, done : ``Out(1)``
         ``done`` pulses once when the last output has been accepted.
     error : ``Out(1)``
         The last job had a zero size or an address beyond a buffer; its outputs are invalid.
+        (An engine that does not run batches, ``runs_batches`` false, also refuses
+        ``b_size`` other than 1 this way.)
     drain_lanes : int
         Outputs the drain hands to its requantizers per cycle (a power of two dividing
         ``cols``; one requantizer each): a tile drains in ``R*C/drain_lanes`` cycles.
@@ -827,6 +873,8 @@ class OutputStationaryGemm(GemmEngine):
     o : ``Out(OutputStream(drain_lanes))``
         Requantized outputs with their row-major address, in tile order.
     """
+
+    runs_batches = True
 
     def elaborate(self, platform):
         m = Module()
@@ -849,6 +897,7 @@ class OutputStationaryGemm(GemmEngine):
             seq.m_size.eq(sizes_q[0]),
             seq.k_size.eq(sizes_q[1]),
             seq.n_size.eq(sizes_q[2]),
+            seq.b_size.eq(sizes_q[3]),
         ]
 
         # Beat stages aligned with the operand buffer reads: the data of an address arrives

@@ -9,7 +9,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .gemm import DIM_WIDTH
+from .gemm import DIM_WIDTH, times_constant
 from .requant import RequantParams
 
 __all__ = ["HostBridge", "PROTOCOL_VERSION", "MAGIC", "Command", "Buffer",
@@ -17,7 +17,7 @@ __all__ = ["HostBridge", "PROTOCOL_VERSION", "MAGIC", "Command", "Buffer",
            "DEFAULT_BYTE_TIMEOUT", "ABORT_WAIT_LIMIT", "LEVEL_QUERY", "LEVEL_REPLY_BYTES",
            "start_fits", "DATAFLOW_IDS"]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 #: INFO's dataflow id: the position of the engine's dataflow here (the sorted names of
 #: ``gen.hw.accelerator.DATAFLOWS``).
 DATAFLOW_IDS = ("output_stationary", "weight_stationary")
@@ -45,6 +45,8 @@ class Command:
     WRITE = ord("W")
     READ = ord("R")
     START = ord("S")
+    #: START of a batch of GEMMs of one shape (version 3).
+    BATCH = ord("B")
     STATUS = ord("P")
     CYCLES = ord("C")
     ABORT = ord("A")
@@ -61,17 +63,20 @@ class Buffer:
 
 #: Argument bytes each command takes.
 _ARG_BYTES = {Command.INFO: 0, Command.WRITE: 9, Command.READ: 9, Command.START: 6,
-              Command.STATUS: 0, Command.CYCLES: 0, Command.ABORT: 0}
+              Command.BATCH: 8, Command.STATUS: 0, Command.CYCLES: 0, Command.ABORT: 0}
 _INFO_BYTES = 4 + 4 + 16
 
 
-def start_fits(m, k, n, *, rows, cols, act_depth, wgt_depth, param_depth, out_depth):
-    """Whether START ``m, k, n`` passes the device's size check (PROTOCOL.md, START)."""
-    if 0 in (m, k, n):
+def start_fits(m, k, n, *, rows, cols, act_depth, wgt_depth, param_depth, out_depth, batch=1,
+               runs_batches=True):
+    """Whether START ``m, k, n`` (BATCH ``m, k, n, batch``) passes the device's size check
+    (PROTOCOL.md, START and BATCH)."""
+    if 0 in (m, k, n, batch) or (batch != 1 and not runs_batches):
         return False
     m_tiles, n_tiles = -(-m // rows), -(-n // cols)
-    return (m_tiles * k <= act_depth and n_tiles * k <= wgt_depth and
-            n_tiles * cols <= param_depth and m * n <= out_depth)
+    out_rows = (batch - 1) * m_tiles * rows + m
+    return (batch * m_tiles * k <= act_depth and batch * n_tiles * k <= wgt_depth and
+            n_tiles * cols <= param_depth and out_rows * n <= out_depth)
 
 
 def _addr_width(depth):
@@ -93,6 +98,9 @@ class HostBridge(wiring.Component):
     byte_timeout : int
         Host-clock cycles a command may wait for its next byte (argument or WRITE data); after
         that the partial command is dropped without a reply (see PROTOCOL.md).
+    runs_batches : bool or None
+        Whether the engine runs batches (BATCH with more than one GEMM); None: as the engine
+        of ``dataflow_id`` does.
     clock_levels : int
         Accelerator clock levels (1, or 2 with a :class:`~gen.hw.clock_select.ClockSelect`).
         With more than one, the LEVEL command exists and ``level`` / ``level_active`` are
@@ -106,8 +114,9 @@ class HostBridge(wiring.Component):
         Drive the buffers' host-side write ports.
     out_rd : ``In(memory.ReadPort.Signature(...))``
         Reads the output buffer.
-    start, m_size, k_size, n_size : ``Out``
-        Job control towards the accelerator (``start`` only for sizes that fit the buffers).
+    start, m_size, k_size, n_size, b_size : ``Out``
+        Job control towards the accelerator (``start`` only for sizes that fit the buffers;
+        ``b_size`` is 1 after START, the batch after BATCH).
     abort : ``Out(1)``
         A one-cycle pulse: stop the running job.
     busy, done, error, cycles : ``In``
@@ -120,7 +129,8 @@ class HostBridge(wiring.Component):
     """
 
     def __init__(self, *, rows, cols, dataflow_id=0, act_depth, wgt_depth, param_depth,
-                 out_depth, byte_timeout=DEFAULT_BYTE_TIMEOUT, clock_levels=1):
+                 out_depth, byte_timeout=DEFAULT_BYTE_TIMEOUT, clock_levels=1,
+                 runs_batches=None):
         self._clock_levels = operator.index(clock_levels)
         if not 1 <= self._clock_levels <= 2:
             raise ValueError(f"clock_levels must be 1 or 2 (one DCSC), not {clock_levels}")
@@ -136,6 +146,12 @@ class HostBridge(wiring.Component):
         self._rows = operator.index(rows)
         self._cols = operator.index(cols)
         self._dataflow_id = operator.index(dataflow_id)
+        if not 0 <= self._dataflow_id < len(DATAFLOW_IDS):
+            raise ValueError(f"dataflow_id must be below {len(DATAFLOW_IDS)}, not {dataflow_id}")
+        if runs_batches is None:
+            from .accelerator import DATAFLOWS
+            runs_batches = DATAFLOWS[DATAFLOW_IDS[self._dataflow_id]].runs_batches
+        self._runs_batches = bool(runs_batches)
         self._depths = [operator.index(act_depth), operator.index(wgt_depth),
                         operator.index(param_depth), operator.index(out_depth)]
         if max(self._rows, self._cols) > 255:
@@ -155,6 +171,7 @@ class HostBridge(wiring.Component):
             "m_size":   Out(DIM_WIDTH),
             "k_size":   Out(DIM_WIDTH),
             "n_size":   Out(DIM_WIDTH),
+            "b_size":   Out(DIM_WIDTH),
             "abort":    Out(1),
             "busy":     In(1),
             "done":     In(1),
@@ -166,6 +183,10 @@ class HostBridge(wiring.Component):
     @property
     def byte_timeout(self):
         return self._byte_timeout
+
+    @property
+    def runs_batches(self):
+        return self._runs_batches
 
     @property
     def clock_levels(self):
@@ -241,17 +262,27 @@ class HostBridge(wiring.Component):
         with m.Elif(~stalled):
             m.d.sync += quiet.eq(quiet + 1)
 
-        # START's size check (PROTOCOL.md): m_tiles = ceil(M/rows) and n_tiles = ceil(N/cols)
-        # by restoring division (17 steps), then m_tiles*K, n_tiles*K and M*N by shift-and-add
-        # (16 steps), then compares with the depths: 36 cycles and no multiplier, against
-        # 60 bits on the line for the command.
+        # START's and BATCH's size check (PROTOCOL.md): m_tiles = ceil(M/rows) and n_tiles =
+        # ceil(N/cols) by restoring division (17 steps); for BATCH, (B-1)*m_tiles and
+        # (B-1)*n_tiles by shift-and-add (16 steps); the tiles and output rows of the whole
+        # batch (1 step); then its act words, wgt words and output bytes by shift-and-add (16
+        # steps); then compares with the depths: 37 cycles for START, 53 for BATCH, and no
+        # multiplier, against 60 or 80 bits on the line for the command.
         size_m, size_k, size_n = args[0:16], args[16:32], args[32:48]
+        size_b = Signal(DIM_WIDTH)
         step = Signal(range(DIM_WIDTH + 2))
         m_tiles, n_tiles = Signal(DIM_WIDTH + 1), Signal(DIM_WIDTH + 1)
         m_rem = Signal(max(1, self._rows.bit_length()))
         n_rem = Signal(max(1, self._cols.bit_length()))
-        act_need, wgt_need, out_need = (Signal(2 * DIM_WIDTH + 1, name=f"{name}_need")
-                                        for name in ("act", "wgt", "out"))
+        b_bits = Signal(DIM_WIDTH)
+        m_tiles_before, n_tiles_before = (Signal(2 * DIM_WIDTH + 1, name=f"{name}_tiles_before")
+                                          for name in "mn")
+        m_tiles_all, n_tiles_all = (Signal(2 * DIM_WIDTH + 2, name=f"{name}_tiles_all")
+                                    for name in "mn")
+        out_rows = Signal(2 * DIM_WIDTH + 2 + self._rows.bit_length())
+        act_need, wgt_need = (Signal(3 * DIM_WIDTH + 2, name=f"{name}_need")
+                              for name in ("act", "wgt"))
+        out_need = Signal(len(out_rows) + DIM_WIDTH)
         k_bits, n_bits = Signal(DIM_WIDTH), Signal(DIM_WIDTH)
         sizes_ok = Signal()
 
@@ -277,6 +308,7 @@ class HostBridge(wiring.Component):
             self.m_size.eq(args[0:16]),
             self.k_size.eq(args[16:32]),
             self.n_size.eq(args[32:48]),
+            self.b_size.eq(size_b),
         ]
 
         def send(value, length, *, read=False):
@@ -328,13 +360,14 @@ class HostBridge(wiring.Component):
                                  self.error & done_flag), 2)
                     with m.Case(Command.CYCLES):
                         send(Cat(Const(REPLY_OK, 8), self.cycles), 5)
-                    with m.Case(Command.START):
+                    with m.Case(Command.START, Command.BATCH):
                         with m.If(self.busy):
                             send(REPLY_ERROR, 1)
                         with m.Else():
                             m.d.sync += [
                                 m_tiles.eq(size_m + (self._rows - 1)), m_rem.eq(0),
                                 n_tiles.eq(size_n + (self._cols - 1)), n_rem.eq(0),
+                                size_b.eq(Mux(command == Command.BATCH, args[48:64], 1)),
                                 step.eq(0),
                             ]
                             m.next = "SIZE_DIV"
@@ -371,16 +404,40 @@ class HostBridge(wiring.Component):
                 divide_step(n_tiles, n_rem, self._cols)
                 m.d.sync += step.eq(step + 1)
                 with m.If(step == DIM_WIDTH):
-                    m.d.sync += [step.eq(0), act_need.eq(0), wgt_need.eq(0), out_need.eq(0),
-                                 k_bits.eq(size_k), n_bits.eq(size_n)]
-                    m.next = "SIZE_MUL"
+                    m.d.sync += [step.eq(0), m_tiles_before.eq(0), n_tiles_before.eq(0),
+                                 b_bits.eq(size_b - 1)]
+                    m.next = "SIZE_BATCH"
+
+            with m.State("SIZE_BATCH"):
+                # (B - 1) * tiles, most significant bit of B - 1 first. Once no bit is left
+                # and nothing was added the products are 0: START (B = 1) takes one step.
+                m.d.sync += [
+                    m_tiles_before.eq((m_tiles_before << 1) + Mux(b_bits[-1], m_tiles, 0)),
+                    n_tiles_before.eq((n_tiles_before << 1) + Mux(b_bits[-1], n_tiles, 0)),
+                    b_bits.eq(b_bits << 1),
+                    step.eq(step + 1),
+                ]
+                with m.If((step == DIM_WIDTH - 1) |
+                          ((b_bits == 0) & (m_tiles_before == 0) & (n_tiles_before == 0))):
+                    m.next = "SIZE_ROWS"
+
+            with m.State("SIZE_ROWS"):
+                m.d.sync += [
+                    m_tiles_all.eq(m_tiles_before + m_tiles),
+                    n_tiles_all.eq(n_tiles_before + n_tiles),
+                    # The batch's output rows: the padded rows of every GEMM but the last.
+                    out_rows.eq(times_constant(m_tiles_before, self._rows) + size_m),
+                    step.eq(0), act_need.eq(0), wgt_need.eq(0), out_need.eq(0),
+                    k_bits.eq(size_k), n_bits.eq(size_n),
+                ]
+                m.next = "SIZE_MUL"
 
             with m.State("SIZE_MUL"):
                 # Most significant multiplier bit first: need = 2 * need + bit * multiplicand.
                 m.d.sync += [
-                    act_need.eq((act_need << 1) + Mux(k_bits[-1], m_tiles, 0)),
-                    wgt_need.eq((wgt_need << 1) + Mux(k_bits[-1], n_tiles, 0)),
-                    out_need.eq((out_need << 1) + Mux(n_bits[-1], size_m, 0)),
+                    act_need.eq((act_need << 1) + Mux(k_bits[-1], m_tiles_all, 0)),
+                    wgt_need.eq((wgt_need << 1) + Mux(k_bits[-1], n_tiles_all, 0)),
+                    out_need.eq((out_need << 1) + Mux(n_bits[-1], out_rows, 0)),
                     k_bits.eq(k_bits << 1),
                     n_bits.eq(n_bits << 1),
                     step.eq(step + 1),
@@ -390,8 +447,9 @@ class HostBridge(wiring.Component):
 
             with m.State("SIZE_CMP"):
                 act_depth, wgt_depth, param_depth, out_depth = self._depths
+                batch_ok = (size_b == 1) if not self._runs_batches else (size_b != 0)
                 m.d.sync += sizes_ok.eq(
-                    (size_m != 0) & (size_k != 0) & (size_n != 0) &
+                    (size_m != 0) & (size_k != 0) & (size_n != 0) & batch_ok &
                     (act_need <= act_depth) & (wgt_need <= wgt_depth) &
                     (n_tiles <= param_depth // self._cols) & (out_need <= out_depth))
                 m.next = "START_GO"

@@ -107,7 +107,7 @@ class HostSystem(wiring.Component):
         wiring.connect(m, bridge.wgt_wr, accel.wgt_wr)
         wiring.connect(m, bridge.param_wr, accel.param_wr)
 
-        # host -> sync: START as a toggle; the sizes were set by the START command's arguments
+        # host -> sync: START as a toggle; the sizes were set by the START (BATCH) command's arguments
         # long before the toggle arrives, and are sampled by the accelerator with it.
         start_toggle = Signal()
         with m.If(bridge.start):
@@ -121,6 +121,7 @@ class HostSystem(wiring.Component):
             accel.m_size.eq(bridge.m_size),
             accel.k_size.eq(bridge.k_size),
             accel.n_size.eq(bridge.n_size),
+            accel.b_size.eq(bridge.b_size),
         ]
         # host -> sync: ABORT the same way (a toggle, one pulse on the accelerator's side).
         abort_toggle = Signal()
