@@ -379,3 +379,34 @@ def test_output_folders_are_checked_before_long_work(tmp_path, capsys):
         assert __import__("time").monotonic() - start < 10, argv    # before training or search
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and str(blocker) in err, err
+
+
+_arrays = st.one_of(
+    st.lists(st.integers(-300, 300), max_size=6),
+    st.lists(st.lists(st.integers(-300, 300), min_size=1, max_size=3), max_size=3),
+    st.lists(st.lists(st.lists(st.integers(-300, 300), min_size=1, max_size=3), min_size=1,
+                      max_size=3), max_size=3),
+    st.lists(st.lists(st.lists(st.floats(-3, 3), min_size=1, max_size=2), min_size=1,
+                      max_size=2), max_size=2),
+    st.text(max_size=5), st.none())
+
+
+_vectors = st.one_of(st.integers(-2 ** 70, 2 ** 70),
+                    st.lists(st.integers(-2 ** 33, 2 ** 33), max_size=4), st.text(max_size=3))
+
+
+@given(_arrays, _arrays, _vectors, _vectors, st.one_of(st.integers(-3, 70), _vectors))
+@EXAMPLES
+def test_batch_operands_are_checked_in_one_line(a, w, bias, mult, shift):
+    """`Driver.gemm_batch`'s operand check: a batch it takes has the shapes and ranges of the
+    numeric contract; anything else is one LayoutError line naming what to change."""
+    import numpy as np
+    from gen.host.layout import LayoutError, check_batch_operands
+    try:
+        a_, w_, *_, shape = check_batch_operands(a, w, bias, mult, shift)
+    except LayoutError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert a_.shape == (shape.batch, shape.m, shape.k) and w_.shape == (shape.batch, shape.k,
+                                                                        shape.n)
+    assert np.abs(a_).max() <= 128 and np.abs(w_).max() <= 128

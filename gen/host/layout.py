@@ -45,8 +45,15 @@ class GemmShape:
         return (self.batch - 1) * batch_out_stride(self.m, self.n, rows) + self.m * self.n
 
 
+def _as_array(name, x):
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise LayoutError(f"{name} is not an array of numbers ({exc})") from None
+
+
 def _int8(name, x):
-    x = np.asarray(x)
+    x = _as_array(name, x)
     if x.ndim != 2:
         raise LayoutError(f"{name} must be a matrix, not of shape {x.shape}")
     if not np.issubdtype(x.dtype, np.integer):
@@ -75,7 +82,11 @@ def check_gemm_operands(a, w, bias, mult, shift):
     for name, v, low, high in (("bias", bias, INT32_MIN, INT32_MAX),
                                ("mult", mult, 0, 2 ** 31 - 1),
                                ("shift", shift, 1, 62)):
-        v = np.broadcast_to(np.asarray(v, dtype=np.int64), (shape.n,))
+        try:
+            v = np.broadcast_to(np.asarray(v, dtype=np.int64), (shape.n,))
+        except (ValueError, TypeError, OverflowError):
+            raise LayoutError(f"{name} must be one integer or N = {shape.n} of them, "
+                              f"not {v!r:.60}") from None
         if v.min() < low or v.max() > high:
             raise LayoutError(f"{name} must lie in [{low}, {high}]; got min {v.min()}, "
                               f"max {v.max()}")
@@ -93,7 +104,7 @@ def check_batch_operands(a, w, bias, mult, shift):
     """:func:`check_gemm_operands` for a batch: ``A`` [B, M, K] and ``W`` [B, K, N], one set
     of requantization parameters for all B GEMMs. Returns the operands and the
     :class:`GemmShape` (with ``batch``)."""
-    a, w = np.asarray(a), np.asarray(w)
+    a, w = _as_array("A", a), _as_array("W", w)
     if a.ndim != 3 or w.ndim != 3:
         raise LayoutError(f"a batch needs A [B, M, K] and W [B, K, N], not A of shape "
                           f"{a.shape} and W of shape {w.shape}")
