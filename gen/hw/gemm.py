@@ -552,18 +552,20 @@ class AccumulatorDrain(wiring.Component):
         channel = Signal(DIM_WIDTH + 1)   # n_base + col, kept as a counter
         # The parameter buffer reads one cycle ahead (its data comes out of the block RAM's
         # output register): its address is the channel of the next cycle, and `en` (the send)
-        # takes that word into the output register, next to the value sent.
-        channel_next = Signal.like(channel)
+        # takes that word into the output register, next to the value sent. The block RAM
+        # lies far from the drain (4 ns of routing), so the address is no more than a choice
+        # between two registers (below): an adder, the column compare and the copy in front of
+        # that route were the critical path of the 12x12 array with two lanes (112.8 MHz at
+        # 110).
+        channel_after = Signal.like(channel)   # the channel of the beat after `channel`'s
         m.d.comb += [
             copy.eq(self.holds_full & ~self.busy),
             self.copied.eq(copy),
             can_send.eq(~out_valid | out_skip | self.o.ready),
             send.eq(self.busy & can_send),
-            channel_next.eq(channel),
-            self.param_rd.addr.eq(channel_next >> lane_shift),
+            self.param_rd.addr.eq(Mux(send, channel_after, channel) >> lane_shift),
             self.param_rd.en.eq(send),
         ]
-        m.d.sync += channel.eq(channel_next)
 
         # The chains span the whole array; driving their R*C*32 registers from the one `copy`
         # and `send` of the controller would make two nets with thousands of loads. Each row
@@ -609,7 +611,6 @@ class AccumulatorDrain(wiring.Component):
                 self.busy.eq(1),
                 self.holds_full.eq(0),
             ]
-            m.d.comb += channel_next.eq(self.tag.n_base)
         with m.Elif(send):
             with m.If(col == cols - lanes):
                 m.d.sync += [
@@ -618,12 +619,26 @@ class AccumulatorDrain(wiring.Component):
                     row_addr.eq(row_addr + self.n_size),
                     row_m.eq(row_m + 1),
                 ]
-                m.d.comb += channel_next.eq(tile.n_base)
                 with m.If(final_beat):
                     m.d.sync += self.busy.eq(0)
             with m.Else():
                 m.d.sync += col.eq(col + lanes)
-                m.d.comb += channel_next.eq(channel + lanes)
+
+        # `channel` and `channel_after` step one beat at each send. While the drain is idle, or
+        # from its tile's last send, they follow the tag of the next tile, which is stable from
+        # `tile_ready` on, so a copy finds them already at that tile's first two channels.
+        with m.If(send & ~final_beat):
+            # After the row's last column comes the tile's first again.
+            wraps_after = col == cols - 2 * lanes if per_row > 1 else 1
+            m.d.sync += [
+                channel.eq(channel_after),
+                channel_after.eq(Mux(wraps_after, tile.n_base, channel_after + lanes)),
+            ]
+        with m.Elif(~self.busy | send):
+            m.d.sync += [
+                channel.eq(self.tag.n_base),
+                channel_after.eq(self.tag.n_base + lanes if per_row > 1 else self.tag.n_base),
+            ]
 
         # Lane l carries an output when its row and its channel are inside M x N; lane 0 has
         # the beat's lowest channel, so a beat with no output is one whose lane 0 has none.
