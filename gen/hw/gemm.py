@@ -896,23 +896,33 @@ class OutputStationaryGemm(GemmEngine):
                 m.d.sync += tags[0].eq(seq.tag)
             with m.Else():
                 m.d.sync += tags[1].eq(seq.tag)
-        m.d.sync += waiting.eq(waiting + last_issue - drain.copied)
+        waiting_next = Signal.like(waiting)
+        m.d.comb += waiting_next.eq(waiting + last_issue - drain.copied)
+        m.d.sync += waiting.eq(waiting_next)
         # The next tile's last beat may issue before the drain has copied this one when the
         # copy is certain to come first: PE (i, j) takes the new last beat into its hold
         # register ORL + MULTIPLIER_LATENCY + 2 + i + j cycles after it issues, and with the
         # drain idle and its holds empty (nothing but this tile can make it busy) this tile is
         # copied R + C + MULTIPLIER_LATENCY + ORL + 1 cycles after its own last beat; so
-        # R + C - 1 cycles between the two last beats are enough. `early` is registered, from
-        # the cycle before (the drain cannot turn busy then without its holds full).
+        # R + C - 1 cycles between the two last beats are enough. Whether a last beat may
+        # issue early is decided in the cycle before (the drain cannot turn busy then without
+        # its holds full).
         spacing = rows + cols - 1
         since_last = Signal(range(spacing + 1))
         with m.If(last_issue):
             m.d.sync += since_last.eq(1)
         with m.Elif(since_last < spacing):
             m.d.sync += since_last.eq(since_last + 1)
-        early = Signal()
-        m.d.sync += early.eq(~drain.busy & ~drain.holds_full & ~last_issue &
-                             (since_last >= spacing - 1))
+        early_next = Signal()
+        m.d.comb += early_next.eq(~drain.busy & ~drain.holds_full & ~last_issue &
+                                  (since_last >= spacing - 1))
+        # Hold the next tile's last beat while two tiles wait, or one waits and the next
+        # last beat would not be early. It is registered, from the next values of `waiting`
+        # and `early`, so that `seq.valid`, which enables every sequencer register, is one
+        # LUT of flip-flops (`running`, `last`, this): decided in the same cycle, it was the
+        # routed critical path of the 8x8 to 12x12 arrays with one lane.
+        hold_last = Signal()
+        m.d.sync += hold_last.eq((waiting_next == 2) | ((waiting_next == 1) & ~early_next))
         m.d.comb += [
             array.act_word.eq(self.act_rd.data),
             array.wgt_word.eq(self.wgt_rd.data),
@@ -921,7 +931,7 @@ class OutputStationaryGemm(GemmEngine):
             array.last.eq(beat_last),
             # A PE may finish a tile only once the drain has copied out the previous one, or
             # certainly will have by then (above).
-            seq.hold_last.eq((waiting == 2) | ((waiting == 1) & ~early)),
+            seq.hold_last.eq(hold_last),
         ]
 
         m.d.comb += [
