@@ -43,6 +43,9 @@ ADDR_WIDTH = 32
 #: its output register (DP16KD ``REGMODE "OUTREG"``, see :mod:`gen.hw.accelerator`), which
 #: takes the block RAM's slow clock-to-output off the fabric paths.
 OPERAND_READ_LATENCY = 2
+#: Adjacent columns of a row whose drain chain registers share one copy of the drain's state
+#: (:class:`AccumulatorDrain`): a copy's enable reaches ``32 * CHAIN_GROUP_COLUMNS`` registers.
+CHAIN_GROUP_COLUMNS = 4
 
 
 def _times_constant(value, constant):
@@ -568,9 +571,11 @@ class AccumulatorDrain(wiring.Component):
         ]
 
         # The chains span the whole array; driving their R*C*32 registers from the one `copy`
-        # and `send` of the controller would make two nets with thousands of loads. Each row
-        # of the tile instead follows its own copy of the controller's two state bits (kept
-        # apart from each other in synthesis by `keep`, see flows.ecp5.KEEP_REGISTERS).
+        # and `send` of the controller would make two nets with thousands of loads. Each group
+        # of CHAIN_GROUP_COLUMNS adjacent columns of a row instead follows its own copy of the
+        # controller's two state bits (kept apart from each other in synthesis by `keep`, see
+        # flows.ecp5.KEEP_REGISTERS). With one copy a row, the copy of the 12x12 array's row
+        # (384 registers across the chip) was its routed critical path (132.9 MHz).
         # Whether the beat sent next is the tile's last, kept as a register (from a count of
         # the beats left) so that a comparison of the row and column counters is not in front
         # of the long routes to every row's state (the routed critical path at 113.5 MHz).
@@ -582,24 +587,28 @@ class AccumulatorDrain(wiring.Component):
             m.d.sync += [beats_left.eq(beats_left - 1), final_beat.eq(beats_left == 1)]
         last_send = Signal()
         m.d.comb += last_send.eq(send & final_beat)
+        group_beats = max(1, CHAIN_GROUP_COLUMNS // lanes)
         for r in range(rows):
-            full_r = Signal(name=f"holds_full_row{r}", attrs={"keep": 1})
-            busy_r = Signal(name=f"busy_row{r}", attrs={"keep": 1})
-            copy_r, send_r = Signal(name=f"copy_row{r}"), Signal(name=f"send_row{r}")
-            m.d.comb += [copy_r.eq(full_r & ~busy_r), send_r.eq(busy_r & can_send)]
-            with m.If(self.tile_ready):
-                m.d.sync += full_r.eq(1)
-            with m.If(copy_r):
-                m.d.sync += [full_r.eq(0), busy_r.eq(1)]
-            with m.Elif(last_send):
-                m.d.sync += busy_r.eq(0)
-            row_beats = range(r * per_row, (r + 1) * per_row)
-            with m.If(copy_r):
-                m.d.sync += [chains[lane][b].eq(self.holds[r * cols + lane + lanes * (b % per_row)])
-                             for lane in range(lanes) for b in row_beats]
-            with m.Elif(send_r):
-                m.d.sync += [chains[lane][b].eq(chains[lane][b + 1])
-                             for lane in range(lanes) for b in row_beats if b + 1 < beats]
+            for g0 in range(0, per_row, group_beats):
+                name = f"row{r}_{g0}"
+                full_g = Signal(name=f"holds_full_{name}", attrs={"keep": 1})
+                busy_g = Signal(name=f"busy_{name}", attrs={"keep": 1})
+                copy_g, send_g = Signal(name=f"copy_{name}"), Signal(name=f"send_{name}")
+                m.d.comb += [copy_g.eq(full_g & ~busy_g), send_g.eq(busy_g & can_send)]
+                with m.If(self.tile_ready):
+                    m.d.sync += full_g.eq(1)
+                with m.If(copy_g):
+                    m.d.sync += [full_g.eq(0), busy_g.eq(1)]
+                with m.Elif(last_send):
+                    m.d.sync += busy_g.eq(0)
+                group = range(r * per_row + g0, r * per_row + min(per_row, g0 + group_beats))
+                with m.If(copy_g):
+                    m.d.sync += [chains[lane][b].eq(
+                        self.holds[r * cols + lane + lanes * (b % per_row)])
+                        for lane in range(lanes) for b in group]
+                with m.Elif(send_g):
+                    m.d.sync += [chains[lane][b].eq(chains[lane][b + 1])
+                                 for lane in range(lanes) for b in group if b + 1 < beats]
 
         with m.If(copy):
             m.d.sync += [
