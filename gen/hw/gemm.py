@@ -779,15 +779,17 @@ class GemmEngine(wiring.Component):
         Each part's idle flag is registered next to the part, then combined in a second
         register: the parts are spread over the whole chip, so their AND would otherwise be one
         long path. "All idle two cycles ago, sequencer included" still means "all idle now":
-        nothing enters the pipeline without a new start."""
+        nothing enters the pipeline without a new start. The idle flags of the two cycles
+        from a launch are those of the previous job: `all_idle` ignores them (a launch reset
+        the part's flags, far away, was the routed critical path of a 12x12 build)."""
         parts_idle = Signal(len(idle))
         all_idle = Signal()
+        launch_q = Signal()
         m.d.sync += [
             parts_idle.eq(Cat(*idle)),
-            all_idle.eq(parts_idle.all()),
+            launch_q.eq(launch),
+            all_idle.eq(parts_idle.all() & ~launch & ~launch_q),
         ]
-        with m.If(launch):
-            m.d.sync += [parts_idle.eq(0), all_idle.eq(0)]
         finished = Signal()
         aborted = Signal()
         m.d.comb += finished.eq(self.busy & all_idle)
