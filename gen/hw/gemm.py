@@ -591,16 +591,21 @@ class AccumulatorDrain(wiring.Component):
         for r in range(rows):
             for g0 in range(0, per_row, group_beats):
                 name = f"row{r}_{g0}"
-                full_g = Signal(name=f"holds_full_{name}", attrs={"keep": 1})
-                busy_g = Signal(name=f"busy_{name}", attrs={"keep": 1})
-                copy_g, send_g = Signal(name=f"copy_{name}"), Signal(name=f"send_{name}")
-                m.d.comb += [copy_g.eq(full_g & ~busy_g), send_g.eq(busy_g & can_send)]
-                with m.If(self.tile_ready):
-                    m.d.sync += full_g.eq(1)
-                with m.If(copy_g):
-                    m.d.sync += [full_g.eq(0), busy_g.eq(1)]
-                with m.Elif(last_send):
-                    m.d.sync += busy_g.eq(0)
+                # `copy_g` (full and not busy) is a register too, taken from the next values
+                # of the other two, so that the chains' enables and input selects are one LUT
+                # of flip-flops: as a LUT of its own, it put two long routes in a row (the routed
+                # critical path of the 12x12 array with two lanes at seed 1, 124.8 MHz).
+                full_g, busy_g, copy_g = (Signal(name=f"{state}_{name}", attrs={"keep": 1})
+                                          for state in ("holds_full", "busy", "copy"))
+                full_next, busy_next = Signal(), Signal()
+                send_g = Signal(name=f"send_{name}")
+                m.d.comb += [
+                    full_next.eq(~copy_g & (full_g | self.tile_ready)),
+                    busy_next.eq(copy_g | (busy_g & ~last_send)),
+                    send_g.eq(busy_g & can_send),
+                ]
+                m.d.sync += [full_g.eq(full_next), busy_g.eq(busy_next),
+                             copy_g.eq(full_next & ~busy_next)]
                 group = range(r * per_row + g0, r * per_row + min(per_row, g0 + group_beats))
                 with m.If(copy_g):
                     m.d.sync += [chains[lane][b].eq(
