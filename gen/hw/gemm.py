@@ -49,6 +49,9 @@ ADDR_WIDTH = 32
 #: its output register (DP16KD ``REGMODE "OUTREG"``, see :mod:`gen.hw.accelerator`), which
 #: takes the block RAM's slow clock-to-output off the fabric paths.
 OPERAND_READ_LATENCY = 2
+#: Adjacent columns of a row whose drain chain registers share one copy of the drain's state
+#: (:class:`AccumulatorDrain`): a copy's enable reaches ``32 * CHAIN_GROUP_COLUMNS`` registers.
+CHAIN_GROUP_COLUMNS = 4
 
 
 def times_constant(value, constant):
@@ -586,23 +589,27 @@ class AccumulatorDrain(wiring.Component):
         channel = Signal(DIM_WIDTH + 1)   # n_base + col, kept as a counter
         # The parameter buffer reads one cycle ahead (its data comes out of the block RAM's
         # output register): its address is the channel of the next cycle, and `en` (the send)
-        # takes that word into the output register, next to the value sent.
-        channel_next = Signal.like(channel)
+        # takes that word into the output register, next to the value sent. The block RAM
+        # lies far from the drain (4 ns of routing), so the address is no more than a choice
+        # between two registers (below): an adder, the column compare and the copy in front of
+        # that route were the critical path of the 12x12 array with two lanes (112.8 MHz at
+        # 110).
+        channel_after = Signal.like(channel)   # the channel of the beat after `channel`'s
         m.d.comb += [
             copy.eq(self.holds_full & ~self.busy),
             self.copied.eq(copy),
             can_send.eq(~out_valid | out_skip | self.o.ready),
             send.eq(self.busy & can_send),
-            channel_next.eq(channel),
-            self.param_rd.addr.eq(channel_next >> lane_shift),
+            self.param_rd.addr.eq(Mux(send, channel_after, channel) >> lane_shift),
             self.param_rd.en.eq(send),
         ]
-        m.d.sync += channel.eq(channel_next)
 
         # The chains span the whole array; driving their R*C*32 registers from the one `copy`
-        # and `send` of the controller would make two nets with thousands of loads. Each row
-        # of the tile instead follows its own copy of the controller's two state bits (kept
-        # apart from each other in synthesis by `keep`, see flows.ecp5.KEEP_REGISTERS).
+        # and `send` of the controller would make two nets with thousands of loads. Each group
+        # of CHAIN_GROUP_COLUMNS adjacent columns of a row instead follows its own copy of the
+        # controller's two state bits (kept apart from each other in synthesis by `keep`, see
+        # flows.ecp5.KEEP_REGISTERS). With one copy a row, the copy of the 12x12 array's row
+        # (384 registers across the chip) was its routed critical path (132.9 MHz).
         # Whether the beat sent next is the tile's last, kept as a register (from a count of
         # the beats left) so that a comparison of the row and column counters is not in front
         # of the long routes to every row's state (the routed critical path at 113.5 MHz).
@@ -614,24 +621,33 @@ class AccumulatorDrain(wiring.Component):
             m.d.sync += [beats_left.eq(beats_left - 1), final_beat.eq(beats_left == 1)]
         last_send = Signal()
         m.d.comb += last_send.eq(send & final_beat)
+        group_beats = max(1, CHAIN_GROUP_COLUMNS // lanes)
         for r in range(rows):
-            full_r = Signal(name=f"holds_full_row{r}", attrs={"keep": 1})
-            busy_r = Signal(name=f"busy_row{r}", attrs={"keep": 1})
-            copy_r, send_r = Signal(name=f"copy_row{r}"), Signal(name=f"send_row{r}")
-            m.d.comb += [copy_r.eq(full_r & ~busy_r), send_r.eq(busy_r & can_send)]
-            with m.If(self.tile_ready):
-                m.d.sync += full_r.eq(1)
-            with m.If(copy_r):
-                m.d.sync += [full_r.eq(0), busy_r.eq(1)]
-            with m.Elif(last_send):
-                m.d.sync += busy_r.eq(0)
-            row_beats = range(r * per_row, (r + 1) * per_row)
-            with m.If(copy_r):
-                m.d.sync += [chains[lane][b].eq(self.holds[r * cols + lane + lanes * (b % per_row)])
-                             for lane in range(lanes) for b in row_beats]
-            with m.Elif(send_r):
-                m.d.sync += [chains[lane][b].eq(chains[lane][b + 1])
-                             for lane in range(lanes) for b in row_beats if b + 1 < beats]
+            for g0 in range(0, per_row, group_beats):
+                name = f"row{r}_{g0}"
+                # `copy_g` (full and not busy) is a register too, taken from the next values
+                # of the other two, so that the chains' enables and input selects are one LUT
+                # of flip-flops: as a LUT of its own, it put two long routes in a row (the routed
+                # critical path of the 12x12 array with two lanes at seed 1, 124.8 MHz).
+                full_g, busy_g, copy_g = (Signal(name=f"{state}_{name}", attrs={"keep": 1})
+                                          for state in ("holds_full", "busy", "copy"))
+                full_next, busy_next = Signal(), Signal()
+                send_g = Signal(name=f"send_{name}")
+                m.d.comb += [
+                    full_next.eq(~copy_g & (full_g | self.tile_ready)),
+                    busy_next.eq(copy_g | (busy_g & ~last_send)),
+                    send_g.eq(busy_g & can_send),
+                ]
+                m.d.sync += [full_g.eq(full_next), busy_g.eq(busy_next),
+                             copy_g.eq(full_next & ~busy_next)]
+                group = range(r * per_row + g0, r * per_row + min(per_row, g0 + group_beats))
+                with m.If(copy_g):
+                    m.d.sync += [chains[lane][b].eq(
+                        self.holds[r * cols + lane + lanes * (b % per_row)])
+                        for lane in range(lanes) for b in group]
+                with m.Elif(send_g):
+                    m.d.sync += [chains[lane][b].eq(chains[lane][b + 1])
+                                 for lane in range(lanes) for b in group if b + 1 < beats]
 
         with m.If(copy):
             m.d.sync += [
@@ -643,7 +659,6 @@ class AccumulatorDrain(wiring.Component):
                 self.busy.eq(1),
                 self.holds_full.eq(0),
             ]
-            m.d.comb += channel_next.eq(self.tag.n_base)
         with m.Elif(send):
             with m.If(col == cols - lanes):
                 m.d.sync += [
@@ -652,12 +667,26 @@ class AccumulatorDrain(wiring.Component):
                     row_addr.eq(row_addr + self.n_size),
                     row_m.eq(row_m + 1),
                 ]
-                m.d.comb += channel_next.eq(tile.n_base)
                 with m.If(final_beat):
                     m.d.sync += self.busy.eq(0)
             with m.Else():
                 m.d.sync += col.eq(col + lanes)
-                m.d.comb += channel_next.eq(channel + lanes)
+
+        # `channel` and `channel_after` step one beat at each send. While the drain is idle, or
+        # from its tile's last send, they follow the tag of the next tile, which is stable from
+        # `tile_ready` on, so a copy finds them already at that tile's first two channels.
+        with m.If(send & ~final_beat):
+            # After the row's last column comes the tile's first again.
+            wraps_after = col == cols - 2 * lanes if per_row > 1 else 1
+            m.d.sync += [
+                channel.eq(channel_after),
+                channel_after.eq(Mux(wraps_after, tile.n_base, channel_after + lanes)),
+            ]
+        with m.Elif(~self.busy | send):
+            m.d.sync += [
+                channel.eq(self.tag.n_base),
+                channel_after.eq(self.tag.n_base + lanes if per_row > 1 else self.tag.n_base),
+            ]
 
         # Lane l carries an output when its row and its channel are inside M x N; lane 0 has
         # the beat's lowest channel, so a beat with no output is one whose lane 0 has none.
@@ -796,15 +825,17 @@ class GemmEngine(wiring.Component):
         Each part's idle flag is registered next to the part, then combined in a second
         register: the parts are spread over the whole chip, so their AND would otherwise be one
         long path. "All idle two cycles ago, sequencer included" still means "all idle now":
-        nothing enters the pipeline without a new start."""
+        nothing enters the pipeline without a new start. The idle flags of the two cycles
+        from a launch are those of the previous job: `all_idle` ignores them (a launch reset
+        the part's flags, far away, was the routed critical path of a 12x12 build)."""
         parts_idle = Signal(len(idle))
         all_idle = Signal()
+        launch_q = Signal()
         m.d.sync += [
             parts_idle.eq(Cat(*idle)),
-            all_idle.eq(parts_idle.all()),
+            launch_q.eq(launch),
+            all_idle.eq(parts_idle.all() & ~launch & ~launch_q),
         ]
-        with m.If(launch):
-            m.d.sync += [parts_idle.eq(0), all_idle.eq(0)]
         finished = Signal()
         aborted = Signal()
         m.d.comb += finished.eq(self.busy & all_idle)
@@ -930,23 +961,33 @@ class OutputStationaryGemm(GemmEngine):
                 m.d.sync += tags[0].eq(seq.tag)
             with m.Else():
                 m.d.sync += tags[1].eq(seq.tag)
-        m.d.sync += waiting.eq(waiting + last_issue - drain.copied)
+        waiting_next = Signal.like(waiting)
+        m.d.comb += waiting_next.eq(waiting + last_issue - drain.copied)
+        m.d.sync += waiting.eq(waiting_next)
         # The next tile's last beat may issue before the drain has copied this one when the
         # copy is certain to come first: PE (i, j) takes the new last beat into its hold
         # register ORL + MULTIPLIER_LATENCY + 2 + i + j cycles after it issues, and with the
         # drain idle and its holds empty (nothing but this tile can make it busy) this tile is
         # copied R + C + MULTIPLIER_LATENCY + ORL + 1 cycles after its own last beat; so
-        # R + C - 1 cycles between the two last beats are enough. `early` is registered, from
-        # the cycle before (the drain cannot turn busy then without its holds full).
+        # R + C - 1 cycles between the two last beats are enough. Whether a last beat may
+        # issue early is decided in the cycle before (the drain cannot turn busy then without
+        # its holds full).
         spacing = rows + cols - 1
         since_last = Signal(range(spacing + 1))
         with m.If(last_issue):
             m.d.sync += since_last.eq(1)
         with m.Elif(since_last < spacing):
             m.d.sync += since_last.eq(since_last + 1)
-        early = Signal()
-        m.d.sync += early.eq(~drain.busy & ~drain.holds_full & ~last_issue &
-                             (since_last >= spacing - 1))
+        early_next = Signal()
+        m.d.comb += early_next.eq(~drain.busy & ~drain.holds_full & ~last_issue &
+                                  (since_last >= spacing - 1))
+        # Hold the next tile's last beat while two tiles wait, or one waits and the next
+        # last beat would not be early. It is registered, from the next values of `waiting`
+        # and `early`, so that `seq.valid`, which enables every sequencer register, is one
+        # LUT of flip-flops (`running`, `last`, this): decided in the same cycle, it was the
+        # routed critical path of the 8x8 and 12x12 arrays with one lane at 125 MHz.
+        hold_last = Signal()
+        m.d.sync += hold_last.eq((waiting_next == 2) | ((waiting_next == 1) & ~early_next))
         m.d.comb += [
             array.act_word.eq(self.act_rd.data),
             array.wgt_word.eq(self.wgt_rd.data),
@@ -955,7 +996,7 @@ class OutputStationaryGemm(GemmEngine):
             array.last.eq(beat_last),
             # A PE may finish a tile only once the drain has copied out the previous one, or
             # certainly will have by then (above).
-            seq.hold_last.eq((waiting == 2) | ((waiting == 1) & ~early)),
+            seq.hold_last.eq(hold_last),
         ]
 
         m.d.comb += [
