@@ -331,6 +331,13 @@ CONFIGS = [
          out_depth=1024),
     dict(rows=4, cols=8, drain_lanes=2, act_depth=512, wgt_depth=512, param_depth=64,
          out_depth=1024),
+    # Two and three beats per drain row (the parameter address kept a beat ahead wraps at
+    # the row's end), and a row whose columns do not fill the drain's last group of
+    # CHAIN_GROUP_COLUMNS.
+    dict(rows=2, cols=4, drain_lanes=2, act_depth=512, wgt_depth=512, param_depth=64,
+         out_depth=1024),
+    dict(rows=3, cols=6, drain_lanes=2, act_depth=512, wgt_depth=512, param_depth=61,
+         out_depth=1024),
     # Weight-stationary: a K that does not divide by R, chunks of rows smaller than M (m_tile
     # 16, so both accumulator banks take turns within one column tile), drain lanes.
     dict(rows=3, cols=4, dataflow="weight_stationary", m_tile=16, act_depth=512,
