@@ -953,14 +953,24 @@ class OutputStationaryGemm(GemmEngine):
         last_issue = Signal()
         m.d.comb += last_issue.eq(seq.valid & seq.last)
         waiting = Signal(range(3))
+        # The queue takes a last beat's tag a cycle after the beat, from registers: its write
+        # select behind `seq.valid`, whose fan-out spans the sequencer, was the routed
+        # critical path of the 12x12 array with two lanes (115.2 MHz, seed 2). The drain
+        # reads the head at the earliest R + C + MULTIPLIER_LATENCY cycles after the beat.
+        # `stored` counts the tags in the queue; it lags `waiting` by that cycle.
+        issued_tag = Signal(TileTag())
+        issued_last = Signal()
+        m.d.sync += [issued_tag.eq(seq.tag), issued_last.eq(last_issue)]
+        stored = Signal(range(3))
         tags = [Signal(TileTag(), name=f"tile_tag{k}") for k in range(2)]
         with m.If(drain.copied):
             m.d.sync += tags[0].eq(tags[1])
-        with m.If(last_issue):
-            with m.If((waiting == 0) | ((waiting == 1) & drain.copied)):
-                m.d.sync += tags[0].eq(seq.tag)
+        with m.If(issued_last):
+            with m.If((stored == 0) | ((stored == 1) & drain.copied)):
+                m.d.sync += tags[0].eq(issued_tag)
             with m.Else():
-                m.d.sync += tags[1].eq(seq.tag)
+                m.d.sync += tags[1].eq(issued_tag)
+        m.d.sync += stored.eq(stored + issued_last - drain.copied)
         waiting_next = Signal.like(waiting)
         m.d.comb += waiting_next.eq(waiting + last_issue - drain.copied)
         m.d.sync += waiting.eq(waiting_next)
