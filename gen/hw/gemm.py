@@ -156,11 +156,28 @@ class TileSequencer(wiring.Component):
         single_k = Signal()             # K == 1
         single_col_tile = Signal()      # N <= C
         single_row_tile = Signal()      # M <= R
+        # What the next beat does is kept in two registers beside `last_k` and `running`:
+        # `stepping_k` (running, not the tile's last beat: the beat steps k, whatever
+        # `hold_last` says) and `at_end` (running, the tile's last beat: it steps to the next
+        # tile unless held). Every register's enable is then one LUT of flip-flops; decided
+        # from `running`, `last_k`, `hold_last` and the three tile flags, it took four LUTs
+        # across the sequencer, the routed critical path of the 12x12 array with two lanes
+        # (125.2 MHz at seed 2). The step after the final tile runs like a batch step, to no
+        # effect but `running` falling: the next start loads every register again.
+        stepping_k = Signal()
+        at_end = Signal()
+        tile_step = Signal()
+        final_tile = Signal()
         m.d.comb += [
+            tile_step.eq(at_end & ~self.hold_last),
+            final_tile.eq(last_col_tile & last_row_tile & last_batch),
             self.first.eq(first),
             self.last.eq(last_k),
-            self.valid.eq(self.running & ~(last_k & self.hold_last)),
+            self.valid.eq(stepping_k | tile_step),
         ]
+
+        def set_last_k(value):
+            return [last_k.eq(value), at_end.eq(value), stepping_k.eq(~value)]
 
         with m.If(self.start):
             m.d.sync += [
@@ -175,7 +192,7 @@ class TileSequencer(wiring.Component):
                 single_k.eq(self.k_size == 1),
                 single_col_tile.eq(self.n_size <= cols),
                 single_row_tile.eq(self.m_size <= rows),
-                last_k.eq(self.k_size == 1),
+                *set_last_k(self.k_size == 1),
                 last_col_tile.eq(self.n_size <= cols),
                 last_row_tile.eq(self.m_size <= rows),
                 last_batch.eq(self.b_size == 1),
@@ -188,26 +205,28 @@ class TileSequencer(wiring.Component):
                 self.tag.m_base.eq(0),
                 self.tag.n_base.eq(0),
                 self.tag.out_base.eq(0),
-                self.overflow.eq(0),
                 self.running.eq(1),
             ]
-        with m.Elif(self.valid):
-            with m.If((self.act_addr >= self._act_depth) | (self.wgt_addr >= self._wgt_depth)):
-                m.d.sync += self.overflow.eq(1)
-            with m.If(~last_k):
-                m.d.sync += [
-                    k_left.eq(k_left - 1),
-                    last_k.eq(k_left == 1),
-                    first.eq(0),
-                    self.act_addr.eq(self.act_addr + 1),
-                    self.wgt_addr.eq(self.wgt_addr + 1),
-                ]
-            with m.Elif(~last_col_tile):
+        with m.Elif(stepping_k):
+            m.d.sync += [
+                k_left.eq(k_left - 1),
+                *set_last_k(k_left == 1),
+                first.eq(0),
+                self.act_addr.eq(self.act_addr + 1),
+                self.wgt_addr.eq(self.wgt_addr + 1),
+            ]
+        with m.Elif(tile_step):
+            m.d.sync += [
+                k_left.eq(k_size - 1),
+                first.eq(1),
+            ]
+            with m.If(final_tile):
+                m.d.sync += [self.running.eq(0), at_end.eq(0), stepping_k.eq(0)]
+            with m.Else():
+                m.d.sync += set_last_k(single_k)
+            with m.If(~last_col_tile):
                 # Next column tile: the same rows of A again, the next columns of W.
                 m.d.sync += [
-                    k_left.eq(k_size - 1),
-                    last_k.eq(single_k),
-                    first.eq(1),
                     n_left.eq(n_left - cols),
                     last_col_tile.eq(n_left <= 2 * cols),
                     self.act_addr.eq(act_row_base),
@@ -215,14 +234,11 @@ class TileSequencer(wiring.Component):
                     self.tag.n_base.eq(self.tag.n_base + cols),
                     self.tag.out_base.eq(self.tag.out_base + cols),
                 ]
-            with m.Elif(~last_row_tile | ~last_batch):
+            with m.Else():
                 # Next row tile, or the next GEMM of the batch, whose words follow this one's
                 # in both buffers and whose outputs follow the padded rows of this one's last
                 # row tile: either way the next rows of A, the first columns of W.
                 m.d.sync += [
-                    k_left.eq(k_size - 1),
-                    last_k.eq(single_k),
-                    first.eq(1),
                     n_left.eq(n_size),
                     last_col_tile.eq(single_col_tile),
                     act_row_base.eq(act_row_base + k_size),
@@ -248,11 +264,19 @@ class TileSequencer(wiring.Component):
                         self.wgt_addr.eq(self.wgt_addr + 1),
                         self.tag.m_base.eq(0),
                     ]
-            with m.Else():
-                m.d.sync += self.running.eq(0)
+        # An issued address beyond its buffer sets `overflow`: compared in one cycle and
+        # flagged in the next, off the enables above. The flag is read when the job ends,
+        # many cycles after its last beat.
+        beyond = Signal()
+        m.d.sync += beyond.eq(self.valid & ((self.act_addr >= self._act_depth) |
+                                            (self.wgt_addr >= self._wgt_depth)))
+        with m.If(self.start):
+            m.d.sync += self.overflow.eq(0)
+        with m.Elif(beyond):
+            m.d.sync += self.overflow.eq(1)
         # Abort (host ABORT): stop issuing, over any start or step above.
         with m.If(self.abort):
-            m.d.sync += self.running.eq(0)
+            m.d.sync += [self.running.eq(0), at_end.eq(0), stepping_k.eq(0)]
         return m
 
 
@@ -308,9 +332,9 @@ class MacArray(wiring.Component):
         rows, cols = self._rows, self._cols
         flags_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1})
 
-        def delayed(value, cycles, name, reset_less=True):
+        def delayed(value, cycles, name):
             for stage in range(cycles):
-                reg = Signal.like(value, name=f"{name}_skew{stage}", reset_less=reset_less)
+                reg = Signal.like(value, name=f"{name}_skew{stage}", reset_less=True)
                 m.d.sync += reg.eq(value)
                 value = reg
             return value
@@ -319,12 +343,17 @@ class MacArray(wiring.Component):
         m.d.comb += beat_flags.eq(Cat(self.valid, self.first, self.last))
         row_act = [delayed(self.act_word[8 * i:8 * i + 8].as_signed(), i, f"act{i}")
                    for i in range(rows)]
-        row_flags = [delayed(beat_flags, i, f"flags{i}", reset_less=False) for i in range(rows)]
+        row_flags = [delayed(beat_flags, i, f"flags{i}") for i in range(rows)]
         col_wgt = [delayed(self.wgt_word[8 * j:8 * j + 8].as_signed(), j, f"wgt{j}")
                    for j in range(cols)]
 
         # Data registers need no reset (the flags say what is valid); a reset would cost a
-        # LUT in front of each, right behind the block RAM's slow clock-to-output.
+        # LUT in front of each, right behind the block RAM's slow clock-to-output. The flags
+        # need none either (they start at 0 from the bitstream's initial values): a beat left
+        # in flight by a reset at most writes a hold that no `tile_ready` (reset) announces,
+        # and the next tile's first beat restarts the accumulator. Without the reset's LSR a
+        # PE's flag flip-flops pack next to its accumulator; with it, the placer moved the
+        # delayed `first` of a 12x12 PE 49 rows away from its adder (126.2 MHz at seed 1).
         act = [[Signal(signed(8), name=f"act_{i}_{j}", reset_less=True) for j in range(cols)]
                for i in range(rows)]
         wgt = [[Signal(signed(8), name=f"wgt_{i}_{j}", reset_less=True) for j in range(cols)]
@@ -333,7 +362,8 @@ class MacArray(wiring.Component):
         # synthesizer would merge them into one register fanning out across the chip. `keep`
         # marks them for `flows.ecp5`, which tells yosys not to (see KEEP_REGISTERS there).
         keep = {"keep": 1}
-        flags = [[Signal(flags_layout, name=f"flags_{i}_{j}", attrs=keep) for j in range(cols)]
+        flags = [[Signal(flags_layout, name=f"flags_{i}_{j}", attrs=keep, reset_less=True)
+                  for j in range(cols)]
                  for i in range(rows)]
         for i in range(rows):
             for j in range(cols):
@@ -350,7 +380,7 @@ class MacArray(wiring.Component):
                 product_flags = flags[i][j]
                 for stage in range(MULTIPLIER_LATENCY + 1):
                     delayed_flags = Signal(flags_layout, name=f"flags_{i}_{j}_d{stage}",
-                                           attrs=keep)
+                                           attrs=keep, reset_less=True)
                     m.d.sync += delayed_flags.eq(product_flags)
                     product_flags = delayed_flags
 
