@@ -85,9 +85,12 @@ class TileSequencer(wiring.Component):
 
     Members
     -------
+    load : ``In(1)``
+        Latch ``m_size``, ``k_size``, ``n_size`` and ``b_size`` (not while running): the
+        sizes, and the flags compared from them, are registers by the next ``start``.
     start : ``In(1)``
-        Latch ``m_size``, ``k_size``, ``n_size``, ``b_size`` and begin (all must be
-        non-zero): ``b_size`` GEMMs, GEMM ``b``'s words following GEMM ``b - 1``'s.
+        Begin with the sizes last loaded (all must be non-zero): ``b_size`` GEMMs, GEMM
+        ``b``'s words following GEMM ``b - 1``'s.
     hold_last : ``In(1)``
         Do not issue a tile's last beat in this cycle.
     valid, first, last : ``Out(1)``
@@ -110,6 +113,7 @@ class TileSequencer(wiring.Component):
         if self._rows < 1 or self._cols < 1:
             raise ValueError(f"array size must be positive, not {self._rows}x{self._cols}")
         super().__init__({
+            "load":     In(1),
             "start":    In(1),
             "m_size":   In(DIM_WIDTH),
             "k_size":   In(DIM_WIDTH),
@@ -179,23 +183,36 @@ class TileSequencer(wiring.Component):
         def set_last_k(value):
             return [last_k.eq(value), at_end.eq(value), stepping_k.eq(~value)]
 
-        with m.If(self.start):
+        # The sizes and their comparisons are latched a cycle before the start, so that the
+        # start loads flip-flops only: the comparisons in front of the start's loads were the
+        # routed critical path of the 12x12 array with two lanes (141.7 MHz at seed 1).
+        b_size = Signal(DIM_WIDTH)
+        single_batch = Signal()
+        k_size_less_1 = Signal(DIM_WIDTH)
+        with m.If(self.load):
             m.d.sync += [
                 m_size.eq(self.m_size),
                 k_size.eq(self.k_size),
                 n_size.eq(self.n_size),
+                b_size.eq(self.b_size),
+                k_size_less_1.eq(self.k_size - 1),
                 rows_times_n.eq(times_constant(self.n_size, rows)),
-                k_left.eq(self.k_size - 1),
-                n_left.eq(self.n_size),
-                m_left.eq(self.m_size),
-                b_left.eq(self.b_size),
                 single_k.eq(self.k_size == 1),
                 single_col_tile.eq(self.n_size <= cols),
                 single_row_tile.eq(self.m_size <= rows),
-                *set_last_k(self.k_size == 1),
-                last_col_tile.eq(self.n_size <= cols),
-                last_row_tile.eq(self.m_size <= rows),
-                last_batch.eq(self.b_size == 1),
+                single_batch.eq(self.b_size == 1),
+            ]
+
+        with m.If(self.start):
+            m.d.sync += [
+                k_left.eq(k_size_less_1),
+                n_left.eq(n_size),
+                m_left.eq(m_size),
+                b_left.eq(b_size),
+                *set_last_k(single_k),
+                last_col_tile.eq(single_col_tile),
+                last_row_tile.eq(single_row_tile),
+                last_batch.eq(single_batch),
                 first.eq(1),
                 act_row_base.eq(0),
                 wgt_batch_base.eq(0),
@@ -217,7 +234,7 @@ class TileSequencer(wiring.Component):
             ]
         with m.Elif(tile_step):
             m.d.sync += [
-                k_left.eq(k_size - 1),
+                k_left.eq(k_size_less_1),
                 first.eq(1),
             ]
             with m.If(final_tile):
@@ -832,9 +849,11 @@ class GemmEngine(wiring.Component):
     runs_batches = False
 
     def register_request(self, m):
-        """``(launch, start_q, sizes_q)``: the request is registered before it is acted on;
-        a zero size, or a batch the engine does not run, never launches. ``sizes_q`` is M, K,
-        N and B.
+        """``(launch, start_q, sizes_q, taken)``: the request is registered before it is
+        acted on; a zero size, or a batch the engine does not run, never launches. ``sizes_q``
+        is M, K, N and B. ``taken`` (combinational) is the cycle the request is registered
+        while the engine is free: a launch follows in the next cycle unless it is refused, so
+        a part may latch the request's sizes (``self.m_size`` ...) then.
 
         ``launch`` fans out to every sequencer register, so it is a flip-flop of its own, set
         from the request and the value ``busy`` takes next (``finish_jobs`` drives it): as
@@ -849,9 +868,11 @@ class GemmEngine(wiring.Component):
         m.d.sync += [start_q.eq(self.start), refused_q.eq(refused)]
         m.d.sync += [size_q.eq(size) for size_q, size in zip(sizes_q, sizes)]
         launch = Signal()
+        taken = Signal()
         self._busy_next = Signal()
-        m.d.sync += launch.eq(self.start & ~refused & ~self._busy_next)
-        return launch, start_q, sizes_q
+        m.d.comb += taken.eq(self.start & ~self._busy_next)
+        m.d.sync += launch.eq(taken & ~refused)
+        return launch, start_q, sizes_q, taken
 
     def finish_jobs(self, m, launch, start_q, idle, overflow, abort_to):
         """``busy``, ``done``, ``error``, ``cycles`` and ``abort`` of a job whose parts report
@@ -961,13 +982,14 @@ class OutputStationaryGemm(GemmEngine):
 
         m_size = Signal(DIM_WIDTH)
         n_size = Signal(DIM_WIDTH)
-        launch, start_q, sizes_q = self.register_request(m)
+        launch, start_q, sizes_q, taken = self.register_request(m)
         m.d.comb += [
+            seq.load.eq(taken),
             seq.start.eq(launch),
-            seq.m_size.eq(sizes_q[0]),
-            seq.k_size.eq(sizes_q[1]),
-            seq.n_size.eq(sizes_q[2]),
-            seq.b_size.eq(sizes_q[3]),
+            seq.m_size.eq(self.m_size),
+            seq.k_size.eq(self.k_size),
+            seq.n_size.eq(self.n_size),
+            seq.b_size.eq(self.b_size),
         ]
 
         # Beat stages aligned with the operand buffer reads: the data of an address arrives

@@ -720,7 +720,7 @@ class WeightStationaryGemm(GemmEngine):
             m_tile=self._m_tile)
         requants = connect_requantizer_lanes(m, drain.o, self.o, lanes)
 
-        launch, start_q, sizes_q = self.register_request(m)
+        launch, start_q, sizes_q, _ = self.register_request(m)
         n_size = Signal(DIM_WIDTH)
         m.d.comb += [
             seq.start.eq(launch),
