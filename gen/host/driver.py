@@ -227,16 +227,15 @@ class Driver:
         if shape.batch > 1 and not info.runs_batches:
             raise LayoutError(f"the device's {info.dataflow} engine runs no batches: run the "
                               f"{shape.batch} GEMMs one by one with gemm()")
+        self._check_buffers(shape, info)    # before packing what may not fit
         act = [word for x in a for word in pack_activations(x, info.rows, info.dataflow)]
         wgt = [word for x in w for word in pack_weights(x, info.cols)]
         return await self._run(shape, act, wgt, pack_params(bias, mult, shift), poll_interval,
                                timeout_polls, batched=True)
 
-    async def _run(self, shape, act_words, wgt_words, param_words, poll_interval,
-                   timeout_polls, batched=False):
-        """Load the buffers, run the job of ``shape`` and read its outputs (``batched``: Y
-        [B, M, N], else [M, N])."""
-        info = await self._device()
+    @staticmethod
+    def _check_buffers(shape, info):
+        """Raise LayoutError unless the job of ``shape`` fits the device's buffers."""
         needs = {
             "activation buffer": (shape.act_words(info.rows, info.dataflow), info.act_depth),
             "weight buffer": (shape.wgt_words(info.cols), info.wgt_depth),
@@ -249,6 +248,13 @@ class Driver:
             if need > have:
                 raise LayoutError(f"{what} needs {need} words of the {name}, the device has "
                                   f"{have}: split the job or generate larger buffers")
+
+    async def _run(self, shape, act_words, wgt_words, param_words, poll_interval,
+                   timeout_polls, batched=False):
+        """Load the buffers, run the job of ``shape`` and read its outputs (``batched``: Y
+        [B, M, N], else [M, N])."""
+        info = await self._device()
+        self._check_buffers(shape, info)
         await self.write_buffer(Buffer.ACT, 0, act_words)
         await self.write_buffer(Buffer.WGT, 0, wgt_words)
         await self.write_buffer(Buffer.PARAM, 0, param_words)
